@@ -1,0 +1,196 @@
+/*
+ * nix/nix.h: from an image name to a built image: the name grammar, Nix
+ * itself, layering, layer tarballs and the image config and manifests.
+ */
+#ifndef NIX_H
+#define NIX_H
+
+#include <sys/types.h>
+
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "nixmirror.h"
+
+/*
+ * A parsed Nix image name.  Packages are attribute paths ("git",
+ * "haskellpackages.pandoc"), sorted and unique, with the meta-packages
+ * expanded; cacert and iana-etc are not in the list (the evaluator adds
+ * them when the package set has them).
+ */
+struct nix_request {
+	char		**nr_pkgs;
+	size_t		  nr_npkgs;
+	int		  nr_shell;	/* "shell" was asked for */
+	const char	 *nr_system;	/* NM_SYSTEM_X86 or NM_SYSTEM_ARM64 */
+};
+
+/* One store path of a runtime closure. */
+struct nix_path {
+	char		*np_path;	/* /nix/store/<hash>-<name> */
+	uint64_t	 np_narsize;
+	size_t		*np_refs;	/* indices into nc_paths */
+	size_t		 np_nrefs;
+};
+
+/* The result of evaluating and realising a request. */
+struct nix_closure {
+	struct nix_path	 *nc_paths;	/* sorted by np_path */
+	size_t		  nc_npaths;
+	size_t		 *nc_roots;	/* top-level outputs, in request order */
+	size_t		  nc_nroots;
+	char		**nc_rootpaths;	/* the same as store paths, for the
+					   customisation layer */
+	char		 *nc_cmd;	/* absolute program for Cmd, or NULL */
+	char		 *nc_cacert;	/* cacert store path, or NULL */
+};
+
+/* A group of store paths that become one layer. */
+struct nix_layer {
+	size_t		*nl_paths;	/* indices into nc_paths, sorted */
+	size_t		 nl_npaths;
+	uint64_t	 nl_size;	/* sum of narsize */
+	double		 nl_rating;
+};
+
+struct nix_layering {
+	struct nix_layer *nl_layers;	/* in image order */
+	size_t		  nl_nlayers;
+};
+
+/* What writing a layer tarball produced. */
+struct nix_tarinfo {
+	char		 ti_digest[NM_DIGEST_SIZE];	/* of the gzip bytes */
+	char		 ti_diffid[NM_DIGEST_SIZE];	/* of the tar bytes */
+	uint64_t	 ti_size;			/* gzip bytes */
+};
+
+/* Result codes of the Nix steps. */
+#define NIX_OK		0
+#define NIX_ENOTFOUND	1	/* packages or a revision do not exist (404) */
+#define NIX_EFAIL	2	/* evaluation or build failed (500) */
+#define NIX_ETIMEOUT	3	/* a step ran past the timeout (500) */
+
+/* nix/name.c */
+/*
+ * Parses the part of a repository name after the Nix prefix
+ * ("shell/git/htop"); 0, or -1 with *cause set.
+ */
+int	nix_name_parse(const char *, struct nix_request *, char **cause);
+void	nix_request_clear(struct nix_request *);
+/* A stable text form of a request: system and sorted packages. */
+char	*nix_request_key(const struct nix_request *);
+
+/* nix/eval.c: blocking; runs in a build worker thread. */
+/*
+ * The package set expression for a source: a path, a git url at a commit,
+ * or a channel; rev is the commit for NM_SOURCE_REPO, else NULL.
+ */
+struct nix_source {
+	enum nm_source_type	 ns_type;
+	const char		*ns_loc;	/* path, url or channel */
+	const char		*ns_rev;	/* 40 hex or NULL */
+};
+/*
+ * Evaluates, realises and reads the runtime closure of a request.  Returns
+ * NIX_OK, or a NIX_E* code with *cause set to a one-line reason that names
+ * missing or ambiguous packages; the whole log goes to the server log.
+ */
+int	nix_closure_build(const struct nix_source *,
+	    const struct nix_request *, int timeout, struct nix_closure *,
+	    char **cause);
+void	nix_closure_clear(struct nix_closure *);
+/*
+ * Resolves a git ref ("latest" is the default branch, 40 hex is itself)
+ * to a commit with git ls-remote; NIX_OK, NIX_ENOTFOUND or NIX_EFAIL.
+ */
+int	nix_git_resolve(const char *url, const char *ref, int timeout,
+	    char commit[41], char **cause);
+/*
+ * Runs argv (no shell) with stdin from /dev/null, collecting stdout and
+ * stderr, killing its process group after timeout seconds.  Returns
+ * NIX_OK when it exited 0, NIX_ETIMEOUT, else NIX_EFAIL.
+ */
+int	nix_run(char *const argv[], int timeout, char **out, char **err);
+
+/* nix/layer.c */
+/*
+ * Loads popularity data: a JSON object from store-path name without the
+ * hash ("glibc-2.37") to a count.  NULL file gives an empty object.
+ */
+json_t	*nix_popularity_load(const char *file, char **cause);
+/* The popularity of a store path (1 when unknown). */
+uint64_t nix_popularity_get(json_t *, const char *path);
+/*
+ * Groups a closure into at most budget layers with the popularity and
+ * dominator-tree algorithm; the order is deterministic, popular first.
+ */
+void	nix_layer_group(const struct nix_closure *, json_t *popularity,
+	    size_t budget, struct nix_layering *);
+void	nix_layering_clear(struct nix_layering *);
+/*
+ * Immediate dominators of a graph with n nodes and root 0: succ[i] lists
+ * nsucc[i] successors.  idom[0] = 0; unreachable nodes get SIZE_MAX.
+ */
+void	nix_dominators(size_t n, size_t *const *succ, const size_t *nsucc,
+	    size_t *idom);
+
+/* nix/tar.c */
+/*
+ * Writes store paths (absolute, sorted or not) as a gzip-compressed layer
+ * to fd: "nix/", "nix/store/" and every file below each path, sorted,
+ * mtime 1, uid/gid 0, modes from the store, symlinks and hard links kept.
+ */
+int	nix_tar_paths(char *const *paths, size_t n, int fd,
+	    struct nix_tarinfo *, char **cause);
+/*
+ * Writes the customisation layer for the given top-level store paths: a
+ * symlinkJoin of them at /, /tmp, /usr/bin/env, /etc/passwd, /etc/group.
+ */
+int	nix_tar_custom(char *const *paths, size_t n, int fd,
+	    struct nix_tarinfo *, char **cause);
+
+/* nix/image.c */
+struct nix_image_layer {
+	char		 il_digest[NM_DIGEST_SIZE];
+	char		 il_diffid[NM_DIGEST_SIZE];
+	uint64_t	 il_size;
+};
+/*
+ * The image config JSON (canonical bytes, caller frees) for the layers of
+ * an image of the given system, with PATH, SSL_CERT_FILE and Cmd.
+ */
+char	*nix_image_config(const struct nix_image_layer *, size_t n,
+	    const char *system, const char *cacert, const char *cmd, int shell);
+/*
+ * A manifest (canonical bytes, caller frees) in Docker schema2 form
+ * (oci = 0) or OCI form (oci = 1).
+ */
+char	*nix_image_manifest(const struct nix_image_layer *, size_t n,
+	    const char *config_digest, uint64_t config_size, int oci);
+
+/* nix/build.c: the build queue; runs in the event loop's thread. */
+struct event_base;
+struct nix_build_result {
+	int		 br_status;	/* NIX_OK or NIX_E* */
+	char		*br_cause;
+	char		 br_docker[NM_DIGEST_SIZE];	/* schema2 manifest */
+	char		 br_oci[NM_DIGEST_SIZE];	/* OCI manifest */
+};
+typedef void (*nix_build_cb)(const struct nix_build_result *, void *);
+struct store;
+void	nix_build_init(struct event_base *, struct store *, json_t *pop);
+/*
+ * Finds or builds the image for a request at a tag; calls cb from the
+ * event loop when done.  Identical requests in flight share one build.
+ * Returns a handle for nix_build_cancel (the build itself goes on).
+ */
+struct nix_waiter;
+struct nix_waiter *nix_build_get(const struct nix_request *, const char *tag,
+	    nix_build_cb, void *);
+void	nix_build_cancel(struct nix_waiter *);
+/* Stops the queue: kills running Nix children and waits for the workers. */
+void	nix_build_shutdown(void);
+
+#endif /* NIX_H */

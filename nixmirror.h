@@ -1,0 +1,75 @@
+/*
+ * nixmirror.h: what every module shares: logging, allocation, the global
+ * configuration and digests.
+ */
+#ifndef NIXMIRROR_H
+#define NIXMIRROR_H
+
+#include <sys/types.h>
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define NM_PRINTF(a, b)	__attribute__((format(printf, a, b)))
+#define NM_DEAD		__attribute__((noreturn))
+
+/* "sha256:" + 64 lowercase hex digits + NUL. */
+#define NM_DIGEST_SIZE	72
+#define NM_SYSTEM_X86	"x86_64-linux"
+#define NM_SYSTEM_ARM64	"aarch64-linux"
+
+/* Where the Nix package set comes from. */
+enum nm_source_type {
+	NM_SOURCE_CHANNEL = 0,
+	NM_SOURCE_PATH,
+	NM_SOURCE_REPO,
+};
+
+/* The global configuration: command line over --config file over defaults. */
+struct nm_config {
+	char			*cf_listen;	/* ADDR:PORT */
+	char			*cf_data;	/* data directory */
+	enum nm_source_type	 cf_source;
+	char			*cf_pkgs_path;
+	char			*cf_pkgs_repo;
+	char			*cf_channel;
+	char			*cf_popularity;	/* file or NULL */
+	char			*cf_nix_prefix;
+	char			*cf_config;	/* file it came from, or NULL */
+	int			 cf_build_timeout;	/* seconds per Nix step */
+	int			 cf_max_builds;	/* concurrent builds */
+	int			 cf_max_layers;	/* store-path layers */
+	int			 cf_tag_ttl;	/* seconds a git tag resolution lasts */
+	int			 cf_debug;
+};
+
+extern struct nm_config *nm_conf;
+
+/* log.c */
+void	log_init(int debug);
+void	log_warn(const char *, ...) NM_PRINTF(1, 2);
+void	log_warnx(const char *, ...) NM_PRINTF(1, 2);
+void	log_info(const char *, ...) NM_PRINTF(1, 2);
+void	log_debug(const char *, ...) NM_PRINTF(1, 2);
+void	fatal(const char *, ...) NM_PRINTF(1, 2) NM_DEAD;
+void	fatalx(const char *, ...) NM_PRINTF(1, 2) NM_DEAD;
+
+/* xmalloc.c */
+void	*xmalloc(size_t);
+void	*xcalloc(size_t, size_t);
+void	*xreallocarray(void *, size_t, size_t);
+char	*xstrdup(const char *);
+int	 xasprintf(char **, const char *, ...) NM_PRINTF(2, 3);
+int	 xvasprintf(char **, const char *, va_list) NM_PRINTF(2, 0);
+
+/* digest.c: SHA-256 through OpenSSL's EVP interface. */
+struct nm_sha256;
+struct nm_sha256 *nm_sha256_new(void);
+void	 nm_sha256_update(struct nm_sha256 *, const void *, size_t);
+/* Writes "sha256:<hex>" into out and frees the context. */
+void	 nm_sha256_final(struct nm_sha256 *, char out[NM_DIGEST_SIZE]);
+void	 nm_sha256_free(struct nm_sha256 *);
+void	 nm_sha256_digest(const void *, size_t, char out[NM_DIGEST_SIZE]);
+
+#endif /* NIXMIRROR_H */

@@ -1,0 +1,41 @@
+/*
+ * policy/policy.h: configuration, and what is valid: names, tags, digests,
+ * ranges.
+ */
+#ifndef POLICY_H
+#define POLICY_H
+
+#include <sys/types.h>
+
+#include <stdint.h>
+
+#include "nixmirror.h"
+
+/* policy/validate.c */
+/* OCI repository name grammar; host + name stay under 256 characters. */
+int	policy_name_valid(const char *);
+/* [a-zA-Z0-9_][a-zA-Z0-9._-]{0,127} */
+int	policy_tag_valid(const char *);
+/* "sha256:" + 64 lowercase hex: the only algorithm stored or served. */
+int	policy_digest_valid(const char *);
+/* A digest of a known algorithm with a bad encoding, or an unknown algorithm. */
+int	policy_digest_like(const char *);
+
+#define POLICY_RANGE_NONE	0	/* no usable Range: serve all (200) */
+#define POLICY_RANGE_OK		1	/* serve [start, end] (206) */
+#define POLICY_RANGE_UNSAT	2	/* 416 */
+/* Parses one "bytes=" range of a resource of size bytes. */
+int	policy_range_parse(const char *, uint64_t size, uint64_t *start,
+	    uint64_t *end);
+
+/* policy/config.c */
+void	policy_config_defaults(struct nm_config *);
+/* Parses the command line of "serve"; 0 or -1 with *cause set. */
+int	policy_config_args(struct nm_config *, int, char **, char **cause);
+/* Reads the JSON config file; keys already set on the command line win. */
+int	policy_config_file(struct nm_config *, const char *, char **cause);
+/* Checks the finished configuration. */
+int	policy_config_check(struct nm_config *, char **cause);
+void	policy_config_usage(void);
+
+#endif /* POLICY_H */

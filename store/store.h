@@ -1,0 +1,90 @@
+/*
+ * store/store.h: SQLite metadata and content-addressed blob files under the
+ * data directory.  Every function is safe to call from any thread.
+ */
+#ifndef STORE_H
+#define STORE_H
+
+#include <sys/types.h>
+
+#include <stdint.h>
+#include <time.h>
+
+#include "nixmirror.h"
+
+struct store;
+struct store_writer;
+
+/* store/db.c */
+/* Opens (creating and migrating) DIR/nixmirror.db and DIR/blobs. */
+struct store	*store_open(const char *dir, char **cause);
+void		 store_close(struct store *);
+
+/* Media type and size of a stored blob; 0, or -1 when unknown. */
+int	store_blob_stat(struct store *, const char *digest, uint64_t *size,
+	    char **media_type);
+/* Records an access to a blob (for later eviction). */
+void	store_blob_touch(struct store *, const char *digest);
+
+/* Manifests are blobs with a row saying so. */
+int	store_manifest_put(struct store *, const char *digest,
+	    const char *media_type);
+
+/* A layer built from a set of store paths; key is the digest of the set. */
+struct store_layer {
+	char		 sl_digest[NM_DIGEST_SIZE];
+	char		 sl_diffid[NM_DIGEST_SIZE];
+	uint64_t	 sl_size;
+};
+int	store_layer_get(struct store *, const char *key, struct store_layer *);
+int	store_layer_put(struct store *, const char *key,
+	    const struct store_layer *);
+
+/* An image: source revision + sorted packages + system → manifests. */
+struct store_image {
+	char		 si_docker[NM_DIGEST_SIZE];
+	char		 si_oci[NM_DIGEST_SIZE];
+	time_t		 si_created;
+};
+int	store_image_get(struct store *, const char *key, struct store_image *);
+int	store_image_put(struct store *, const char *key,
+	    const struct store_image *);
+
+/* Git tag → commit resolutions, with history. */
+int	store_tag_put(struct store *, const char *source, const char *tag,
+	    const char *commit);
+/* The newest resolution not older than max_age seconds; 0 or -1. */
+int	store_tag_get(struct store *, const char *source, const char *tag,
+	    int max_age, char commit[41]);
+
+/* store/blob.c */
+/* The file path of a blob (need not exist); caller frees. */
+char	*store_blob_path(struct store *, const char *digest);
+/* Opens a stored blob for reading; fd, or -1 when absent. */
+int	 store_blob_open(struct store *, const char *digest, uint64_t *size);
+/* Stores bytes held in memory as a blob (e.g. a manifest or config). */
+int	 store_blob_put_mem(struct store *, const void *, size_t,
+	    const char *media_type, char digest[NM_DIGEST_SIZE], char **cause);
+
+/*
+ * A blob being written: a temp file under DIR/tmp, hashed as it is written,
+ * fsynced and renamed into place on commit, so no half blob is ever visible.
+ */
+struct store_writer *store_writer_new(struct store *, char **cause);
+/* The temp file's descriptor, for writers that write it themselves. */
+int	 store_writer_fd(struct store_writer *);
+int	 store_writer_write(struct store_writer *, const void *, size_t);
+/*
+ * Commits the blob.  When the bytes went through store_writer_write the
+ * digest is computed and compared with expect (if not NULL); when they were
+ * written to the fd directly, expect must be given and is trusted.
+ */
+int	 store_writer_commit(struct store_writer *, const char *expect,
+	    const char *media_type, char digest[NM_DIGEST_SIZE], char **cause);
+/* Discards the temp file and frees the writer. */
+void	 store_writer_abort(struct store_writer *);
+
+/* The data directory's blob root, for the file walk at start-up. */
+void	 store_tmp_clean(struct store *);
+
+#endif /* STORE_H */
