@@ -113,6 +113,8 @@ int	nix_git_resolve(const char *url, const char *ref, int timeout,
  * NIX_OK when it exited 0, NIX_ETIMEOUT, else NIX_EFAIL.
  */
 int	nix_run(char *const argv[], int timeout, char **out, char **err);
+/* Kills every running child and refuses new ones (shutdown). */
+void	nix_run_killall(void);
 
 /* nix/layer.c */
 /*

@@ -84,7 +84,7 @@ int	 store_writer_commit(struct store_writer *, const char *expect,
 /* Discards the temp file and frees the writer. */
 void	 store_writer_abort(struct store_writer *);
 
-/* The data directory's blob root, for the file walk at start-up. */
+/* Removes leftover temp files of an earlier run (done by store_open). */
 void	 store_tmp_clean(struct store *);
 
 #endif /* STORE_H */

@@ -1,0 +1,539 @@
+/*
+ * nix/build.c: the build queue.  A request for an image is answered from
+ * the store when the image is known; otherwise one build per distinct
+ * request runs in a worker thread (Nix children, layering, tarballs,
+ * hashing) and hands its result back to the event loop.  A build whose
+ * clients all left still finishes and is stored.
+ */
+#include <sys/queue.h>
+#include <sys/time.h>
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <event2/event.h>
+#include <jansson.h>
+
+#include "nixmirror.h"
+#include "nix/nix.h"
+#include "store/store.h"
+
+#define BUILD_MT_OCI_CONFIG	"application/vnd.oci.image.config.v1+json"
+#define BUILD_MT_OCI_LAYER	"application/vnd.oci.image.layer.v1.tar+gzip"
+#define BUILD_MT_OCI_MANIFEST	"application/vnd.oci.image.manifest.v1+json"
+#define BUILD_MT_DOCKER_MANIFEST \
+	"application/vnd.docker.distribution.manifest.v2+json"
+
+enum build_state {
+	BUILD_QUEUED,
+	BUILD_RUNNING,
+	BUILD_DONE,
+};
+
+struct nix_waiter {
+	struct nix_build	*nw_build;
+	nix_build_cb		 nw_cb;
+	void			*nw_arg;
+	TAILQ_ENTRY(nix_waiter)	 nw_entry;
+};
+
+struct nix_build {
+	char			*nb_key;	/* tag|system|packages */
+	char			*nb_tag;
+	struct nix_request	 nb_req;
+	enum build_state	 nb_state;
+	struct nix_build_result	 nb_result;
+	pthread_t		 nb_thread;
+	struct event		*nb_done;
+	TAILQ_HEAD(, nix_waiter) nb_waiters;
+	TAILQ_ENTRY(nix_build)	 nb_entry;
+};
+
+static struct event_base	*build_base;
+static struct store		*build_store;
+static json_t			*build_pop;
+static time_t			 build_boot;
+static int			 build_running;
+static int			 build_stopping;
+static TAILQ_HEAD(, nix_build)	 build_list = TAILQ_HEAD_INITIALIZER(build_list);
+
+static void	 build_done_cb(evutil_socket_t, short, void *);
+static void	*build_thread(void *);
+static void	 build_start_queued(void);
+
+/* Sets up the queue. */
+void
+nix_build_init(struct event_base *base, struct store *st, json_t *pop)
+{
+	build_base = base;
+	build_store = st;
+	build_pop = pop;
+	build_boot = time(NULL);
+}
+
+/* The text that names the package source at a revision, for image keys. */
+static char *
+build_source_key(const char *commit)
+{
+	char	*s;
+
+	switch (nm_conf->cf_source) {
+	case NM_SOURCE_PATH:
+		xasprintf(&s, "path:%s", nm_conf->cf_pkgs_path);
+		break;
+	case NM_SOURCE_REPO:
+		xasprintf(&s, "git:%s@%s", nm_conf->cf_pkgs_repo, commit);
+		break;
+	default:
+		xasprintf(&s, "channel:%s", nm_conf->cf_channel);
+		break;
+	}
+	return (s);
+}
+
+/* Whether a source's revision is fixed by its key (a git commit). */
+static int
+build_source_pinned(void)
+{
+	const char	*c = nm_conf->cf_channel;
+
+	if (nm_conf->cf_source == NM_SOURCE_REPO)
+		return (1);
+	return (nm_conf->cf_source == NM_SOURCE_CHANNEL &&
+	    strlen(c) == 40 && strspn(c, "0123456789abcdef") == 40);
+}
+
+/* The image key: source revision, then system and sorted packages. */
+static char *
+build_image_key(const struct nix_request *req, const char *commit)
+{
+	char	*src, *rk, *key;
+
+	src = build_source_key(commit);
+	rk = nix_request_key(req);
+	xasprintf(&key, "%s|%s", src, rk);
+	free(src);
+	free(rk);
+	return (key);
+}
+
+/*
+ * Looks an image up in the store.  Unpinned sources (a path, a channel
+ * name) may change under us, so their images count only when built by
+ * this process; pinned ones count forever.
+ */
+static int
+build_lookup(const char *key, struct nix_build_result *res)
+{
+	struct store_image	 si;
+
+	if (store_image_get(build_store, key, &si) == -1)
+		return (-1);
+	if (!build_source_pinned() && si.si_created < build_boot)
+		return (-1);
+	memset(res, 0, sizeof *res);
+	res->br_status = NIX_OK;
+	memcpy(res->br_docker, si.si_docker, NM_DIGEST_SIZE);
+	memcpy(res->br_oci, si.si_oci, NM_DIGEST_SIZE);
+	return (0);
+}
+
+/* The commit a tag stands for, if known recently enough; else NULL. */
+static int
+build_known_commit(const char *tag, char commit[41])
+{
+	if (nm_conf->cf_source != NM_SOURCE_REPO)
+		return (-1);
+	if (strlen(tag) == 40 && strspn(tag, "0123456789abcdef") == 40) {
+		memcpy(commit, tag, 41);
+		return (0);
+	}
+	return (store_tag_get(build_store, nm_conf->cf_pkgs_repo, tag,
+	    nm_conf->cf_tag_ttl, commit));
+}
+
+/* Copies a request. */
+static void
+build_request_copy(struct nix_request *dst, const struct nix_request *src)
+{
+	size_t	 i;
+
+	dst->nr_npkgs = src->nr_npkgs;
+	dst->nr_pkgs = xcalloc(src->nr_npkgs, sizeof *dst->nr_pkgs);
+	for (i = 0; i < src->nr_npkgs; i++)
+		dst->nr_pkgs[i] = xstrdup(src->nr_pkgs[i]);
+	dst->nr_shell = src->nr_shell;
+	dst->nr_system = src->nr_system;
+}
+
+/* Finds or starts the build for a request; see nix.h. */
+struct nix_waiter *
+nix_build_get(const struct nix_request *req, const char *tag,
+    nix_build_cb cb, void *arg)
+{
+	struct nix_build_result	 res;
+	struct nix_build	*nb;
+	struct nix_waiter	*nw;
+	char			 commit[41], *key, *rk;
+
+	if (build_known_commit(tag, commit) == 0 ||
+	    nm_conf->cf_source != NM_SOURCE_REPO) {
+		key = build_image_key(req, commit);
+		if (build_lookup(key, &res) == 0) {
+			free(key);
+			cb(&res, arg);
+			return (NULL);
+		}
+		free(key);
+	}
+
+	rk = nix_request_key(req);
+	xasprintf(&key, "%s|%s", tag, rk);
+	free(rk);
+	TAILQ_FOREACH(nb, &build_list, nb_entry) {
+		if (nb->nb_state != BUILD_DONE && strcmp(nb->nb_key, key) == 0)
+			break;
+	}
+	if (nb == NULL) {
+		nb = xcalloc(1, sizeof *nb);
+		nb->nb_key = key;
+		nb->nb_tag = xstrdup(tag);
+		build_request_copy(&nb->nb_req, req);
+		nb->nb_state = BUILD_QUEUED;
+		TAILQ_INIT(&nb->nb_waiters);
+		nb->nb_done = event_new(build_base, -1, 0, build_done_cb, nb);
+		TAILQ_INSERT_TAIL(&build_list, nb, nb_entry);
+		log_debug("%s: queued %s", __func__, key);
+		build_start_queued();
+	} else
+		free(key);
+
+	nw = xcalloc(1, sizeof *nw);
+	nw->nw_build = nb;
+	nw->nw_cb = cb;
+	nw->nw_arg = arg;
+	TAILQ_INSERT_TAIL(&nb->nb_waiters, nw, nw_entry);
+	return (nw);
+}
+
+/* Forgets a waiter whose client went away; the build goes on. */
+void
+nix_build_cancel(struct nix_waiter *nw)
+{
+	if (nw == NULL)
+		return;
+	TAILQ_REMOVE(&nw->nw_build->nb_waiters, nw, nw_entry);
+	free(nw);
+}
+
+/* Starts queued builds while there is room. */
+static void
+build_start_queued(void)
+{
+	struct nix_build	*nb;
+
+	TAILQ_FOREACH(nb, &build_list, nb_entry) {
+		if (build_stopping || build_running >= nm_conf->cf_max_builds)
+			return;
+		if (nb->nb_state != BUILD_QUEUED)
+			continue;
+		nb->nb_state = BUILD_RUNNING;
+		if (pthread_create(&nb->nb_thread, NULL, build_thread, nb) != 0)
+			fatal("%s: pthread_create", __func__);
+		build_running++;
+	}
+}
+
+/* Back in the loop: hands the result to every waiter and frees the build. */
+static void
+build_done_cb(evutil_socket_t fd, short events, void *arg)
+{
+	struct nix_build	*nb = arg;
+	struct nix_waiter	*nw;
+
+	(void)fd;
+	(void)events;
+	if (nb->nb_state == BUILD_RUNNING)
+		pthread_join(nb->nb_thread, NULL);
+	nb->nb_state = BUILD_DONE;
+	build_running--;
+	TAILQ_REMOVE(&build_list, nb, nb_entry);
+	while ((nw = TAILQ_FIRST(&nb->nb_waiters)) != NULL) {
+		TAILQ_REMOVE(&nb->nb_waiters, nw, nw_entry);
+		nw->nw_cb(&nb->nb_result, nw->nw_arg);
+		free(nw);
+	}
+	event_free(nb->nb_done);
+	free(nb->nb_key);
+	free(nb->nb_tag);
+	free(nb->nb_result.br_cause);
+	nix_request_clear(&nb->nb_req);
+	free(nb);
+	build_start_queued();
+}
+
+/* The layer cache key of a group of store paths. */
+static void
+build_layer_key(char *const *paths, size_t n, int custom,
+    char key[NM_DIGEST_SIZE])
+{
+	struct nm_sha256	*sh;
+	size_t			 i;
+
+	sh = nm_sha256_new();
+	if (custom)
+		nm_sha256_update(sh, "custom\n", 7);
+	for (i = 0; i < n; i++) {
+		nm_sha256_update(sh, paths[i], strlen(paths[i]));
+		nm_sha256_update(sh, "\n", 1);
+	}
+	nm_sha256_final(sh, key);
+}
+
+/* Finds a layer in the cache or writes and stores it. */
+static int
+build_layer(char *const *paths, size_t n, int custom,
+    struct nix_image_layer *il, int *fresh, char **cause)
+{
+	struct store_layer	 sl;
+	struct store_writer	*w;
+	struct nix_tarinfo	 ti;
+	char			 key[NM_DIGEST_SIZE];
+	int			 rc;
+
+	build_layer_key(paths, n, custom, key);
+	if (store_layer_get(build_store, key, &sl) == 0) {
+		memcpy(il->il_digest, sl.sl_digest, NM_DIGEST_SIZE);
+		memcpy(il->il_diffid, sl.sl_diffid, NM_DIGEST_SIZE);
+		il->il_size = sl.sl_size;
+		*fresh = 0;
+		return (0);
+	}
+	if ((w = store_writer_new(build_store, cause)) == NULL)
+		return (-1);
+	if (custom)
+		rc = nix_tar_custom(paths, n, store_writer_fd(w), &ti, cause);
+	else
+		rc = nix_tar_paths(paths, n, store_writer_fd(w), &ti, cause);
+	if (rc == -1) {
+		store_writer_abort(w);
+		return (-1);
+	}
+	if (store_writer_commit(w, ti.ti_digest, BUILD_MT_OCI_LAYER,
+	    il->il_digest, cause) == -1)
+		return (-1);
+	memcpy(il->il_diffid, ti.ti_diffid, NM_DIGEST_SIZE);
+	il->il_size = ti.ti_size;
+	memcpy(sl.sl_digest, il->il_digest, NM_DIGEST_SIZE);
+	memcpy(sl.sl_diffid, il->il_diffid, NM_DIGEST_SIZE);
+	sl.sl_size = il->il_size;
+	if (store_layer_put(build_store, key, &sl) == -1) {
+		xasprintf(cause, "cannot record layer %s", il->il_digest);
+		return (-1);
+	}
+	*fresh = 1;
+	return (0);
+}
+
+/* Writes (or finds) every layer of a closure: store paths, then custom. */
+static struct nix_image_layer *
+build_layers(const struct nix_closure *nc, const struct nix_layering *ly,
+    size_t *nlayers, size_t *nfresh, char **cause)
+{
+	struct nix_image_layer	*il;
+	const struct nix_layer	*l;
+	char			**paths;
+	size_t			 i, j;
+	int			 fresh;
+
+	il = xcalloc(ly->nl_nlayers + 1, sizeof *il);
+	*nfresh = 0;
+	for (i = 0; i < ly->nl_nlayers; i++) {
+		l = &ly->nl_layers[i];
+		paths = xcalloc(l->nl_npaths, sizeof *paths);
+		for (j = 0; j < l->nl_npaths; j++)
+			paths[j] = nc->nc_paths[l->nl_paths[j]].np_path;
+		if (build_layer(paths, l->nl_npaths, 0, &il[i], &fresh,
+		    cause) == -1) {
+			free(paths);
+			goto fail;
+		}
+		free(paths);
+		*nfresh += fresh;
+	}
+	if (build_layer(nc->nc_rootpaths, nc->nc_nroots, 1, &il[i], &fresh,
+	    cause) == -1)
+		goto fail;
+	*nfresh += fresh;
+	*nlayers = ly->nl_nlayers + 1;
+	return (il);
+fail:
+	free(il);
+	return (NULL);
+}
+
+/* Stores the config and both manifests of an image. */
+static int
+build_manifests(const struct nix_image_layer *il, size_t n,
+    const struct nix_request *req, const struct nix_closure *nc,
+    struct nix_build_result *res, char **cause)
+{
+	char	 cdigest[NM_DIGEST_SIZE], *config, *m;
+	size_t	 clen;
+	int	 oci, rc;
+
+	config = nix_image_config(il, n, req->nr_system, nc->nc_cacert,
+	    nc->nc_cmd, req->nr_shell);
+	clen = strlen(config);
+	rc = store_blob_put_mem(build_store, config, clen, BUILD_MT_OCI_CONFIG,
+	    cdigest, cause);
+	free(config);
+	if (rc == -1)
+		return (-1);
+	for (oci = 0; oci <= 1; oci++) {
+		m = nix_image_manifest(il, n, cdigest, clen, oci);
+		rc = store_blob_put_mem(build_store, m, strlen(m),
+		    oci ? BUILD_MT_OCI_MANIFEST : BUILD_MT_DOCKER_MANIFEST,
+		    oci ? res->br_oci : res->br_docker, cause);
+		free(m);
+		if (rc == -1 || store_manifest_put(build_store,
+		    oci ? res->br_oci : res->br_docker, oci ?
+		    BUILD_MT_OCI_MANIFEST : BUILD_MT_DOCKER_MANIFEST) == -1) {
+			if (*cause == NULL)
+				xasprintf(cause, "cannot record manifest");
+			return (-1);
+		}
+	}
+	return (0);
+}
+
+/* Resolves the tag of a build to a commit (git sources only). */
+static int
+build_resolve(struct nix_build *nb, char commit[41], char **cause)
+{
+	int	 rc;
+
+	if (nm_conf->cf_source != NM_SOURCE_REPO)
+		return (NIX_OK);
+	if (build_known_commit(nb->nb_tag, commit) == 0)
+		return (NIX_OK);
+	rc = nix_git_resolve(nm_conf->cf_pkgs_repo, nb->nb_tag,
+	    nm_conf->cf_build_timeout, commit, cause);
+	if (rc != NIX_OK)
+		return (rc);
+	if (store_tag_put(build_store, nm_conf->cf_pkgs_repo, nb->nb_tag,
+	    commit) == -1)
+		log_warnx("%s: cannot record tag %s", __func__, nb->nb_tag);
+	log_info("tag %s of %s is commit %s", nb->nb_tag, nm_conf->cf_pkgs_repo,
+	    commit);
+	return (NIX_OK);
+}
+
+/* Evaluates, realises, layers and stores one image. */
+static int
+build_image(struct nix_build *nb, const char *key, char **cause,
+    size_t *nl, size_t *nf, uint64_t *bytes)
+{
+	struct nix_build_result	*res = &nb->nb_result;
+	struct nix_source	 src;
+	struct nix_closure	 nc;
+	struct nix_layering	 ly;
+	struct nix_image_layer	*il;
+	struct store_image	 si;
+	size_t			 i;
+	int			 rc;
+
+	memset(&src, 0, sizeof src);
+	src.ns_type = nm_conf->cf_source;
+	src.ns_loc = nm_conf->cf_source == NM_SOURCE_PATH ?
+	    nm_conf->cf_pkgs_path : nm_conf->cf_source == NM_SOURCE_REPO ?
+	    nm_conf->cf_pkgs_repo : nm_conf->cf_channel;
+	if (nm_conf->cf_source == NM_SOURCE_REPO)
+		src.ns_rev = strrchr(key, '@') + 1;
+
+	memset(&nc, 0, sizeof nc);
+	rc = nix_closure_build(&src, &nb->nb_req, nm_conf->cf_build_timeout,
+	    &nc, cause);
+	if (rc != NIX_OK)
+		return (rc);
+	nix_layer_group(&nc, build_pop, (size_t)nm_conf->cf_max_layers, &ly);
+	il = build_layers(&nc, &ly, nl, nf, cause);
+	rc = NIX_EFAIL;
+	if (il != NULL && build_manifests(il, *nl, &nb->nb_req, &nc, res,
+	    cause) == 0) {
+		memcpy(si.si_docker, res->br_docker, NM_DIGEST_SIZE);
+		memcpy(si.si_oci, res->br_oci, NM_DIGEST_SIZE);
+		si.si_created = time(NULL);
+		if (store_image_put(build_store, key, &si) == 0)
+			rc = NIX_OK;
+		else
+			xasprintf(cause, "cannot record image");
+		for (*bytes = 0, i = 0; i < *nl; i++)
+			*bytes += il[i].il_size;
+	}
+	free(il);
+	nix_layering_clear(&ly);
+	nix_closure_clear(&nc);
+	return (rc);
+}
+
+/* The worker: resolves, looks up or builds, then wakes the loop. */
+static void *
+build_thread(void *arg)
+{
+	struct nix_build	*nb = arg;
+	struct nix_build_result	*res = &nb->nb_result;
+	struct timeval		 t0, t1;
+	char			 commit[41] = "", *key = NULL, *rk;
+	size_t			 nl = 0, nf = 0;
+	uint64_t		 bytes = 0;
+
+	gettimeofday(&t0, NULL);
+	res->br_status = build_resolve(nb, commit, &res->br_cause);
+	if (res->br_status != NIX_OK)
+		goto done;
+	key = build_image_key(&nb->nb_req, commit);
+	if (build_lookup(key, res) == 0)
+		goto done;
+	res->br_status = build_image(nb, key, &res->br_cause, &nl, &nf, &bytes);
+	gettimeofday(&t1, NULL);
+	rk = nix_request_key(&nb->nb_req);
+	if (res->br_status == NIX_OK)
+		log_info("build %s%s%s: %.2fs, %zu packages, %zu layers (%zu new), "
+		    "%llu bytes, manifest %s", rk, commit[0] ? " at " : "", commit,
+		    (double)(t1.tv_sec - t0.tv_sec) +
+		    (double)(t1.tv_usec - t0.tv_usec) / 1e6, nb->nb_req.nr_npkgs,
+		    nl, nf, (unsigned long long)bytes, res->br_docker);
+	else
+		log_warnx("build %s%s%s failed: %.2fs: %s", rk,
+		    commit[0] ? " at " : "", commit,
+		    (double)(t1.tv_sec - t0.tv_sec) +
+		    (double)(t1.tv_usec - t0.tv_usec) / 1e6,
+		    res->br_cause != NULL ? res->br_cause : "unknown error");
+	free(rk);
+done:
+	if (res->br_status != NIX_OK && res->br_cause == NULL)
+		res->br_cause = xstrdup("build failed");
+	free(key);
+	event_active(nb->nb_done, EV_READ, 0);
+	return (NULL);
+}
+
+/* Stops the queue: kills Nix children and waits for every worker. */
+void
+nix_build_shutdown(void)
+{
+	struct nix_build	*nb;
+
+	build_stopping = 1;
+	nix_run_killall();
+	TAILQ_FOREACH(nb, &build_list, nb_entry) {
+		if (nb->nb_state == BUILD_RUNNING) {
+			pthread_join(nb->nb_thread, NULL);
+			nb->nb_state = BUILD_DONE;
+		}
+	}
+}

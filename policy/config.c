@@ -1,0 +1,308 @@
+/*
+ * policy/config.c: the configuration of "serve", from the command line and
+ * a JSON file.  One table names every setting; a flag "--pkgs-path" is the
+ * key "pkgs_path" of the file, and the command line wins over the file.
+ */
+#include <errno.h>
+#include <limits.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "nixmirror.h"
+#include "policy/policy.h"
+
+enum config_type {
+	CONFIG_STR,
+	CONFIG_INT,
+	CONFIG_BOOL,
+};
+
+struct config_key {
+	const char		*ck_name;
+	enum config_type	 ck_type;
+	size_t			 ck_off;
+	long			 ck_min;
+	long			 ck_max;
+	const char		*ck_help;
+};
+
+#define CK_STR(n, f, h)	{ n, CONFIG_STR, offsetof(struct nm_config, f), 0, 0, h }
+#define CK_INT(n, f, lo, hi, h) \
+	{ n, CONFIG_INT, offsetof(struct nm_config, f), lo, hi, h }
+
+static const struct config_key config_keys[] = {
+	CK_STR("listen", cf_listen, "ADDR:PORT to listen on (:5000)"),
+	CK_STR("data", cf_data, "data directory (./var)"),
+	CK_STR("pkgs_path", cf_pkgs_path, "local Nix package set directory"),
+	CK_STR("pkgs_repo", cf_pkgs_repo, "git repository of a package set"),
+	CK_STR("channel", cf_channel, "nixpkgs channel or commit"),
+	CK_STR("popularity", cf_popularity, "popularity JSON file"),
+	CK_STR("nix_prefix", cf_nix_prefix, "first name component of Nix images"),
+	CK_INT("build_timeout", cf_build_timeout, 1, 86400,
+	    "seconds each Nix step may take (600)"),
+	CK_INT("max_builds", cf_max_builds, 1, 64, "concurrent builds (2)"),
+	CK_INT("max_layers", cf_max_layers, 1, 120,
+	    "store-path layers per image (94)"),
+	CK_INT("tag_ttl", cf_tag_ttl, 0, 86400 * 365,
+	    "seconds a git tag resolution is reused (60)"),
+	{ "debug", CONFIG_BOOL, offsetof(struct nm_config, cf_debug), 0, 1,
+	    "log debug lines" },
+};
+#define CONFIG_NKEYS	(sizeof config_keys / sizeof config_keys[0])
+
+/* Which keys the command line set, so that the file does not override them. */
+static int	config_set[CONFIG_NKEYS];
+
+static const struct config_key *config_find(const char *, size_t *);
+static int	config_assign(struct nm_config *, const struct config_key *,
+		    const char *, char **);
+
+/* Fills in the defaults. */
+void
+policy_config_defaults(struct nm_config *cf)
+{
+	memset(cf, 0, sizeof *cf);
+	cf->cf_build_timeout = 600;
+	cf->cf_max_builds = 2;
+	cf->cf_max_layers = 94;
+	cf->cf_tag_ttl = 60;
+	memset(config_set, 0, sizeof config_set);
+}
+
+/* Finds a key by its file name ("pkgs_path") or flag name ("pkgs-path"). */
+static const struct config_key *
+config_find(const char *name, size_t *idx)
+{
+	char	 buf[64];
+	size_t	 i;
+
+	if (strlen(name) >= sizeof buf)
+		return (NULL);
+	for (i = 0; name[i] != '\0'; i++)
+		buf[i] = name[i] == '-' ? '_' : name[i];
+	buf[i] = '\0';
+	for (i = 0; i < CONFIG_NKEYS; i++) {
+		if (strcmp(config_keys[i].ck_name, buf) == 0) {
+			*idx = i;
+			return (&config_keys[i]);
+		}
+	}
+	return (NULL);
+}
+
+/* Sets one key from its text form. */
+static int
+config_assign(struct nm_config *cf, const struct config_key *ck,
+    const char *val, char **cause)
+{
+	char	**sp;
+	int	 *ip;
+	char	 *end;
+	long	  n;
+
+	switch (ck->ck_type) {
+	case CONFIG_STR:
+		if (*val == '\0') {
+			xasprintf(cause, "%s: empty value", ck->ck_name);
+			return (-1);
+		}
+		sp = (char **)((char *)cf + ck->ck_off);
+		free(*sp);
+		*sp = xstrdup(val);
+		return (0);
+	case CONFIG_INT:
+	case CONFIG_BOOL:
+		errno = 0;
+		n = strtol(val, &end, 10);
+		if (errno != 0 || end == val || *end != '\0' ||
+		    n < ck->ck_min || n > ck->ck_max) {
+			xasprintf(cause, "%s: \"%s\" is not a number from %ld "
+			    "to %ld", ck->ck_name, val, ck->ck_min, ck->ck_max);
+			return (-1);
+		}
+		ip = (int *)((char *)cf + ck->ck_off);
+		*ip = (int)n;
+		return (0);
+	}
+	return (-1);
+}
+
+/* Prints the flags of "serve". */
+void
+policy_config_usage(void)
+{
+	size_t	 i;
+	char	 flag[64];
+
+	fprintf(stderr, "usage: nixmirror serve [--config FILE] [flags]\n"
+	    "       nixmirror version\nflags:\n");
+	for (i = 0; i < CONFIG_NKEYS; i++) {
+		snprintf(flag, sizeof flag, "--%s", config_keys[i].ck_name);
+		for (char *p = flag + 2; *p != '\0'; p++)
+			if (*p == '_')
+				*p = '-';
+		fprintf(stderr, "  %-18s %s%s\n", flag,
+		    config_keys[i].ck_type == CONFIG_BOOL ? "" : "VALUE  ",
+		    config_keys[i].ck_help);
+	}
+}
+
+/* Parses "--flag VALUE", "--flag=VALUE" and bare boolean flags. */
+int
+policy_config_args(struct nm_config *cf, int argc, char **argv, char **cause)
+{
+	const struct config_key	*ck;
+	char			 name[64];
+	const char		*arg, *val, *eq;
+	size_t			 idx;
+	int			 i;
+
+	for (i = 0; i < argc; i++) {
+		arg = argv[i];
+		if (strncmp(arg, "--", 2) != 0) {
+			xasprintf(cause, "unexpected argument \"%s\"", arg);
+			return (-1);
+		}
+		arg += 2;
+		eq = strchr(arg, '=');
+		snprintf(name, sizeof name, "%.*s",
+		    (int)(eq != NULL ? (size_t)(eq - arg) : strlen(arg)), arg);
+		if (strcmp(name, "config") == 0) {
+			ck = NULL;
+		} else if ((ck = config_find(name, &idx)) == NULL) {
+			xasprintf(cause, "unknown flag --%s", name);
+			return (-1);
+		}
+		if (eq != NULL)
+			val = eq + 1;
+		else if (ck != NULL && ck->ck_type == CONFIG_BOOL)
+			val = "1";
+		else if (i + 1 < argc)
+			val = argv[++i];
+		else {
+			xasprintf(cause, "--%s needs a value", name);
+			return (-1);
+		}
+		if (ck == NULL) {
+			free(cf->cf_config);
+			cf->cf_config = xstrdup(val);
+			continue;
+		}
+		if (config_assign(cf, ck, val, cause) == -1)
+			return (-1);
+		config_set[idx] = 1;
+	}
+	return (0);
+}
+
+/* Reads a JSON object of settings; unknown keys and bad values are errors. */
+int
+policy_config_file(struct nm_config *cf, const char *file, char **cause)
+{
+	const struct config_key	*ck;
+	json_error_t		 jerr;
+	json_t			*root, *v;
+	const char		*key;
+	char			*text, *why;
+	size_t			 idx;
+	int			 rc = -1;
+
+	if ((root = json_load_file(file, 0, &jerr)) == NULL) {
+		xasprintf(cause, "%s:%d: %s", file, jerr.line, jerr.text);
+		return (-1);
+	}
+	if (!json_is_object(root)) {
+		xasprintf(cause, "%s: not a JSON object", file);
+		goto out;
+	}
+	json_object_foreach(root, key, v) {
+		if ((ck = config_find(key, &idx)) == NULL) {
+			xasprintf(cause, "%s: unknown key \"%s\"", file, key);
+			goto out;
+		}
+		if (config_set[idx])
+			continue;
+		if (ck->ck_type == CONFIG_STR && json_is_string(v))
+			text = xstrdup(json_string_value(v));
+		else if (ck->ck_type == CONFIG_INT && json_is_integer(v))
+			xasprintf(&text, "%lld", (long long)json_integer_value(v));
+		else if (ck->ck_type == CONFIG_BOOL && json_is_boolean(v))
+			text = xstrdup(json_is_true(v) ? "1" : "0");
+		else {
+			xasprintf(cause, "%s: key \"%s\" has the wrong type",
+			    file, key);
+			goto out;
+		}
+		if (config_assign(cf, ck, text, &why) == -1) {
+			xasprintf(cause, "%s: %s", file, why);
+			free(why);
+			free(text);
+			goto out;
+		}
+		free(text);
+	}
+	rc = 0;
+out:
+	json_decref(root);
+	return (rc);
+}
+
+/* Checks the whole configuration and settles the package source. */
+int
+policy_config_check(struct nm_config *cf, char **cause)
+{
+	char	 real[PATH_MAX];
+	int	 n = 0;
+
+	if (cf->cf_listen == NULL)
+		cf->cf_listen = xstrdup(":5000");
+	if (cf->cf_data == NULL)
+		cf->cf_data = xstrdup("./var");
+	if (cf->cf_nix_prefix == NULL)
+		cf->cf_nix_prefix = xstrdup("nix");
+	if (!policy_name_valid(cf->cf_nix_prefix) ||
+	    strchr(cf->cf_nix_prefix, '/') != NULL) {
+		xasprintf(cause, "nix_prefix: \"%s\" is not one name component",
+		    cf->cf_nix_prefix);
+		return (-1);
+	}
+	n = (cf->cf_pkgs_path != NULL) + (cf->cf_pkgs_repo != NULL) +
+	    (cf->cf_channel != NULL);
+	if (n > 1) {
+		xasprintf(cause, "pkgs_path, pkgs_repo and channel exclude "
+		    "each other");
+		return (-1);
+	}
+	if (cf->cf_pkgs_path != NULL) {
+		if (realpath(cf->cf_pkgs_path, real) == NULL) {
+			xasprintf(cause, "pkgs_path: %s: %s", cf->cf_pkgs_path,
+			    strerror(errno));
+			return (-1);
+		}
+		free(cf->cf_pkgs_path);
+		cf->cf_pkgs_path = xstrdup(real);
+		cf->cf_source = NM_SOURCE_PATH;
+	} else if (cf->cf_pkgs_repo != NULL) {
+		if (cf->cf_pkgs_repo[0] == '-') {
+			xasprintf(cause, "pkgs_repo: \"%s\" is not a git URL",
+			    cf->cf_pkgs_repo);
+			return (-1);
+		}
+		cf->cf_source = NM_SOURCE_REPO;
+	} else {
+		if (cf->cf_channel == NULL)
+			cf->cf_channel = xstrdup("nixos-unstable");
+		if (strspn(cf->cf_channel, "abcdefghijklmnopqrstuvwxyz"
+		    "0123456789.-_") != strlen(cf->cf_channel)) {
+			xasprintf(cause, "channel: \"%s\" is not a channel name "
+			    "or commit", cf->cf_channel);
+			return (-1);
+		}
+		cf->cf_source = NM_SOURCE_CHANNEL;
+	}
+	return (0);
+}

@@ -1,0 +1,445 @@
+/*
+ * proxy/route.c: the registry API: /v2/, manifests, blobs, and the OCI
+ * error JSON for everything else.
+ */
+#include <sys/types.h>
+#include <sys/queue.h>
+#include <sys/time.h>
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+#include <jansson.h>
+
+#include "nixmirror.h"
+#include "nix/nix.h"
+#include "policy/policy.h"
+#include "proxy/proxy.h"
+#include "store/store.h"
+
+#define MT_DOCKER_MANIFEST "application/vnd.docker.distribution.manifest.v2+json"
+#define MT_OCI_MANIFEST	"application/vnd.oci.image.manifest.v1+json"
+
+enum route_kind {
+	ROUTE_BASE,
+	ROUTE_MANIFEST,
+	ROUTE_BLOB,
+	ROUTE_TAGS,
+};
+
+/* One request while it waits for a build. */
+struct route_pending {
+	struct evhttp_request		*rp_req;
+	struct evhttp_connection	*rp_conn;
+	struct store			*rp_store;
+	struct nix_waiter		*rp_waiter;
+	struct timeval			 rp_start;
+	int				 rp_head;
+	int				 rp_docker;	/* client takes schema2 */
+};
+
+/* Writes the access log line of a finished request. */
+static void
+route_log(struct evhttp_request *req, int status, size_t bytes)
+{
+	struct evhttp_connection	*conn;
+	const char			*method, *uri, *host = "-";
+	ev_uint16_t			 port = 0;
+	char				*h = NULL;
+
+	switch (evhttp_request_get_command(req)) {
+	case EVHTTP_REQ_GET:	method = "GET"; break;
+	case EVHTTP_REQ_HEAD:	method = "HEAD"; break;
+	case EVHTTP_REQ_PUT:	method = "PUT"; break;
+	case EVHTTP_REQ_POST:	method = "POST"; break;
+	case EVHTTP_REQ_DELETE:	method = "DELETE"; break;
+	case EVHTTP_REQ_PATCH:	method = "PATCH"; break;
+	default:		method = "OTHER"; break;
+	}
+	if ((conn = evhttp_request_get_connection(req)) != NULL) {
+		evhttp_connection_get_peer(conn, &h, &port);
+		if (h != NULL)
+			host = h;
+	}
+	uri = evhttp_request_get_uri(req);
+	log_info("%s %s \"%.200s\" %d %zu", host, method, uri != NULL ? uri : "",
+	    status, bytes);
+}
+
+/* Sends a reply (body may be NULL) and logs it. */
+static void
+route_send(struct evhttp_request *req, int status, struct evbuffer *body)
+{
+	size_t	 len = body != NULL ? evbuffer_get_length(body) : 0;
+
+	route_log(req, status, len);
+	evhttp_send_reply(req, status, NULL, body);
+}
+
+/* Sends the OCI error JSON with the given status and code. */
+void
+proxy_error(struct evhttp_request *req, int status, const char *code,
+    const char *fmt, ...)
+{
+	struct evkeyvalq	*oh = evhttp_request_get_output_headers(req);
+	struct evbuffer		*buf;
+	json_t			*doc;
+	va_list			 ap;
+	char			*msg, *text;
+
+	va_start(ap, fmt);
+	xvasprintf(&msg, fmt, ap);
+	va_end(ap);
+	doc = json_pack("{s:[{s:s,s:s,s:{}}]}", "errors", "code", code,
+	    "message", msg, "detail");
+	if (doc == NULL || (text = json_dumps(doc, JSON_COMPACT)) == NULL)
+		fatalx("%s: json", __func__);
+	json_decref(doc);
+	evhttp_remove_header(oh, "Content-Type");
+	evhttp_remove_header(oh, "Docker-Content-Digest");
+	evhttp_add_header(oh, "Content-Type", "application/json");
+	log_info("error %d %s: %s", status, code, msg);
+	buf = evbuffer_new();
+	if (evhttp_request_get_command(req) != EVHTTP_REQ_HEAD)
+		evbuffer_add(buf, text, strlen(text));
+	else {
+		char	 n[32];
+
+		snprintf(n, sizeof n, "%zu", strlen(text));
+		evhttp_add_header(oh, "Content-Length", n);
+	}
+	route_send(req, status, buf);
+	evbuffer_free(buf);
+	free(text);
+	free(msg);
+}
+
+/* Adds the headers every served blob or manifest carries. */
+static void
+route_headers(struct evhttp_request *req, const char *digest,
+    const char *type, uint64_t length)
+{
+	struct evkeyvalq	*oh = evhttp_request_get_output_headers(req);
+	char			 n[32];
+
+	snprintf(n, sizeof n, "%llu", (unsigned long long)length);
+	evhttp_add_header(oh, "Content-Type", type);
+	evhttp_add_header(oh, "Content-Length", n);
+	evhttp_add_header(oh, "Docker-Content-Digest", digest);
+	evhttp_add_header(oh, "Docker-Distribution-API-Version",
+	    "registry/2.0");
+}
+
+/*
+ * Serves a stored blob or manifest: the whole file, or one range, straight
+ * from the file (sendfile where libevent can).
+ */
+static void
+route_serve_file(struct evhttp_request *req, struct store *st,
+    const char *digest, const char *type, int ranged)
+{
+	struct evkeyvalq	*oh = evhttp_request_get_output_headers(req);
+	struct evbuffer		*buf;
+	const char		*range = NULL;
+	uint64_t		 size, start = 0, end = 0;
+	char			 cr[96];
+	int			 fd, head, r = POLICY_RANGE_NONE, status = 200;
+
+	head = evhttp_request_get_command(req) == EVHTTP_REQ_HEAD;
+	if ((fd = store_blob_open(st, digest, &size)) == -1) {
+		proxy_error(req, 404, ranged ? "BLOB_UNKNOWN" :
+		    "MANIFEST_UNKNOWN", "%s is not known", digest);
+		return;
+	}
+	if (ranged) {
+		evhttp_add_header(oh, "Accept-Ranges", "bytes");
+		range = evhttp_find_header(evhttp_request_get_input_headers(req),
+		    "Range");
+		r = policy_range_parse(range, size, &start, &end);
+	}
+	if (r == POLICY_RANGE_UNSAT) {
+		close(fd);
+		snprintf(cr, sizeof cr, "bytes */%llu", (unsigned long long)size);
+		evhttp_add_header(oh, "Content-Range", cr);
+		proxy_error(req, 416, "BLOB_UNKNOWN",
+		    "range \"%.64s\" is outside the blob's %llu bytes", range,
+		    (unsigned long long)size);
+		return;
+	}
+	if (r == POLICY_RANGE_OK) {
+		status = 206;
+		snprintf(cr, sizeof cr, "bytes %llu-%llu/%llu",
+		    (unsigned long long)start, (unsigned long long)end,
+		    (unsigned long long)size);
+		evhttp_add_header(oh, "Content-Range", cr);
+	} else if (size > 0)
+		end = size - 1;
+	route_headers(req, digest, type, size == 0 ? 0 : end - start + 1);
+	store_blob_touch(st, digest);
+	buf = evbuffer_new();
+	if (head || size == 0)
+		close(fd);
+	else if (evbuffer_add_file(buf, fd, (ev_off_t)start,
+	    (ev_off_t)(end - start + 1)) == -1) {
+		evbuffer_free(buf);
+		proxy_error(req, 500, "UNKNOWN", "cannot read %s", digest);
+		return;
+	}
+	route_log(req, status, evbuffer_get_length(buf));
+	evhttp_send_reply(req, status, status == 206 ? "Partial Content" : "OK",
+	    buf);
+	evbuffer_free(buf);
+}
+
+/*
+ * Whether the client's Accept headers name a media type; with any set,
+ * also a wildcard or no Accept header at all count.
+ */
+static int
+route_accepts(struct evhttp_request *req, const char *type, int any)
+{
+	struct evkeyvalq	*ih = evhttp_request_get_input_headers(req);
+	struct evkeyval		*kv;
+	int			 seen = 0;
+
+	TAILQ_FOREACH(kv, ih, next) {
+		if (strcasecmp(kv->key, "Accept") != 0)
+			continue;
+		seen = 1;
+		if (strstr(kv->value, type) != NULL)
+			return (1);
+		if (any && strstr(kv->value, "*/*") != NULL)
+			return (1);
+	}
+	return (any && !seen);
+}
+
+/* Serves the manifest of a finished build in the form the client takes. */
+static void
+route_manifest_built(const struct nix_build_result *res, void *arg)
+{
+	struct route_pending	*rp = arg;
+	struct evhttp_request	*req = rp->rp_req;
+
+	evhttp_connection_set_closecb(rp->rp_conn, NULL, NULL);
+	if (res->br_status == NIX_ENOTFOUND)
+		proxy_error(req, 404, "MANIFEST_UNKNOWN", "%s", res->br_cause);
+	else if (res->br_status != NIX_OK)
+		proxy_error(req, 500, "UNKNOWN", "%s", res->br_cause);
+	else if (rp->rp_docker)
+		route_serve_file(req, rp->rp_store, res->br_docker,
+		    MT_DOCKER_MANIFEST, 0);
+	else
+		route_serve_file(req, rp->rp_store, res->br_oci,
+		    MT_OCI_MANIFEST, 0);
+	free(rp);
+}
+
+/* The client left while its image was building: the build goes on. */
+static void
+route_pending_close_cb(struct evhttp_connection *conn, void *arg)
+{
+	struct route_pending	*rp = arg;
+
+	(void)conn;
+	log_info("client left while building; the build goes on");
+	nix_build_cancel(rp->rp_waiter);
+	free(rp);
+}
+
+/* GET or HEAD of a Nix image's manifest by tag. */
+static void
+route_nix_manifest(struct evhttp_request *req, struct store *st,
+    const char *rest, const char *tag)
+{
+	struct nix_request	 nr;
+	struct route_pending	*rp;
+	char			*cause = NULL;
+	int			 docker, oci;
+
+	docker = route_accepts(req, MT_DOCKER_MANIFEST, 0);
+	oci = route_accepts(req, MT_OCI_MANIFEST, 1);
+	if (!docker && !oci) {
+		proxy_error(req, 404, "MANIFEST_UNKNOWN", "Nix images are "
+		    "served as %s or %s; the client accepts neither",
+		    MT_DOCKER_MANIFEST, MT_OCI_MANIFEST);
+		return;
+	}
+	memset(&nr, 0, sizeof nr);
+	if (nix_name_parse(rest, &nr, &cause) == -1) {
+		proxy_error(req, 400, "NAME_INVALID", "%s", cause);
+		free(cause);
+		return;
+	}
+	rp = xcalloc(1, sizeof *rp);
+	rp->rp_req = req;
+	rp->rp_conn = evhttp_request_get_connection(req);
+	rp->rp_store = st;
+	rp->rp_docker = docker;
+	gettimeofday(&rp->rp_start, NULL);
+	rp->rp_waiter = nix_build_get(&nr, tag, route_manifest_built, rp);
+	if (rp->rp_waiter != NULL)
+		evhttp_connection_set_closecb(rp->rp_conn,
+		    route_pending_close_cb, rp);
+	nix_request_clear(&nr);
+}
+
+/* GET or HEAD of a manifest by digest: any stored manifest. */
+static void
+route_manifest_digest(struct evhttp_request *req, struct store *st,
+    const char *digest)
+{
+	uint64_t	 size;
+	char		*type = NULL;
+
+	if (store_blob_stat(st, digest, &size, &type) == -1 || type == NULL ||
+	    strstr(type, "manifest") == NULL) {
+		free(type);
+		proxy_error(req, 404, "MANIFEST_UNKNOWN",
+		    "manifest %s is not known", digest);
+		return;
+	}
+	route_serve_file(req, st, digest, type, 0);
+	free(type);
+}
+
+/* Routes /v2/<name>/manifests/<ref>. */
+static void
+route_manifest(struct evhttp_request *req, struct store *st,
+    const char *name, const char *ref)
+{
+	size_t	 plen = strlen(nm_conf->cf_nix_prefix);
+	int	 nix;
+
+	nix = strncmp(name, nm_conf->cf_nix_prefix, plen) == 0 &&
+	    name[plen] == '/';
+	if (policy_digest_valid(ref)) {
+		route_manifest_digest(req, st, ref);
+		return;
+	}
+	if (policy_digest_like(ref)) {
+		proxy_error(req, 400, "DIGEST_INVALID", "\"%.80s\" is not a "
+		    "sha256 digest", ref);
+		return;
+	}
+	if (!policy_tag_valid(ref)) {
+		proxy_error(req, 400, "TAG_INVALID", "\"%.80s\" is not a valid "
+		    "tag", ref);
+		return;
+	}
+	if (!nix) {
+		proxy_error(req, 404, "NAME_UNKNOWN", "repository %s is not "
+		    "known to this registry", name);
+		return;
+	}
+	route_nix_manifest(req, st, name + plen + 1, ref);
+}
+
+/* Routes /v2/<name>/blobs/<digest>. */
+static void
+route_blob(struct evhttp_request *req, struct store *st, const char *digest)
+{
+	if (!policy_digest_valid(digest)) {
+		proxy_error(req, 400, "DIGEST_INVALID", "\"%.80s\" is not a "
+		    "sha256 digest", digest);
+		return;
+	}
+	route_serve_file(req, st, digest, "application/octet-stream", 1);
+}
+
+/*
+ * Splits "/v2/<name>/<kind>/<ref>" in place; the name is everything up to
+ * the last two components.  Returns the kind, or -1.
+ */
+static int
+route_split(char *path, char **name, char **ref)
+{
+	char	*last, *kind;
+
+	if (strcmp(path, "/v2/") == 0 || strcmp(path, "/v2") == 0)
+		return (ROUTE_BASE);
+	if (strncmp(path, "/v2/", 4) != 0)
+		return (-1);
+	path += 4;
+	if ((last = strrchr(path, '/')) == NULL)
+		return (-1);
+	*last++ = '\0';
+	if ((kind = strrchr(path, '/')) == NULL)
+		return (-1);
+	*kind++ = '\0';
+	*name = path;
+	*ref = last;
+	if (strcmp(kind, "manifests") == 0)
+		return (ROUTE_MANIFEST);
+	if (strcmp(kind, "blobs") == 0)
+		return (ROUTE_BLOB);
+	if (strcmp(kind, "tags") == 0 && strcmp(last, "list") == 0)
+		return (ROUTE_TAGS);
+	return (-1);
+}
+
+/* Dispatches one request to its route. */
+void
+proxy_route(struct evhttp_request *req, void *arg)
+{
+	struct store		*st = arg;
+	const struct evhttp_uri	*uri;
+	enum evhttp_cmd_type	 cmd = evhttp_request_get_command(req);
+	const char		*p;
+	char			*path, *name = NULL, *ref = NULL;
+	int			 kind;
+
+	uri = evhttp_request_get_evhttp_uri(req);
+	if (uri == NULL || (p = evhttp_uri_get_path(uri)) == NULL) {
+		proxy_error(req, 400, "NAME_INVALID", "malformed request URI");
+		return;
+	}
+	path = xstrdup(p);
+	kind = route_split(path, &name, &ref);
+	if (kind == -1) {
+		proxy_error(req, 404, "NAME_UNKNOWN", "no such endpoint");
+		goto out;
+	}
+	if (cmd != EVHTTP_REQ_GET && cmd != EVHTTP_REQ_HEAD) {
+		proxy_error(req, 405, "UNSUPPORTED", "this registry is a "
+		    "read-only mirror; push is not supported");
+		goto out;
+	}
+	if (kind == ROUTE_BASE) {
+		struct evbuffer	*buf = evbuffer_new();
+
+		evhttp_add_header(evhttp_request_get_output_headers(req),
+		    "Docker-Distribution-API-Version", "registry/2.0");
+		evhttp_add_header(evhttp_request_get_output_headers(req),
+		    "Content-Type", "application/json");
+		if (cmd == EVHTTP_REQ_HEAD)
+			evhttp_add_header(evhttp_request_get_output_headers(
+			    req), "Content-Length", "2");
+		else
+			evbuffer_add(buf, "{}", 2);
+		route_send(req, 200, buf);
+		evbuffer_free(buf);
+		goto out;
+	}
+	if (!policy_name_valid(name)) {
+		proxy_error(req, 400, "NAME_INVALID", "\"%.100s\" is not a valid "
+		    "repository name", name);
+		goto out;
+	}
+	if (kind == ROUTE_MANIFEST)
+		route_manifest(req, st, name, ref);
+	else if (kind == ROUTE_BLOB)
+		route_blob(req, st, ref);
+	else
+		proxy_error(req, 404, "NAME_UNKNOWN", "tag listing of %s is not "
+		    "supported", name);
+out:
+	free(path);
+}

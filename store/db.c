@@ -1,0 +1,536 @@
+/*
+ * store/db.c: the SQLite metadata database under the data directory.
+ *
+ * One connection is shared by the event loop and the build workers; a
+ * mutex serialises every use of it, so a statement's prepare, steps and
+ * sqlite3_errmsg() are never interleaved with another thread's.  Values
+ * are always bound, never spliced into SQL.
+ *
+ * The database runs in WAL mode with synchronous=NORMAL: a commit is
+ * atomic and consistent after a crash, and at worst the last few commits
+ * before a power loss are rolled back.  That is acceptable because every
+ * row describes a blob file that is renamed and fsynced before its row is
+ * written, and a lost row only means the work is redone.
+ */
+#include <sys/stat.h>
+#include <sys/types.h>
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <sqlite3.h>
+
+#include "nixmirror.h"
+#include "policy/policy.h"
+#include "store/store.h"
+#include "store/store_int.h"
+
+/*
+ * Schema migrations, applied in order, each in its own transaction; the
+ * number applied is kept in PRAGMA user_version.  Only ever append.
+ */
+static const char *const store_migrations[] = {
+	/* 1: blobs, manifests, layers, images, git tag resolutions. */
+	"CREATE TABLE blobs ("
+	" digest TEXT PRIMARY KEY,"
+	" size INTEGER NOT NULL,"
+	" media_type TEXT,"
+	" created INTEGER NOT NULL,"
+	" last_access INTEGER NOT NULL);"
+	"CREATE TABLE manifests ("
+	" digest TEXT PRIMARY KEY REFERENCES blobs(digest),"
+	" media_type TEXT NOT NULL,"
+	" created INTEGER NOT NULL);"
+	"CREATE TABLE layers ("
+	" key TEXT PRIMARY KEY,"
+	" digest TEXT NOT NULL REFERENCES blobs(digest),"
+	" diff_id TEXT NOT NULL,"
+	" size INTEGER NOT NULL,"
+	" created INTEGER NOT NULL);"
+	"CREATE TABLE images ("
+	" key TEXT PRIMARY KEY,"
+	" docker_digest TEXT NOT NULL,"
+	" oci_digest TEXT NOT NULL,"
+	" created INTEGER NOT NULL);"
+	"CREATE TABLE tag_history ("
+	" id INTEGER PRIMARY KEY,"
+	" source TEXT NOT NULL,"
+	" tag TEXT NOT NULL,"
+	" commit_id TEXT NOT NULL,"
+	" resolved INTEGER NOT NULL);"
+	"CREATE INDEX tag_history_lookup"
+	" ON tag_history (source, tag, resolved);",
+};
+#define STORE_NMIGRATIONS \
+	((int)(sizeof store_migrations / sizeof store_migrations[0]))
+
+static int		 store_mkdirs(const char *);
+static void		 store_lock(struct store *);
+static void		 store_unlock(struct store *);
+static int		 store_db_exec(struct store *, const char *);
+static sqlite3_stmt	*store_db_stmt(struct store *, const char *,
+			    const char *, const char *, ...);
+static int		 store_db_run(struct store *, const char *,
+			    sqlite3_stmt *);
+static int		 store_db_row(struct store *, const char *,
+			    sqlite3_stmt *);
+static int		 store_db_migrate(struct store *, char **);
+static int		 store_db_open(struct store *, char **);
+static int		 store_copy(char *, size_t, const unsigned char *);
+
+/* Creates a directory and its missing parents, mode 0755. */
+static int
+store_mkdirs(const char *path)
+{
+	char	*p, *s;
+	int	 rv = -1;
+
+	p = xstrdup(path);
+	for (s = p + 1; ; s++) {
+		if (*s != '/' && *s != '\0')
+			continue;
+		if (s[-1] != '/') {
+			char	 c = *s;
+
+			*s = '\0';
+			if (mkdir(p, 0755) == -1 && errno != EEXIST)
+				goto fail;
+			*s = c;
+		}
+		if (*s == '\0')
+			break;
+	}
+	rv = 0;
+fail:
+	free(p);
+	return (rv);
+}
+
+/* Takes the store's database lock. */
+static void
+store_lock(struct store *st)
+{
+	if (pthread_mutex_lock(&st->st_mtx) != 0)
+		fatalx("%s: pthread_mutex_lock failed", __func__);
+}
+
+/* Releases the store's database lock. */
+static void
+store_unlock(struct store *st)
+{
+	if (pthread_mutex_unlock(&st->st_mtx) != 0)
+		fatalx("%s: pthread_mutex_unlock failed", __func__);
+}
+
+/* Runs constant SQL without parameters; lock held or not yet shared. */
+static int
+store_db_exec(struct store *st, const char *sql)
+{
+	char	*err = NULL;
+
+	if (sqlite3_exec(st->st_db, sql, NULL, NULL, &err) != SQLITE_OK) {
+		log_warnx("%s: \"%.40s\": %s", __func__, sql,
+		    err != NULL ? err : sqlite3_errmsg(st->st_db));
+		sqlite3_free(err);
+		return (-1);
+	}
+	return (0);
+}
+
+/*
+ * Prepares sql and binds its parameters, described by types: 't' a
+ * string (NULL binds NULL), 'i' an int64_t.  Lock held; NULL on error.
+ */
+static sqlite3_stmt *
+store_db_stmt(struct store *st, const char *fn, const char *sql,
+    const char *types, ...)
+{
+	sqlite3_stmt	*stmt = NULL;
+	va_list		 ap;
+	const char	*s;
+	int		 i, rc = SQLITE_OK;
+
+	if (sqlite3_prepare_v2(st->st_db, sql, -1, &stmt, NULL) != SQLITE_OK) {
+		log_warnx("%s: prepare: %s", fn, sqlite3_errmsg(st->st_db));
+		return (NULL);
+	}
+	va_start(ap, types);
+	for (i = 0; types[i] != '\0' && rc == SQLITE_OK; i++) {
+		if (types[i] == 'i')
+			rc = sqlite3_bind_int64(stmt, i + 1, va_arg(ap, int64_t));
+		else if ((s = va_arg(ap, const char *)) == NULL)
+			rc = sqlite3_bind_null(stmt, i + 1);
+		else
+			rc = sqlite3_bind_text(stmt, i + 1, s, -1,
+			    SQLITE_TRANSIENT);
+	}
+	va_end(ap);
+	if (rc != SQLITE_OK) {
+		log_warnx("%s: bind: %s", fn, sqlite3_errmsg(st->st_db));
+		sqlite3_finalize(stmt);
+		return (NULL);
+	}
+	return (stmt);
+}
+
+/* Steps a statement that returns no rows to the end and finalizes it. */
+static int
+store_db_run(struct store *st, const char *fn, sqlite3_stmt *stmt)
+{
+	int	 rc;
+
+	if (stmt == NULL)
+		return (-1);
+	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW)
+		;
+	if (rc != SQLITE_DONE)
+		log_warnx("%s: %s", fn, sqlite3_errmsg(st->st_db));
+	sqlite3_finalize(stmt);
+	return (rc == SQLITE_DONE ? 0 : -1);
+}
+
+/* Steps to the first row: 0 when there is one, -1 when none or on error. */
+static int
+store_db_row(struct store *st, const char *fn, sqlite3_stmt *stmt)
+{
+	int	 rc;
+
+	if (stmt == NULL)
+		return (-1);
+	if ((rc = sqlite3_step(stmt)) == SQLITE_ROW)
+		return (0);
+	if (rc != SQLITE_DONE)
+		log_warnx("%s: %s", fn, sqlite3_errmsg(st->st_db));
+	return (-1);
+}
+
+/* Copies a column string into a fixed buffer; -1 if NULL or too long. */
+static int
+store_copy(char *dst, size_t len, const unsigned char *src)
+{
+	if (src == NULL || strlen((const char *)src) >= len)
+		return (-1);
+	memcpy(dst, src, strlen((const char *)src) + 1);
+	return (0);
+}
+
+/* Brings the schema up to date, one transaction per migration. */
+static int
+store_db_migrate(struct store *st, char **cause)
+{
+	sqlite3_stmt	*stmt;
+	char		 sql[64];
+	int		 v;
+
+	stmt = store_db_stmt(st, __func__, "PRAGMA user_version", "");
+	if (store_db_row(st, __func__, stmt) == -1) {
+		sqlite3_finalize(stmt);
+		xasprintf(cause, "cannot read the database version");
+		return (-1);
+	}
+	v = sqlite3_column_int(stmt, 0);
+	sqlite3_finalize(stmt);
+	if (v > STORE_NMIGRATIONS) {
+		xasprintf(cause, "database version %d is newer than %d", v,
+		    STORE_NMIGRATIONS);
+		return (-1);
+	}
+	for (; v < STORE_NMIGRATIONS; v++) {
+		snprintf(sql, sizeof sql, "PRAGMA user_version = %d", v + 1);
+		if (store_db_exec(st, "BEGIN IMMEDIATE") == -1)
+			goto fail;
+		if (store_db_exec(st, store_migrations[v]) == -1 ||
+		    store_db_exec(st, sql) == -1 ||
+		    store_db_exec(st, "COMMIT") == -1) {
+			store_db_exec(st, "ROLLBACK");
+			goto fail;
+		}
+		log_info("%s: database migrated to version %d", __func__,
+		    v + 1);
+	}
+	return (0);
+fail:
+	xasprintf(cause, "database migration %d failed", v + 1);
+	return (-1);
+}
+
+/* Opens and configures DIR/nixmirror.db. */
+static int
+store_db_open(struct store *st, char **cause)
+{
+	char	*path;
+	int	 rc;
+
+	xasprintf(&path, "%s/nixmirror.db", st->st_dir);
+	rc = sqlite3_open_v2(path, &st->st_db, SQLITE_OPEN_READWRITE |
+	    SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, NULL);
+	if (rc != SQLITE_OK) {
+		xasprintf(cause, "%s: %s", path, st->st_db != NULL ?
+		    sqlite3_errmsg(st->st_db) : sqlite3_errstr(rc));
+		free(path);
+		return (-1);
+	}
+	free(path);
+	if (sqlite3_busy_timeout(st->st_db, 5000) != SQLITE_OK ||
+	    store_db_exec(st, "PRAGMA journal_mode=WAL") == -1 ||
+	    store_db_exec(st, "PRAGMA synchronous=NORMAL") == -1 ||
+	    store_db_exec(st, "PRAGMA foreign_keys=ON") == -1) {
+		xasprintf(cause, "cannot configure the database: %s",
+		    sqlite3_errmsg(st->st_db));
+		return (-1);
+	}
+	return (store_db_migrate(st, cause));
+}
+
+/* Opens (creating and migrating) DIR/nixmirror.db and DIR/blobs. */
+struct store *
+store_open(const char *dir, char **cause)
+{
+	struct store	*st;
+
+	st = xcalloc(1, sizeof *st);
+	st->st_dir = xstrdup(dir);
+	xasprintf(&st->st_blobs, "%s/blobs/sha256", dir);
+	xasprintf(&st->st_tmp, "%s/tmp", dir);
+	if (pthread_mutex_init(&st->st_mtx, NULL) != 0)
+		fatalx("%s: pthread_mutex_init failed", __func__);
+	if (store_mkdirs(st->st_blobs) == -1 || store_mkdirs(st->st_tmp) == -1) {
+		xasprintf(cause, "%s: %s", dir, strerror(errno));
+		goto fail;
+	}
+	if (store_db_open(st, cause) == -1)
+		goto fail;
+	store_tmp_clean(st);
+	return (st);
+fail:
+	store_close(st);
+	return (NULL);
+}
+
+/* Closes the database and frees the store. */
+void
+store_close(struct store *st)
+{
+	if (st == NULL)
+		return;
+	if (st->st_db != NULL && sqlite3_close(st->st_db) != SQLITE_OK)
+		log_warnx("%s: %s", __func__, sqlite3_errmsg(st->st_db));
+	pthread_mutex_destroy(&st->st_mtx);
+	free(st->st_dir);
+	free(st->st_blobs);
+	free(st->st_tmp);
+	free(st);
+}
+
+/* Records a blob whose file is in place; 0 or -1. */
+int
+store_db_blob_add(struct store *st, const char *digest, uint64_t size,
+    const char *media_type)
+{
+	int64_t	 now = time(NULL);
+	int	 rv = -1;
+
+	store_lock(st);
+	if (store_db_run(st, __func__, store_db_stmt(st, __func__,
+	    "INSERT OR IGNORE INTO blobs (digest, size, media_type, created,"
+	    " last_access) VALUES (?, ?, ?, ?, ?)", "titii", digest,
+	    (int64_t)size, media_type, now, now)) == -1)
+		goto out;
+	if (media_type != NULL && store_db_run(st, __func__,
+	    store_db_stmt(st, __func__, "UPDATE blobs SET media_type = ?"
+	    " WHERE digest = ? AND media_type IS NULL", "tt", media_type,
+	    digest)) == -1)
+		goto out;
+	rv = 0;
+out:
+	store_unlock(st);
+	return (rv);
+}
+
+/* Media type and size of a stored blob; 0, or -1 when unknown. */
+int
+store_blob_stat(struct store *st, const char *digest, uint64_t *size,
+    char **media_type)
+{
+	sqlite3_stmt		*stmt;
+	const unsigned char	*mt;
+	struct stat		 sb;
+	char			*path;
+	int			 rv = -1;
+
+	if ((path = store_blob_path(st, digest)) == NULL)
+		return (-1);
+	store_lock(st);
+	stmt = store_db_stmt(st, __func__, "SELECT size, media_type FROM blobs"
+	    " WHERE digest = ?", "t", digest);
+	if (store_db_row(st, __func__, stmt) == 0 && stat(path, &sb) == 0) {
+		if (size != NULL)
+			*size = (uint64_t)sqlite3_column_int64(stmt, 0);
+		if (media_type != NULL) {
+			mt = sqlite3_column_text(stmt, 1);
+			*media_type = mt != NULL ?
+			    xstrdup((const char *)mt) : NULL;
+		}
+		rv = 0;
+	}
+	sqlite3_finalize(stmt);
+	store_unlock(st);
+	free(path);
+	return (rv);
+}
+
+/* Records an access to a blob (for later eviction). */
+void
+store_blob_touch(struct store *st, const char *digest)
+{
+	if (!policy_digest_valid(digest))
+		return;
+	store_lock(st);
+	store_db_run(st, __func__, store_db_stmt(st, __func__,
+	    "UPDATE blobs SET last_access = ? WHERE digest = ?", "it",
+	    (int64_t)time(NULL), digest));
+	store_unlock(st);
+}
+
+/* Marks a stored blob as a manifest of the given media type. */
+int
+store_manifest_put(struct store *st, const char *digest,
+    const char *media_type)
+{
+	int	 rv;
+
+	if (!policy_digest_valid(digest) || media_type == NULL)
+		return (-1);
+	store_lock(st);
+	rv = store_db_run(st, __func__, store_db_stmt(st, __func__,
+	    "INSERT OR REPLACE INTO manifests (digest, media_type, created)"
+	    " VALUES (?, ?, ?)", "tti", digest, media_type,
+	    (int64_t)time(NULL)));
+	store_unlock(st);
+	return (rv);
+}
+
+/* Looks up the layer built from the store path set key. */
+int
+store_layer_get(struct store *st, const char *key, struct store_layer *sl)
+{
+	sqlite3_stmt	*stmt;
+	int		 rv = -1;
+
+	store_lock(st);
+	stmt = store_db_stmt(st, __func__, "SELECT digest, diff_id, size"
+	    " FROM layers WHERE key = ?", "t", key);
+	if (store_db_row(st, __func__, stmt) == 0 &&
+	    store_copy(sl->sl_digest, sizeof sl->sl_digest,
+	    sqlite3_column_text(stmt, 0)) == 0 &&
+	    store_copy(sl->sl_diffid, sizeof sl->sl_diffid,
+	    sqlite3_column_text(stmt, 1)) == 0) {
+		sl->sl_size = (uint64_t)sqlite3_column_int64(stmt, 2);
+		rv = 0;
+	}
+	sqlite3_finalize(stmt);
+	store_unlock(st);
+	return (rv);
+}
+
+/* Records (or replaces) the layer built from the store path set key. */
+int
+store_layer_put(struct store *st, const char *key,
+    const struct store_layer *sl)
+{
+	int	 rv;
+
+	store_lock(st);
+	rv = store_db_run(st, __func__, store_db_stmt(st, __func__,
+	    "INSERT OR REPLACE INTO layers (key, digest, diff_id, size,"
+	    " created) VALUES (?, ?, ?, ?, ?)", "tttii", key, sl->sl_digest,
+	    sl->sl_diffid, (int64_t)sl->sl_size, (int64_t)time(NULL)));
+	store_unlock(st);
+	return (rv);
+}
+
+/* Looks up the manifests of the image key. */
+int
+store_image_get(struct store *st, const char *key, struct store_image *si)
+{
+	sqlite3_stmt	*stmt;
+	int		 rv = -1;
+
+	store_lock(st);
+	stmt = store_db_stmt(st, __func__, "SELECT docker_digest, oci_digest,"
+	    " created FROM images WHERE key = ?", "t", key);
+	if (store_db_row(st, __func__, stmt) == 0 &&
+	    store_copy(si->si_docker, sizeof si->si_docker,
+	    sqlite3_column_text(stmt, 0)) == 0 &&
+	    store_copy(si->si_oci, sizeof si->si_oci,
+	    sqlite3_column_text(stmt, 1)) == 0) {
+		si->si_created = (time_t)sqlite3_column_int64(stmt, 2);
+		rv = 0;
+	}
+	sqlite3_finalize(stmt);
+	store_unlock(st);
+	return (rv);
+}
+
+/* Records (or replaces) the manifests of the image key. */
+int
+store_image_put(struct store *st, const char *key,
+    const struct store_image *si)
+{
+	int	 rv;
+
+	store_lock(st);
+	rv = store_db_run(st, __func__, store_db_stmt(st, __func__,
+	    "INSERT OR REPLACE INTO images (key, docker_digest, oci_digest,"
+	    " created) VALUES (?, ?, ?, ?)", "ttti", key, si->si_docker,
+	    si->si_oci, (int64_t)si->si_created));
+	store_unlock(st);
+	return (rv);
+}
+
+/* Appends a resolution of a git tag to a commit, stamped now. */
+int
+store_tag_put(struct store *st, const char *source, const char *tag,
+    const char *commit)
+{
+	int	 rv;
+
+	if (strlen(commit) > 40)
+		return (-1);
+	store_lock(st);
+	rv = store_db_run(st, __func__, store_db_stmt(st, __func__,
+	    "INSERT INTO tag_history (source, tag, commit_id, resolved)"
+	    " VALUES (?, ?, ?, ?)", "ttti", source, tag, commit,
+	    (int64_t)time(NULL)));
+	store_unlock(st);
+	return (rv);
+}
+
+/* The newest resolution not older than max_age seconds (any if < 0). */
+int
+store_tag_get(struct store *st, const char *source, const char *tag,
+    int max_age, char commit[41])
+{
+	sqlite3_stmt	*stmt;
+	int64_t		 min;
+	int		 rv = -1;
+
+	min = max_age < 0 ? INT64_MIN : (int64_t)time(NULL) - max_age;
+	store_lock(st);
+	stmt = store_db_stmt(st, __func__, "SELECT commit_id FROM tag_history"
+	    " WHERE source = ? AND tag = ? AND resolved >= ?"
+	    " ORDER BY resolved DESC, id DESC LIMIT 1", "tti", source, tag,
+	    min);
+	if (store_db_row(st, __func__, stmt) == 0 &&
+	    store_copy(commit, 41, sqlite3_column_text(stmt, 0)) == 0)
+		rv = 0;
+	sqlite3_finalize(stmt);
+	store_unlock(st);
+	return (rv);
+}

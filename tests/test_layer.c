@@ -1,0 +1,629 @@
+/*
+ * tests/test_layer.c: dominators, popularity and grouping closures into
+ * layers.
+ */
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "nix/nix.h"
+
+#define MIB		(1024ULL * 1024)
+#define CHAIN		20000
+
+static int	passed, failed;
+
+static void	check(int, int, const char *, ...) NM_PRINTF(3, 4);
+static void	graph_idom(size_t, const size_t (*)[2], size_t,
+		    const size_t *, const char *);
+static void	cl_init(struct nix_closure *, size_t, const char *const *,
+		    const uint64_t *);
+static void	cl_ref(struct nix_closure *, size_t, size_t);
+static void	cl_roots(struct nix_closure *, const size_t *, size_t);
+static void	cl_free(struct nix_closure *);
+static int	lay_find(const struct nix_layering *, size_t);
+static int	lay_is(const struct nix_layering *, const size_t *, size_t);
+static int	lay_partition(const struct nix_closure *,
+		    const struct nix_layering *);
+static int	lay_equal(const struct nix_layering *,
+		    const struct nix_layering *);
+static char	*write_tmp(const char *);
+static void	test_dominators(void);
+static void	test_shared(void);
+static void	test_budget(void);
+static void	test_popularity(void);
+static void	test_large(void);
+static void	test_determinism(void);
+static void	*chain_thread(void *);
+static void	test_chain(void);
+static void	test_malformed(void);
+
+/* Counts one check and prints a line when it failed. */
+static void
+check(int ok, int line, const char *fmt, ...)
+{
+	va_list	ap;
+
+	if (ok) {
+		passed++;
+		return;
+	}
+	failed++;
+	printf("FAIL line %d: ", line);
+	va_start(ap, fmt);
+	vprintf(fmt, ap);
+	va_end(ap);
+	printf("\n");
+}
+
+#define CHECK(e)	check((e), __LINE__, "%s", #e)
+
+/* Runs nix_dominators on an edge list and compares with want. */
+static void
+graph_idom(size_t n, const size_t (*edges)[2], size_t nedges,
+    const size_t *want, const char *what)
+{
+	size_t	**succ, *nsucc, *idom, i;
+	int	 ok = 1;
+
+	succ = xcalloc(n, sizeof *succ);
+	nsucc = xcalloc(n, sizeof *nsucc);
+	for (i = 0; i < n; i++)
+		succ[i] = xcalloc(nedges, sizeof **succ);
+	for (i = 0; i < nedges; i++)
+		succ[edges[i][0]][nsucc[edges[i][0]]++] = edges[i][1];
+	idom = xcalloc(n, sizeof *idom);
+	nix_dominators(n, succ, nsucc, idom);
+	for (i = 0; i < n; i++) {
+		if (idom[i] != want[i]) {
+			ok = 0;
+			check(0, __LINE__, "%s: idom[%zu] = %zu, want %zu",
+			    what, i, idom[i], want[i]);
+		}
+	}
+	if (ok)
+		passed++;
+	for (i = 0; i < n; i++)
+		free(succ[i]);
+	free(succ);
+	free(nsucc);
+	free(idom);
+}
+
+/* Makes a closure of n paths; the hash is the index, so it is sorted. */
+static void
+cl_init(struct nix_closure *c, size_t n, const char *const *names,
+    const uint64_t *sizes)
+{
+	size_t	i;
+
+	memset(c, 0, sizeof *c);
+	c->nc_paths = xcalloc(n, sizeof *c->nc_paths);
+	c->nc_npaths = n;
+	for (i = 0; i < n; i++) {
+		xasprintf(&c->nc_paths[i].np_path, "/nix/store/%032zu-%s", i,
+		    names != NULL ? names[i] : "p");
+		c->nc_paths[i].np_narsize = sizes != NULL ? sizes[i] : 1000;
+	}
+}
+
+/* Adds a reference from path a to path b. */
+static void
+cl_ref(struct nix_closure *c, size_t a, size_t b)
+{
+	struct nix_path	*np = &c->nc_paths[a];
+
+	np->np_refs = xreallocarray(np->np_refs, np->np_nrefs + 1,
+	    sizeof *np->np_refs);
+	np->np_refs[np->np_nrefs++] = b;
+}
+
+/* Sets the top-level paths. */
+static void
+cl_roots(struct nix_closure *c, const size_t *roots, size_t n)
+{
+	free(c->nc_roots);
+	c->nc_roots = xcalloc(n, sizeof *c->nc_roots);
+	memcpy(c->nc_roots, roots, n * sizeof *roots);
+	c->nc_nroots = n;
+}
+
+/* Frees what cl_init and friends allocated. */
+static void
+cl_free(struct nix_closure *c)
+{
+	size_t	i;
+
+	for (i = 0; i < c->nc_npaths; i++) {
+		free(c->nc_paths[i].np_path);
+		free(c->nc_paths[i].np_refs);
+	}
+	free(c->nc_paths);
+	free(c->nc_roots);
+}
+
+/* The layer holding path p, or -1. */
+static int
+lay_find(const struct nix_layering *l, size_t p)
+{
+	size_t	i, j;
+
+	for (i = 0; i < l->nl_nlayers; i++)
+		for (j = 0; j < l->nl_layers[i].nl_npaths; j++)
+			if (l->nl_layers[i].nl_paths[j] == p)
+				return ((int)i);
+	return (-1);
+}
+
+/* Whether some layer holds exactly the sorted paths want. */
+static int
+lay_is(const struct nix_layering *l, const size_t *want, size_t n)
+{
+	const struct nix_layer	*ly;
+	int			 i;
+
+	if ((i = lay_find(l, want[0])) == -1)
+		return (0);
+	ly = &l->nl_layers[i];
+	return (ly->nl_npaths == n &&
+	    memcmp(ly->nl_paths, want, n * sizeof *want) == 0);
+}
+
+/*
+ * Whether every path is in exactly one layer, each layer's paths are
+ * sorted and its size is the sum of their narsize.
+ */
+static int
+lay_partition(const struct nix_closure *c, const struct nix_layering *l)
+{
+	const struct nix_layer	*ly;
+	size_t			*seen, i, j;
+	uint64_t		 size;
+	int			 ok = 1;
+
+	seen = xcalloc(c->nc_npaths, sizeof *seen);
+	for (i = 0; i < l->nl_nlayers; i++) {
+		ly = &l->nl_layers[i];
+		size = 0;
+		for (j = 0; j < ly->nl_npaths; j++) {
+			if (ly->nl_paths[j] >= c->nc_npaths ||
+			    (j > 0 && ly->nl_paths[j] <= ly->nl_paths[j - 1]))
+				ok = 0;
+			else {
+				seen[ly->nl_paths[j]]++;
+				size += c->nc_paths[ly->nl_paths[j]].np_narsize;
+			}
+		}
+		if (ly->nl_npaths == 0 || size != ly->nl_size)
+			ok = 0;
+	}
+	for (i = 0; i < c->nc_npaths; i++)
+		if (seen[i] != 1)
+			ok = 0;
+	free(seen);
+	return (ok);
+}
+
+/* Whether two layerings are the same in every field. */
+static int
+lay_equal(const struct nix_layering *a, const struct nix_layering *b)
+{
+	const struct nix_layer	*la, *lb;
+	size_t			 i;
+
+	if (a->nl_nlayers != b->nl_nlayers)
+		return (0);
+	for (i = 0; i < a->nl_nlayers; i++) {
+		la = &a->nl_layers[i];
+		lb = &b->nl_layers[i];
+		if (la->nl_npaths != lb->nl_npaths ||
+		    la->nl_size != lb->nl_size ||
+		    la->nl_rating != lb->nl_rating ||
+		    memcmp(la->nl_paths, lb->nl_paths,
+		    la->nl_npaths * sizeof *la->nl_paths) != 0)
+			return (0);
+	}
+	return (1);
+}
+
+/* Writes text to a new temporary file and returns its name. */
+static char *
+write_tmp(const char *text)
+{
+	char	*name;
+	int	 fd;
+
+	name = xstrdup("/tmp/test_layer.XXXXXX");
+	if ((fd = mkstemp(name)) == -1)
+		fatal("mkstemp");
+	if (write(fd, text, strlen(text)) != (ssize_t)strlen(text))
+		fatal("write");
+	close(fd);
+	return (name);
+}
+
+/* Textbook graphs with known immediate dominators. */
+static void
+test_dominators(void)
+{
+	static const size_t diamond[][2] = { {0, 1}, {0, 2}, {1, 3}, {2, 3} };
+	static const size_t diamond_w[] = { 0, 0, 0, 0 };
+	static const size_t chain[][2] = { {0, 1}, {1, 2}, {2, 3} };
+	static const size_t chain_w[] = { 0, 0, 1, 2 };
+	static const size_t loop[][2] = {
+		{0, 1}, {1, 2}, {2, 3}, {3, 1}, {2, 4}, {4, 4} };
+	static const size_t loop_w[] = { 0, 0, 1, 2, 2 };
+	/* Cooper, Harvey and Kennedy's irreducible example (fig. 4). */
+	static const size_t chk[][2] = {
+		{0, 1}, {0, 2}, {1, 3}, {2, 4}, {2, 5}, {3, 4}, {4, 3},
+		{4, 5}, {5, 4} };
+	static const size_t chk_w[] = { 0, 0, 0, 0, 0, 0 };
+	/* Lengauer and Tarjan's example: R=0, A..L = 1..12. */
+	static const size_t lt[][2] = {
+		{0, 1}, {0, 2}, {0, 3}, {1, 4}, {2, 1}, {2, 4}, {2, 5},
+		{3, 6}, {3, 7}, {4, 12}, {5, 8}, {6, 9}, {7, 9}, {7, 10},
+		{8, 5}, {8, 11}, {9, 11}, {10, 9}, {11, 9}, {11, 0},
+		{12, 8} };
+	static const size_t lt_w[] = {
+		0, 0, 0, 0, 0, 0, 3, 3, 0, 0, 7, 0, 4 };
+	static const size_t unreach[][2] = { {0, 1}, {2, 1}, {2, 3}, {3, 2} };
+	static const size_t unreach_w[] = { 0, 0, SIZE_MAX, SIZE_MAX };
+
+	graph_idom(4, diamond, 4, diamond_w, "diamond");
+	graph_idom(4, chain, 3, chain_w, "chain");
+	graph_idom(5, loop, 6, loop_w, "loop");
+	graph_idom(6, chk, 9, chk_w, "chk");
+	graph_idom(13, lt, 21, lt_w, "lengauer-tarjan");
+	graph_idom(4, unreach, 4, unreach_w, "unreachable");
+	graph_idom(1, NULL, 0, diamond_w, "root only");
+}
+
+/* A and B share C, A also has D: {A,D}, {B}, {C}. */
+static void
+test_shared(void)
+{
+	static const char *const names[] = { "a", "b", "c", "d" };
+	static const size_t roots[] = { 0, 1 }, ad[] = { 0, 3 }, b[] = { 1 };
+	static const size_t cc[] = { 2 };
+	struct nix_closure	 c;
+	struct nix_layering	 l;
+
+	cl_init(&c, 4, names, NULL);
+	cl_ref(&c, 0, 2);
+	cl_ref(&c, 0, 3);
+	cl_ref(&c, 0, 0);		/* self-references are ignored */
+	cl_ref(&c, 1, 2);
+	cl_ref(&c, 2, 2);
+	cl_roots(&c, roots, 2);
+	nix_layer_group(&c, NULL, 94, &l);
+	CHECK(l.nl_nlayers == 3);
+	CHECK(lay_is(&l, ad, 2));
+	CHECK(lay_is(&l, b, 1));
+	CHECK(lay_is(&l, cc, 1));
+	CHECK(lay_partition(&c, &l));
+	/* All popularity 1: the biggest layer first, then by path. */
+	CHECK(l.nl_nlayers == 3 && l.nl_layers[0].nl_size == 2000 &&
+	    l.nl_layers[0].nl_rating == 2000.0);
+	CHECK(lay_find(&l, 1) == 1 && lay_find(&l, 2) == 2);
+	nix_layering_clear(&l);
+	CHECK(l.nl_layers == NULL && l.nl_nlayers == 0);
+
+	/* Budget 1 puts everything in one layer. */
+	nix_layer_group(&c, NULL, 1, &l);
+	CHECK(l.nl_nlayers == 1 && l.nl_layers[0].nl_npaths == 4 &&
+	    l.nl_layers[0].nl_size == 4000);
+	nix_layering_clear(&l);
+	cl_free(&c);
+}
+
+/* Ten independent roots with budget 3. */
+static void
+test_budget(void)
+{
+	static const uint64_t sizes[] = {
+		1000, 2000, 3000, 4000, 5000, 6000, 7000, 8000, 9000,
+		100000 };
+	static const size_t roots[] = { 0, 1, 2, 3, 4, 5, 6, 7, 8, 9 };
+	static const size_t top[] = { 9 };
+	struct nix_closure	 c;
+	struct nix_layering	 l;
+	size_t			 i, n = 0;
+
+	cl_init(&c, 10, NULL, sizes);
+	cl_roots(&c, roots, 10);
+	nix_layer_group(&c, NULL, 3, &l);
+	CHECK(l.nl_nlayers == 3);
+	CHECK(lay_partition(&c, &l));
+	CHECK(lay_is(&l, top, 1));
+	CHECK(l.nl_nlayers > 0 && l.nl_layers[0].nl_npaths == 1 &&
+	    l.nl_layers[0].nl_paths[0] == 9);
+	for (i = 0; i < l.nl_nlayers; i++)
+		n += l.nl_layers[i].nl_npaths;
+	CHECK(n == 10);
+	/*
+	 * Pairwise merging of the lowest: 1+2, 3+3, 4+5, 6+6, 7+8, 9+9,
+	 * 12+15 leaves {10}, {18} and {27} (in thousands).
+	 */
+	CHECK(l.nl_nlayers == 3 && l.nl_layers[1].nl_size == 27000 &&
+	    l.nl_layers[2].nl_size == 18000);
+	CHECK(l.nl_nlayers == 3 && l.nl_layers[1].nl_rating == 27000.0);
+	nix_layering_clear(&l);
+
+	/* Within the budget nothing is merged; budget 0 acts as 1. */
+	nix_layer_group(&c, NULL, 10, &l);
+	CHECK(l.nl_nlayers == 10 && lay_partition(&c, &l));
+	nix_layering_clear(&l);
+	nix_layer_group(&c, NULL, 0, &l);
+	CHECK(l.nl_nlayers == 1 && lay_partition(&c, &l));
+	nix_layering_clear(&l);
+	cl_free(&c);
+}
+
+/* Popular paths come first and get their own layer. */
+static void
+test_popularity(void)
+{
+	static const char *const names[] = {
+		"app-1.0", "glibc-2.37", "libfoo-1", "nss-cacert-3.90",
+		"zlib-1.3" };
+	static const size_t roots[] = { 0 };
+	static const size_t app[] = { 0, 2 }, glibc[] = { 1 };
+	static const size_t cacert[] = { 3 }, zlib[] = { 4 };
+	struct nix_closure	 c;
+	struct nix_layering	 l;
+	json_t			*pop;
+	char			*file, *cause = NULL;
+
+	file = write_tmp("{\"glibc-2.37\": 5000, \"zlib-1.3\": 150, "
+	    "\"libfoo-1\": 20, \"zero-1\": 0}");
+	pop = nix_popularity_load(file, &cause);
+	CHECK(pop != NULL && cause == NULL);
+	CHECK(nix_popularity_get(pop,
+	    "/nix/store/0123456789abcdfghijklmnpqrsvwxyz-glibc-2.37") == 5000);
+	CHECK(nix_popularity_get(pop, "glibc-2.37") == 5000);
+	CHECK(nix_popularity_get(pop,
+	    "/nix/store/0123456789abcdfghijklmnpqrsvwxyz-bash-5.2") == 1);
+	CHECK(nix_popularity_get(pop, "zero-1") == 1);
+	CHECK(nix_popularity_get(pop,
+	    "/nix/store/0123456789abcdfghijklmnpqrsvwxyz-nss-cacert-3.90") ==
+	    UINT32_MAX);
+	CHECK(nix_popularity_get(NULL, "iana-etc-20230316") == UINT32_MAX);
+	CHECK(nix_popularity_get(NULL, "cacert-1") == UINT32_MAX);
+
+	/* app -> glibc, libfoo, cacert, zlib; only app uses them. */
+	cl_init(&c, 5, names, NULL);
+	cl_ref(&c, 0, 1);
+	cl_ref(&c, 0, 2);
+	cl_ref(&c, 0, 3);
+	cl_ref(&c, 0, 4);
+	cl_ref(&c, 4, 1);
+	cl_roots(&c, roots, 1);
+	nix_layer_group(&c, pop, 94, &l);
+	CHECK(l.nl_nlayers == 4 && lay_partition(&c, &l));
+	CHECK(lay_is(&l, app, 2) && lay_is(&l, glibc, 1) &&
+	    lay_is(&l, cacert, 1) && lay_is(&l, zlib, 1));
+	CHECK(lay_find(&l, 3) == 0 && lay_find(&l, 1) == 1 &&
+	    lay_find(&l, 4) == 2 && lay_find(&l, 0) == 3);
+	CHECK(l.nl_nlayers == 4 && l.nl_layers[1].nl_rating == 5000.0 * 1000);
+	nix_layering_clear(&l);
+
+	/* Without popularity data only cacert is split off. */
+	nix_layer_group(&c, NULL, 94, &l);
+	CHECK(l.nl_nlayers == 2 && lay_find(&l, 3) == 0 &&
+	    l.nl_layers[1].nl_npaths == 4);
+	nix_layering_clear(&l);
+	cl_free(&c);
+	json_decref(pop);
+	unlink(file);
+	free(file);
+
+	pop = nix_popularity_load(NULL, &cause);
+	CHECK(pop != NULL && json_is_object(pop) && json_object_size(pop) == 0);
+	json_decref(pop);
+}
+
+/* A path with a closure of 100 MiB or more gets its own layer. */
+static void
+test_large(void)
+{
+	static const uint64_t sizes[] = { 1000, 60 * MIB, 50 * MIB, 1000,
+		99 * MIB };
+	static const uint64_t dsizes[] = { 1000, 1000, 1000, 1000,
+		60 * MIB };
+	static const size_t roots[] = { 0 }, app[] = { 0, 3, 4 };
+	static const size_t xy[] = { 1, 2 }, a[] = { 0 }, x[] = { 1 };
+	static const size_t y[] = { 2 }, zw[] = { 3, 4 };
+	struct nix_closure	 c;
+	struct nix_layering	 l;
+
+	/* app -> x -> y (110 MiB), app -> z -> w (just under 100 MiB). */
+	cl_init(&c, 5, NULL, sizes);
+	cl_ref(&c, 0, 1);
+	cl_ref(&c, 1, 2);
+	cl_ref(&c, 0, 3);
+	cl_ref(&c, 3, 4);
+	cl_roots(&c, roots, 1);
+	nix_layer_group(&c, NULL, 94, &l);
+	CHECK(l.nl_nlayers == 2 && lay_partition(&c, &l));
+	CHECK(lay_is(&l, xy, 2) && lay_is(&l, app, 3));
+	/* Same popularity: the bigger layer first. */
+	CHECK(lay_find(&l, 1) == 0);
+	nix_layering_clear(&l);
+
+	/* Also x -> z -> y: z is shared and its closure is large. */
+	cl_ref(&c, 1, 3);
+	cl_ref(&c, 3, 2);
+	nix_layer_group(&c, NULL, 94, &l);
+	CHECK(l.nl_nlayers == 4 && lay_partition(&c, &l));
+	CHECK(lay_is(&l, a, 1) && lay_is(&l, x, 1) && lay_is(&l, y, 1) &&
+	    lay_is(&l, zw, 2));
+	nix_layering_clear(&l);
+	cl_free(&c);
+
+	/*
+	 * top -> p, p -> q, p -> r, q -> s, r -> s with s 60 MiB: counting
+	 * s twice would make p look large; its closure is only 60 MiB.
+	 */
+	cl_init(&c, 5, NULL, dsizes);
+	cl_ref(&c, 0, 1);
+	cl_ref(&c, 1, 2);
+	cl_ref(&c, 1, 3);
+	cl_ref(&c, 2, 4);
+	cl_ref(&c, 3, 4);
+	cl_roots(&c, roots, 1);
+	nix_layer_group(&c, NULL, 94, &l);
+	CHECK(l.nl_nlayers == 1 && lay_partition(&c, &l));
+	nix_layering_clear(&l);
+	/* A cycle q -> p (not in real stores) is searched exactly too. */
+	cl_ref(&c, 2, 1);
+	nix_layer_group(&c, NULL, 94, &l);
+	CHECK(l.nl_nlayers == 1 && lay_partition(&c, &l));
+	nix_layering_clear(&l);
+	cl_free(&c);
+}
+
+/* The order of the top-level paths does not change the result. */
+static void
+test_determinism(void)
+{
+	static const size_t roots[] = { 0, 3, 7, 11, 15, 19, 22, 25 };
+	struct nix_closure	 c;
+	struct nix_layering	 a, b;
+	size_t			 r[8], i, j, t, tmp;
+	uint64_t		 sizes[30];
+	int			 same = 1;
+
+	for (i = 0; i < 30; i++)
+		sizes[i] = 1000 + (i * 7919) % 5000;
+	cl_init(&c, 30, NULL, sizes);
+	for (i = 0; i < 30; i++)
+		for (j = 1; j < 4; j++)
+			if ((i * 31 + j * 17) % 3 == 0 && i + j * 2 < 30)
+				cl_ref(&c, i, i + j * 2);
+	cl_roots(&c, roots, 8);
+	nix_layer_group(&c, NULL, 5, &a);
+	CHECK(a.nl_nlayers == 5 && lay_partition(&c, &a));
+	srand(7);
+	for (t = 0; t < 20; t++) {
+		memcpy(r, roots, sizeof r);
+		for (i = 7; i > 0; i--) {
+			j = (size_t)rand() % (i + 1);
+			tmp = r[i];
+			r[i] = r[j];
+			r[j] = tmp;
+		}
+		cl_roots(&c, r, 8);
+		nix_layer_group(&c, NULL, 5, &b);
+		if (!lay_equal(&a, &b))
+			same = 0;
+		nix_layering_clear(&b);
+	}
+	CHECK(same);
+	nix_layering_clear(&a);
+	cl_free(&c);
+}
+
+/* Groups a chain of CHAIN paths; runs on a small stack. */
+static void *
+chain_thread(void *arg)
+{
+	struct nix_closure	 c;
+	struct nix_layering	 l;
+	size_t			 i, **succ, *nsucc, *idom;
+	int			*ok = arg, good = 1;
+
+	cl_init(&c, CHAIN, NULL, NULL);
+	for (i = 0; i + 1 < CHAIN; i++)
+		cl_ref(&c, i, i + 1);
+	cl_roots(&c, (const size_t[]){ 0 }, 1);
+	nix_layer_group(&c, NULL, 94, &l);
+	ok[0] = l.nl_nlayers == 1 && l.nl_layers[0].nl_npaths == CHAIN &&
+	    lay_partition(&c, &l);
+	nix_layering_clear(&l);
+	cl_free(&c);
+
+	succ = xcalloc(CHAIN, sizeof *succ);
+	nsucc = xcalloc(CHAIN, sizeof *nsucc);
+	idom = xcalloc(CHAIN, sizeof *idom);
+	for (i = 0; i + 1 < CHAIN; i++) {
+		succ[i] = xcalloc(1, sizeof **succ);
+		succ[i][nsucc[i]++] = i + 1;
+	}
+	nix_dominators(CHAIN, succ, nsucc, idom);
+	for (i = 1; i < CHAIN; i++)
+		if (idom[i] != i - 1)
+			good = 0;
+	ok[1] = good && idom[0] == 0;
+	for (i = 0; i < CHAIN; i++)
+		free(succ[i]);
+	free(succ);
+	free(nsucc);
+	free(idom);
+	return (NULL);
+}
+
+/* A long chain on a 256 KiB stack, where recursion would overflow. */
+static void
+test_chain(void)
+{
+	pthread_attr_t	 attr;
+	pthread_t	 t;
+	int		 ok[2] = { 0, 0 };
+
+	pthread_attr_init(&attr);
+	pthread_attr_setstacksize(&attr, 256 * 1024);
+	if (pthread_create(&t, &attr, chain_thread, ok) != 0)
+		fatalx("pthread_create");
+	pthread_join(t, NULL);
+	pthread_attr_destroy(&attr);
+	CHECK(ok[0]);
+	CHECK(ok[1]);
+}
+
+/* Bad popularity files give NULL and a cause. */
+static void
+test_malformed(void)
+{
+	static const char *const bad[] = {
+		"{\"glibc-2.37\": 5", "[1, 2, 3]", "{\"a\": \"many\"}",
+		"{\"a\": -3}", "", "42" };
+	json_t	*pop;
+	char	*file, *cause;
+	size_t	 i;
+
+	for (i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+		file = write_tmp(bad[i]);
+		cause = NULL;
+		pop = nix_popularity_load(file, &cause);
+		check(pop == NULL && cause != NULL &&
+		    strstr(cause, file) != NULL, __LINE__,
+		    "popularity \"%s\" not refused", bad[i]);
+		json_decref(pop);
+		free(cause);
+		unlink(file);
+		free(file);
+	}
+	cause = NULL;
+	pop = nix_popularity_load("/nonexistent/popularity.json", &cause);
+	CHECK(pop == NULL && cause != NULL);
+	free(cause);
+}
+
+int
+main(void)
+{
+	log_init(0);
+	test_dominators();
+	test_shared();
+	test_budget();
+	test_popularity();
+	test_large();
+	test_determinism();
+	test_chain();
+	test_malformed();
+	printf("test_layer: %d passed, %d failed\n", passed, failed);
+	return (failed != 0);
+}

@@ -1,0 +1,558 @@
+/*
+ * tests/test_store.c: the SQLite metadata and blob files of store/, in a
+ * temporary data directory.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE 1
+#endif
+#include <sys/stat.h>
+#include <sys/types.h>
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <sqlite3.h>
+
+#include "nixmirror.h"
+#include "store/store.h"
+
+#define HELLO_DIGEST \
+	"sha256:a948904f2f0f479b8f8197694b30184b0d2ed1c1cd2a1ec0fb85d299a192a447"
+#define ABC_DIGEST \
+	"sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+#define COMMIT_A	"1111111111111111111111111111111111111111"
+#define COMMIT_B	"2222222222222222222222222222222222222222"
+#define COMMIT_OLD	"3333333333333333333333333333333333333333"
+#define NTHREADS	4
+#define NBLOBS		50
+
+static int		 npass, nfail;
+static char		 datadir[] = "/tmp/test_store.XXXXXX";
+
+#define CHECK(c, what) do {						\
+	if (c)								\
+		npass++;						\
+	else {								\
+		nfail++;						\
+		printf("FAIL line %d: %s\n", __LINE__, what);		\
+	}								\
+} while (0)
+
+static int	 test_rm_cb(const char *, const struct stat *, int,
+		    struct FTW *);
+static int	 test_count(const char *);
+static int	 test_exists(const char *);
+static int	 test_user_version(void);
+static int	 test_sql(const char *);
+static void	 test_open_reopen(void);
+static void	 test_put_mem(struct store *);
+static void	 test_writer(struct store *);
+static void	 test_invalid(struct store *);
+static void	 test_meta(struct store *);
+static void	 test_tags(struct store *);
+static int	 test_blob_bytes(char *, size_t, int, int);
+static void	*test_thread(void *);
+static void	 test_threads(struct store *);
+
+/* Removes one entry of the data directory tree. */
+static int
+test_rm_cb(const char *path, const struct stat *sb, int type,
+    struct FTW *ftw)
+{
+	(void)sb; (void)type; (void)ftw;
+	remove(path);
+	return (0);
+}
+
+/* Number of entries in a directory besides . and .., or -1. */
+static int
+test_count(const char *sub)
+{
+	char		 path[512];
+	DIR		*d;
+	struct dirent	*de;
+	int		 n = 0;
+
+	snprintf(path, sizeof path, "%s/%s", datadir, sub);
+	if ((d = opendir(path)) == NULL)
+		return (-1);
+	while ((de = readdir(d)) != NULL)
+		if (strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0)
+			n++;
+	closedir(d);
+	return (n);
+}
+
+/* Whether a path under the data directory exists. */
+static int
+test_exists(const char *sub)
+{
+	char		 path[512];
+	struct stat	 sb;
+
+	snprintf(path, sizeof path, "%s/%s", datadir, sub);
+	return (lstat(path, &sb) == 0);
+}
+
+/* The database's user_version read through a separate connection. */
+static int
+test_user_version(void)
+{
+	char		 path[512];
+	sqlite3		*db;
+	sqlite3_stmt	*stmt;
+	int		 v = -1;
+
+	snprintf(path, sizeof path, "%s/nixmirror.db", datadir);
+	if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK)
+		goto out;
+	if (sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &stmt,
+	    NULL) == SQLITE_OK) {
+		if (sqlite3_step(stmt) == SQLITE_ROW)
+			v = sqlite3_column_int(stmt, 0);
+		sqlite3_finalize(stmt);
+	}
+out:
+	sqlite3_close(db);
+	return (v);
+}
+
+/* Runs SQL on the database through a separate connection; 0 or -1. */
+static int
+test_sql(const char *sql)
+{
+	char	 path[512];
+	sqlite3	*db;
+	int	 rc;
+
+	snprintf(path, sizeof path, "%s/nixmirror.db", datadir);
+	if (sqlite3_open(path, &db) != SQLITE_OK) {
+		sqlite3_close(db);
+		return (-1);
+	}
+	sqlite3_busy_timeout(db, 5000);
+	rc = sqlite3_exec(db, sql, NULL, NULL, NULL);
+	sqlite3_close(db);
+	return (rc == SQLITE_OK ? 0 : -1);
+}
+
+/* Open, close, reopen: schema at version 1, data and tmp cleaning. */
+static void
+test_open_reopen(void)
+{
+	struct store	*st;
+	char		*cause = NULL, commit[41], path[512];
+	uint64_t	 size = 0;
+	int		 fd;
+
+	st = store_open(datadir, &cause);
+	CHECK(st != NULL, "store_open on a fresh directory");
+	if (st == NULL) {
+		printf("cause: %s\n", cause);
+		exit(1);
+	}
+	CHECK(test_exists("blobs/sha256") && test_exists("tmp") &&
+	    test_exists("nixmirror.db"), "directories and database created");
+	CHECK(store_blob_put_mem(st, "hello world\n", 12, NULL, NULL,
+	    &cause) == 0, "put before reopen");
+	CHECK(store_tag_put(st, "src", "keep", COMMIT_A) == 0, "tag put");
+	store_close(st);
+	CHECK(test_user_version() == 1, "user_version is 1");
+
+	snprintf(path, sizeof path, "%s/tmp/blob.leftover", datadir);
+	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	CHECK(fd != -1 && write(fd, "half", 4) == 4, "leftover temp file");
+	if (fd != -1)
+		close(fd);
+	CHECK(test_count("tmp") == 1, "tmp holds the leftover");
+
+	st = store_open(datadir, &cause);
+	CHECK(st != NULL, "store_open again (migrations idempotent)");
+	if (st == NULL)
+		exit(1);
+	CHECK(test_count("tmp") == 0, "store_open empties tmp");
+	CHECK(test_user_version() == 1, "user_version still 1");
+	CHECK(store_blob_stat(st, HELLO_DIGEST, &size, NULL) == 0 &&
+	    size == 12, "blob kept across reopen");
+	CHECK(store_tag_get(st, "src", "keep", -1, commit) == 0 &&
+	    strcmp(commit, COMMIT_A) == 0, "tag kept across reopen");
+	store_close(st);
+}
+
+/* Blobs from memory: digest, bytes, size, media type, file mode. */
+static void
+test_put_mem(struct store *st)
+{
+	char		 d[NM_DIGEST_SIZE], buf[64], *mt = NULL, *cause = NULL;
+	char		*path;
+	uint64_t	 size = 0;
+	struct stat	 sb;
+	ssize_t		 n;
+	int		 fd;
+
+	CHECK(store_blob_put_mem(st, "hello world\n", 12,
+	    "application/vnd.oci.image.config.v1+json", d, &cause) == 0,
+	    "put_mem");
+	CHECK(strcmp(d, HELLO_DIGEST) == 0, "put_mem digest");
+	fd = store_blob_open(st, HELLO_DIGEST, &size);
+	CHECK(fd != -1 && size == 12, "blob_open size");
+	n = fd != -1 ? read(fd, buf, sizeof buf) : -1;
+	CHECK(n == 12 && memcmp(buf, "hello world\n", 12) == 0,
+	    "blob bytes read back");
+	CHECK(fd == -1 || (fcntl(fd, F_GETFD) & FD_CLOEXEC), "fd cloexec");
+	if (fd != -1)
+		close(fd);
+	size = 0;
+	CHECK(store_blob_stat(st, HELLO_DIGEST, &size, &mt) == 0 &&
+	    size == 12 && mt != NULL &&
+	    strcmp(mt, "application/vnd.oci.image.config.v1+json") == 0,
+	    "stat size and media type (set on a NULL type)");
+	free(mt);
+	path = store_blob_path(st, HELLO_DIGEST);
+	CHECK(path != NULL && strstr(path, "/blobs/sha256/a9/a948904f") &&
+	    stat(path, &sb) == 0 && (sb.st_mode & 0777) == 0444,
+	    "blob path and mode 0444");
+	free(path);
+
+	/* Same bytes again: same blob, media type not overwritten. */
+	CHECK(store_blob_put_mem(st, "hello world\n", 12, "other/type", d,
+	    &cause) == 0 && strcmp(d, HELLO_DIGEST) == 0, "put_mem again");
+	mt = NULL;
+	CHECK(store_blob_stat(st, HELLO_DIGEST, NULL, &mt) == 0 && mt != NULL &&
+	    strcmp(mt, "application/vnd.oci.image.config.v1+json") == 0,
+	    "media type kept");
+	free(mt);
+	store_blob_touch(st, HELLO_DIGEST);
+
+	/* A row whose file went away is not a blob. */
+	CHECK(store_blob_put_mem(st, "abc", 3, NULL, d, &cause) == 0 &&
+	    strcmp(d, ABC_DIGEST) == 0, "put abc");
+	path = store_blob_path(st, ABC_DIGEST);
+	CHECK(path != NULL && unlink(path) == 0, "remove abc file");
+	free(path);
+	CHECK(store_blob_stat(st, ABC_DIGEST, &size, NULL) == -1,
+	    "stat -1 when file is gone");
+	CHECK(store_blob_open(st, ABC_DIGEST, &size) == -1,
+	    "open -1 when file is gone");
+}
+
+/* Streaming writers: digest mismatch, fd writers, abort. */
+static void
+test_writer(struct store *st)
+{
+	struct store_writer	*sw;
+	char			 d[NM_DIGEST_SIZE], other[NM_DIGEST_SIZE];
+	char			*cause = NULL;
+	uint64_t		 size = 0;
+	const char		*direct = "written to the fd directly";
+
+	nm_sha256_digest("abd", 3, other);
+	sw = store_writer_new(st, &cause);
+	CHECK(sw != NULL && test_count("tmp") == 1, "writer temp file");
+	if (sw == NULL)
+		return;
+	CHECK(store_writer_write(sw, "ab", 2) == 0 &&
+	    store_writer_write(sw, "c", 1) == 0, "writer writes");
+	CHECK(store_writer_commit(sw, other, NULL, d, &cause) == -1,
+	    "commit with wrong digest fails");
+	CHECK(cause != NULL && strstr(cause, other) != NULL &&
+	    strstr(cause, ABC_DIGEST) != NULL, "cause names both digests");
+	free(cause);
+	cause = NULL;
+	CHECK(test_count("tmp") == 0, "no temp file after mismatch");
+	CHECK(!test_exists("blobs/sha256/ba/"
+	    "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"),
+	    "no blob file after mismatch");
+	CHECK(store_blob_open(st, ABC_DIGEST, NULL) == -1 &&
+	    store_blob_stat(st, ABC_DIGEST, NULL, NULL) == -1,
+	    "mismatched blob invisible");
+
+	/* Bytes through the fd: the expected digest is trusted. */
+	nm_sha256_digest(direct, strlen(direct), other);
+	sw = store_writer_new(st, &cause);
+	CHECK(sw != NULL && write(store_writer_fd(sw), direct,
+	    strlen(direct)) == (ssize_t)strlen(direct), "fd write");
+	CHECK(sw != NULL && store_writer_commit(sw, other, "x/y", d,
+	    &cause) == 0 && strcmp(d, other) == 0, "fd commit");
+	CHECK(store_blob_stat(st, other, &size, NULL) == 0 &&
+	    size == strlen(direct), "fd blob size from fstat");
+
+	sw = store_writer_new(st, &cause);
+	if (sw != NULL)
+		(void)store_writer_fd(sw);
+	CHECK(sw != NULL && store_writer_commit(sw, NULL, NULL, d,
+	    &cause) == -1 && test_count("tmp") == 0,
+	    "fd commit without digest fails cleanly");
+	free(cause);
+	cause = NULL;
+
+	sw = store_writer_new(st, &cause);
+	CHECK(sw != NULL && store_writer_write(sw, "x", 1) == 0,
+	    "writer for abort");
+	store_writer_abort(sw);
+	CHECK(test_count("tmp") == 0, "abort removes temp file");
+}
+
+/* Digests that are not sha256 + 64 lowercase hex never reach a path. */
+static void
+test_invalid(struct store *st)
+{
+	const char	*bad[] = {
+		"sha256:../../etc/passwd",
+		"sha256:A948904F2F0F479B8F8197694B30184B0D2ED1C1CD2A1EC0FB85D299A192A447",
+		"sha512:a948904f2f0f479b8f8197694b30184b0d2ed1c1cd2a1ec0fb85d299a192a447",
+		"sha256:a948904f2f0f479b8f8197694b30184b0d2ed1c1cd2a1ec0fb85d299a192a44",
+		"sha256:a948904f2f0f479b8f8197694b30184b0d2ed1c1cd2a1ec0fb85d299a192a447/",
+		"",
+	};
+	struct store_writer	*sw;
+	char			*cause = NULL, path[512];
+	uint64_t		 size;
+	size_t			 i;
+	int			 fd, ok = 1;
+
+	for (i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+		if (store_blob_path(st, bad[i]) != NULL ||
+		    store_blob_open(st, bad[i], &size) != -1 ||
+		    store_blob_stat(st, bad[i], &size, NULL) != -1) {
+			printf("accepted: %s\n", bad[i]);
+			ok = 0;
+		}
+	}
+	CHECK(ok, "invalid digests refused by path/open/stat");
+
+	/* A file where an uppercase digest would point is not opened. */
+	snprintf(path, sizeof path, "%s/blobs/sha256/A9", datadir);
+	CHECK(mkdir(path, 0755) == 0, "mkdir uppercase dir");
+	snprintf(path, sizeof path, "%s/blobs/sha256/A9/%s", datadir,
+	    bad[1] + 7);
+	fd = open(path, O_WRONLY | O_CREAT, 0644);
+	CHECK(fd != -1, "plant uppercase file");
+	if (fd != -1)
+		close(fd);
+	CHECK(store_blob_open(st, bad[1], &size) == -1,
+	    "planted uppercase file not opened");
+
+	sw = store_writer_new(st, &cause);
+	CHECK(sw != NULL && store_writer_write(sw, "x", 1) == 0 &&
+	    store_writer_commit(sw, bad[0], NULL, NULL, &cause) == -1,
+	    "commit with invalid expected digest fails");
+	free(cause);
+	CHECK(test_count("tmp") == 0, "no temp file after invalid commit");
+	CHECK(store_manifest_put(st, bad[0], "x/y") == -1,
+	    "manifest_put refuses invalid digest");
+}
+
+/* Manifest, layer and image rows. */
+static void
+test_meta(struct store *st)
+{
+	struct store_layer	 sl, got;
+	struct store_image	 si, gi;
+	char			 d[NM_DIGEST_SIZE], *cause = NULL;
+
+	CHECK(store_manifest_put(st, HELLO_DIGEST,
+	    "application/vnd.oci.image.manifest.v1+json") == 0,
+	    "manifest_put on a stored blob");
+	CHECK(store_blob_put_mem(st, "layer", 5, NULL, d, &cause) == 0,
+	    "layer blob");
+	memset(&sl, 0, sizeof sl);
+	memcpy(sl.sl_digest, d, NM_DIGEST_SIZE);
+	memcpy(sl.sl_diffid, HELLO_DIGEST, sizeof HELLO_DIGEST);
+	sl.sl_size = 5;
+	CHECK(store_layer_put(st, "key1", &sl) == 0, "layer_put");
+	memset(&got, 0, sizeof got);
+	CHECK(store_layer_get(st, "key1", &got) == 0 &&
+	    strcmp(got.sl_digest, d) == 0 &&
+	    strcmp(got.sl_diffid, HELLO_DIGEST) == 0 && got.sl_size == 5,
+	    "layer_get round trip");
+	sl.sl_size = 1ULL << 40;
+	CHECK(store_layer_put(st, "key1", &sl) == 0 &&
+	    store_layer_get(st, "key1", &got) == 0 &&
+	    got.sl_size == 1ULL << 40, "layer_put replaces");
+	CHECK(store_layer_get(st, "nokey", &got) == -1, "layer_get missing");
+	nm_sha256_digest("no such blob", 12, sl.sl_digest);
+	CHECK(store_layer_put(st, "key2", &sl) == -1,
+	    "layer_put of an unknown blob fails (foreign key)");
+
+	memset(&si, 0, sizeof si);
+	memcpy(si.si_docker, HELLO_DIGEST, sizeof HELLO_DIGEST);
+	memcpy(si.si_oci, d, NM_DIGEST_SIZE);
+	si.si_created = 1700000000;
+	CHECK(store_image_put(st, "img", &si) == 0, "image_put");
+	memset(&gi, 0, sizeof gi);
+	CHECK(store_image_get(st, "img", &gi) == 0 &&
+	    strcmp(gi.si_docker, HELLO_DIGEST) == 0 &&
+	    strcmp(gi.si_oci, d) == 0 && gi.si_created == 1700000000,
+	    "image_get round trip");
+	si.si_created = 1800000000;
+	CHECK(store_image_put(st, "img", &si) == 0 &&
+	    store_image_get(st, "img", &gi) == 0 &&
+	    gi.si_created == 1800000000, "image_put replaces");
+	CHECK(store_image_get(st, "other", &gi) == -1, "image_get missing");
+}
+
+/* Git tag resolutions: history, newest wins, max_age. */
+static void
+test_tags(struct store *st)
+{
+	char	 commit[41], sql[256];
+	time_t	 t;
+
+	/* Start at the beginning of a second so "now" does not move. */
+	t = time(NULL);
+	while (time(NULL) == t)
+		usleep(10000);
+	CHECK(store_tag_put(st, "repo", "v1", COMMIT_A) == 0, "tag_put A");
+	CHECK(store_tag_get(st, "repo", "v1", 0, commit) == 0 &&
+	    strcmp(commit, COMMIT_A) == 0, "tag_get max_age 0 right away");
+	CHECK(store_tag_put(st, "repo", "v1", COMMIT_B) == 0, "tag_put B");
+	CHECK(store_tag_get(st, "repo", "v1", 60, commit) == 0 &&
+	    strcmp(commit, COMMIT_B) == 0, "newest resolution wins");
+	CHECK(store_tag_get(st, "repo", "v2", -1, commit) == -1,
+	    "other tag unknown");
+	CHECK(store_tag_get(st, "other", "v1", -1, commit) == -1,
+	    "other source unknown");
+	CHECK(store_tag_put(st, "repo", "v1", COMMIT_A "0") == -1,
+	    "overlong commit refused");
+
+	snprintf(sql, sizeof sql, "INSERT INTO tag_history (source, tag,"
+	    " commit_id, resolved) VALUES ('repo', 'old', '%s', %lld)",
+	    COMMIT_OLD, (long long)time(NULL) - 1000);
+	CHECK(test_sql(sql) == 0, "insert a stale resolution");
+	CHECK(store_tag_get(st, "repo", "old", 100, commit) == -1,
+	    "stale resolution too old for max_age 100");
+	CHECK(store_tag_get(st, "repo", "old", 2000, commit) == 0 &&
+	    strcmp(commit, COMMIT_OLD) == 0, "stale resolution within 2000");
+	CHECK(store_tag_get(st, "repo", "old", -1, commit) == 0 &&
+	    strcmp(commit, COMMIT_OLD) == 0, "max_age < 0 takes any age");
+}
+
+struct test_arg {
+	struct store	*ta_store;
+	int		 ta_id;
+	int		 ta_failed;
+};
+
+/* The bytes of blob i of thread id; their length. */
+static int
+test_blob_bytes(char *buf, size_t len, int id, int i)
+{
+	return (snprintf(buf, len, "thread %d blob %d of the concurrency test",
+	    id, i));
+}
+
+/* Stores NBLOBS distinct blobs, half from memory, half streamed. */
+static void *
+test_thread(void *arg)
+{
+	struct test_arg		*ta = arg;
+	struct store		*st = ta->ta_store;
+	struct store_writer	*sw;
+	char			 buf[128], d[NM_DIGEST_SIZE], e[NM_DIGEST_SIZE];
+	char			*cause = NULL;
+	int			 i, n, rv;
+
+	for (i = 0; i < NBLOBS; i++) {
+		n = test_blob_bytes(buf, sizeof buf, ta->ta_id, i);
+		nm_sha256_digest(buf, (size_t)n, e);
+		if (i % 2 == 0)
+			rv = store_blob_put_mem(st, buf, (size_t)n, "t/x", d,
+			    &cause);
+		else if ((sw = store_writer_new(st, &cause)) == NULL)
+			rv = -1;
+		else if (store_writer_write(sw, buf, 7) == -1 ||
+		    store_writer_write(sw, buf + 7, (size_t)n - 7) == -1) {
+			store_writer_abort(sw);
+			rv = -1;
+		} else
+			rv = store_writer_commit(sw, e, NULL, d, &cause);
+		if (rv == -1 || strcmp(d, e) != 0 ||
+		    store_blob_stat(st, e, NULL, NULL) == -1) {
+			printf("thread %d blob %d: %s\n", ta->ta_id, i,
+			    cause != NULL ? cause : "failed");
+			ta->ta_failed++;
+		}
+		free(cause);
+		cause = NULL;
+		store_blob_touch(st, e);
+	}
+	return (NULL);
+}
+
+/* Four threads storing blobs at once all succeed, and all read back. */
+static void
+test_threads(struct store *st)
+{
+	struct test_arg	 ta[NTHREADS];
+	pthread_t	 t[NTHREADS];
+	char		 buf[128], got[128], e[NM_DIGEST_SIZE];
+	uint64_t	 size;
+	int		 i, j, n, fd, started = 0, failed = 0, bad = 0;
+
+	for (i = 0; i < NTHREADS; i++) {
+		ta[i].ta_store = st;
+		ta[i].ta_id = i;
+		ta[i].ta_failed = 0;
+		if (pthread_create(&t[i], NULL, test_thread, &ta[i]) == 0)
+			started++;
+	}
+	CHECK(started == NTHREADS, "threads started");
+	for (i = 0; i < started; i++) {
+		pthread_join(t[i], NULL);
+		failed += ta[i].ta_failed;
+	}
+	CHECK(failed == 0, "4 threads x 50 concurrent writes all succeed");
+	CHECK(test_count("tmp") == 0, "no temp files after threads");
+	for (i = 0; i < NTHREADS; i++) {
+		for (j = 0; j < NBLOBS; j++) {
+			n = test_blob_bytes(buf, sizeof buf, i, j);
+			nm_sha256_digest(buf, (size_t)n, e);
+			if ((fd = store_blob_open(st, e, &size)) == -1) {
+				bad++;
+				continue;
+			}
+			if (size != (uint64_t)n || read(fd, got,
+			    sizeof got) != n || memcmp(got, buf, n) != 0)
+				bad++;
+			close(fd);
+		}
+	}
+	CHECK(bad == 0, "all 200 concurrent blobs read back");
+}
+
+int
+main(void)
+{
+	struct store	*st;
+	char		*cause = NULL;
+
+	log_init(0);
+	if (mkdtemp(datadir) == NULL) {
+		perror("mkdtemp");
+		return (1);
+	}
+	test_open_reopen();
+	if ((st = store_open(datadir, &cause)) == NULL) {
+		printf("store_open: %s\n", cause);
+		return (1);
+	}
+	test_put_mem(st);
+	test_writer(st);
+	test_invalid(st);
+	test_meta(st);
+	test_tags(st);
+	test_threads(st);
+	store_close(st);
+	nftw(datadir, test_rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+	printf("test_store: %d passed, %d failed\n", npass, nfail);
+	return (nfail != 0);
+}
