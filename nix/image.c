@@ -98,8 +98,10 @@ nix_image_config(const struct nix_image_layer *layers, size_t n,
 		return (NULL);
 	}
 	diffids = json_array();
-	for (i = 0; i < n; i++)
-		json_array_append_new(diffids, json_string(layers[i].il_diffid));
+	for (i = 0; i < n; i++) {
+		json_array_append_new(diffids,
+		    json_string(layers[i].il_diffid));
+	}
 	root = json_pack("{s:s, s:s, s:s, s:o, s:{s:s, s:o}}",
 	    "architecture", arch,
 	    "os", "linux",

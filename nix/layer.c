@@ -56,7 +56,7 @@ struct layer_dfs {
 	size_t		 ld_npost;
 };
 
-/* A group of paths while merging: a linked list through lm_next. */
+/* A group of paths while merging: a list linked through lm_next. */
 struct layer_group {
 	size_t		 lp_head;
 	size_t		 lp_tail;
@@ -85,7 +85,6 @@ struct layer_sorted {
 };
 
 static const char *layer_name(const char *);
-struct layer_dfs;
 static void	layer_dfs_init(struct layer_dfs *, size_t);
 static void	layer_dfs_run(struct layer_dfs *, size_t, size_t *const *,
 		    const size_t *);
@@ -396,8 +395,10 @@ layer_large(const struct layer_graph *g, const struct nix_closure *c,
 	free(ub);
 }
 
-/* Builds the graph of a closure, with the root's edges to popular, large
- * and otherwise unreachable paths. */
+/*
+ * Builds the graph of a closure, with the root's edges to the top-level,
+ * popular, large and otherwise unreachable paths.
+ */
 static void
 layer_graph_build(const struct nix_closure *c, const uint64_t *pop,
     struct layer_graph *g)

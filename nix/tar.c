@@ -207,8 +207,6 @@ tar_out_new(int fd, char **cause)
 	if ((to->to_ar = archive_write_new()) == NULL)
 		fatalx("%s: archive_write_new", __func__);
 	if (archive_write_set_format_pax_restricted(to->to_ar) != ARCHIVE_OK ||
-	    archive_write_set_options(to->to_ar, "hdrcharset=BINARY") <
-	    ARCHIVE_OK ||
 	    archive_write_set_bytes_per_block(to->to_ar, 10240) != ARCHIVE_OK ||
 	    archive_write_open(to->to_ar, to, NULL, tar_out_write_cb, NULL) !=
 	    ARCHIVE_OK) {
@@ -471,7 +469,8 @@ tar_dir_list(const char *path, char ***namesp, size_t *np, char **cause)
 		return (-1);
 	}
 	closedir(d);
-	qsort(names, n, sizeof *names, tar_strcmp);
+	if (n > 0)
+		qsort(names, n, sizeof *names, tar_strcmp);
 	*namesp = names;
 	*np = n;
 	return (0);
@@ -585,7 +584,8 @@ tar_ancestors(char *const *paths, size_t n, char ***dirsp, size_t *ndirsp)
 			p = slash + 1;
 		}
 	}
-	qsort(dirs, ndirs, sizeof *dirs, tar_strcmp);
+	if (ndirs > 0)
+		qsort(dirs, ndirs, sizeof *dirs, tar_strcmp);
 	for (i = 0; i + 1 < ndirs; i++) {
 		if (strcmp(dirs[i], dirs[i + 1]) == 0) {
 			free(dirs[i]);
@@ -618,7 +618,8 @@ tar_paths_sorted(char *const *paths, size_t n, char **cause)
 		}
 		v[i] = xstrdup(paths[i]);
 	}
-	qsort(v, n, sizeof *v, tar_strcmp);
+	if (n > 0)
+		qsort(v, n, sizeof *v, tar_strcmp);
 	return (v);
 }
 
@@ -825,7 +826,9 @@ tar_join_sort(struct tar_join *tj)
 	char		*name, *slash;
 	size_t		 i;
 
-	qsort(tj->tj_nodes, tj->tj_n, sizeof *tj->tj_nodes, tar_nodep_cmp);
+	if (tj->tj_n > 0)
+		qsort(tj->tj_nodes, tj->tj_n, sizeof *tj->tj_nodes,
+		    tar_nodep_cmp);
 	for (i = 0; i < tj->tj_n; i++) {
 		tn = tj->tj_nodes[i];
 		name = xstrdup(tn->tn_name);

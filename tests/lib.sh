@@ -21,18 +21,20 @@ MT_OINDEX=application/vnd.oci.image.index.v1+json
 ACCEPT_DOCKER="Accept: $MT_DOCKER, $MT_DLIST, $MT_OCI, $MT_OINDEX"
 ACCEPT_OCI="Accept: $MT_OCI, $MT_OINDEX"
 
-# A line per build in the daemon log (nix/build.c logs it at log_info).
-: "${NM_BUILD_RE:=build start}"
+# The daemon logs one line per image build (nix/build.c: "build KEY: ..."
+# or "build KEY failed: ..."), an extended regular expression.
+: "${NM_BUILD_RE:=^[^ ]+ (info|warn) build }"
 
 NM_PIDS=""		# every background process started, for the trap
 NM_LOGS=""		# every log file, printed on failure
 NM_NDAEMON=0
 NM_PASSED=0
+NM_FAILED=0
 
 # The work dir: short, so unix socket paths under it stay short.
 NM_WORK=$(mktemp -d "/tmp/nm-$NM_TEST.XXXXXX")
 
-# Prints a message and fails the test.
+# Prints a message and fails the test at once.
 fail()
 {
 	echo "FAIL: $NM_TEST: $*" >&2
@@ -53,31 +55,44 @@ skip()
 ok()
 {
 	NM_PASSED=$((NM_PASSED + 1))
-	echo "ok $NM_PASSED - $*"
+	echo "ok - $*"
 }
 
-# Fails unless two strings are equal: check_eq WHAT EXPECTED GOT.
+# Records a failed check; the test goes on and fails at the end.
+bad()
+{
+	NM_FAILED=$((NM_FAILED + 1))
+	echo "not ok - $*"
+	echo "FAIL: $NM_TEST: $*" >&2
+}
+
+# Checks two strings are equal: check_eq WHAT EXPECTED GOT.
 check_eq()
 {
-	[ "$2" = "$3" ] || fail "$1: expected '$2', got '$3'"
-	ok "$1"
+	if [ "$2" = "$3" ]; then
+		ok "$1"
+	else
+		bad "$1: expected '$2', got '$3'"
+	fi
 }
 
-# Fails when two strings are equal: check_ne WHAT A B.
+# Checks two strings differ: check_ne WHAT A B.
 check_ne()
 {
-	[ "$2" != "$3" ] || fail "$1: both are '$2'"
-	ok "$1"
+	if [ "$2" != "$3" ]; then
+		ok "$1"
+	else
+		bad "$1: both are '$2'"
+	fi
 }
 
-# Fails unless a string contains another: check_contains WHAT NEEDLE HAYSTACK.
+# Checks a string contains another: check_contains WHAT NEEDLE HAYSTACK.
 check_contains()
 {
 	case $3 in
-	*"$2"*) ;;
-	*) fail "$1: '$2' not in '$3'" ;;
+	*"$2"*) ok "$1" ;;
+	*) bad "$1: '$2' not in '$3'" ;;
 	esac
-	ok "$1"
 }
 
 # Needs commands; skips (off CI) when one is missing.
@@ -122,6 +137,9 @@ nm_cleanup()
 {
 	_status=$?
 	set +e
+	if [ "$_status" = 0 ] && [ "$NM_FAILED" != 0 ]; then
+		_status=1
+	fi
 	for _p in $NM_PIDS; do
 		nm_kill_wait "$_p" TERM 50 || nm_kill_wait "$_p" KILL 20
 	done
@@ -139,9 +157,7 @@ nm_cleanup()
 		done
 	fi
 	rm -rf --one-file-system "$NM_WORK"
-	if [ "$_status" = 0 ]; then
-		echo "$NM_TEST: $NM_PASSED checks passed"
-	fi
+	echo "$NM_TEST: $NM_PASSED passed, $NM_FAILED failed (exit $_status)"
 	exit "$_status"
 }
 trap nm_cleanup EXIT
@@ -252,7 +268,7 @@ nm_stop()
 # The number of builds the current daemon has logged.
 nm_builds()
 {
-	grep -c -- "$NM_BUILD_RE" "$NM_LOG" || true
+	grep -cE -- "$NM_BUILD_RE" "$NM_LOG" || true
 }
 
 # Does a request; prints the status, keeps the body in $NM_BODY and the

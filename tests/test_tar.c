@@ -8,7 +8,6 @@
 #include <archive_entry.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,8 +22,8 @@
 #define BIG_SIZE	(1536 * 1024)
 
 static int	 passed, failed;
-static char	 base[PATH_MAX];	/* the temporary directory */
-static char	 store[PATH_MAX];	/* base + "/store" */
+static char	*base;		/* the temporary directory */
+static char	*store;		/* base + "/store" */
 
 /* Records one check. */
 static void
@@ -63,52 +62,62 @@ struct layer {
 	size_t		 l_tarlen;
 };
 
+/* A path under the fake store, caller frees. */
+static char *
+spath(const char *rel)
+{
+	char	*path;
+
+	xasprintf(&path, "%s/%s", store, rel);
+	return (path);
+}
+
 /* Writes a file with contents and mode under the fake store. */
 static void
 put_file(const char *rel, const void *data, size_t len, mode_t mode)
 {
-	char	 path[PATH_MAX];
+	char	*path = spath(rel);
 	FILE	*f;
 
-	snprintf(path, sizeof path, "%s/%s", store, rel);
 	if ((f = fopen(path, "w")) == NULL || fwrite(data, 1, len, f) != len ||
 	    fclose(f) != 0)
 		fatal("%s", path);
 	if (chmod(path, mode) == -1)
 		fatal("chmod %s", path);
+	free(path);
 }
 
 /* Makes a directory under the fake store. */
 static void
 put_dir(const char *rel)
 {
-	char	 path[PATH_MAX];
+	char	*path = spath(rel);
 
-	snprintf(path, sizeof path, "%s/%s", store, rel);
 	if (mkdir(path, 0755) == -1)
 		fatal("mkdir %s", path);
+	free(path);
 }
 
 /* Makes a symbolic link under the fake store. */
 static void
 put_link(const char *target, const char *rel)
 {
-	char	 path[PATH_MAX];
+	char	*path = spath(rel);
 
-	snprintf(path, sizeof path, "%s/%s", store, rel);
 	if (symlink(target, path) == -1)
 		fatal("symlink %s", path);
+	free(path);
 }
 
 /* Sets the mode of something under the fake store. */
 static void
 put_mode(const char *rel, mode_t mode)
 {
-	char	 path[PATH_MAX];
+	char	*path = spath(rel);
 
-	snprintf(path, sizeof path, "%s/%s", store, rel);
 	if (chmod(path, mode) == -1)
 		fatal("chmod %s", path);
+	free(path);
 }
 
 /* Incompressible but fixed bytes. */
@@ -133,13 +142,13 @@ big_data(void)
 static void
 make_store(void)
 {
-	char	 a[PATH_MAX], b[PATH_MAX], *big;
+	char	*a, *b, *big;
 
-	snprintf(base, sizeof base, "%s/test_tar.XXXXXX",
+	xasprintf(&base, "%s/test_tar.XXXXXX",
 	    getenv("TMPDIR") != NULL ? getenv("TMPDIR") : "/tmp");
 	if (mkdtemp(base) == NULL)
 		fatal("mkdtemp");
-	snprintf(store, sizeof store, "%s/store", base);
+	xasprintf(&store, "%s/store", base);
 	if (mkdir(store, 0755) == -1)
 		fatal("mkdir");
 	put_dir("aaa-foo");
@@ -158,10 +167,12 @@ make_store(void)
 	put_file("ccc-bar/_x", "_", 1, 0444);
 	put_file("ccc-bar/a", "a", 1, 0444);
 	put_dir("ccc-bar/bin");
-	snprintf(a, sizeof a, "%s/aaa-foo/bin/foo", store);
-	snprintf(b, sizeof b, "%s/ccc-bar/bin/bar", store);
+	a = spath("aaa-foo/bin/foo");
+	b = spath("ccc-bar/bin/bar");
 	if (link(a, b) == -1)
 		fatal("link");
+	free(a);
+	free(b);
 	put_file("ddd-script.sh", "#!/bin/sh\n", 10, 0555);
 	put_mode("aaa-foo/bin", 0555);
 	put_mode("aaa-foo/lib", 0555);
@@ -249,7 +260,7 @@ gunzip(const char *gz, size_t gzlen, size_t *lenp)
 	return (out);
 }
 
-/* Reads a layer back with libarchive. */
+/* Reads a layer's entries back with libarchive. */
 static int
 read_layer(const char *gz, size_t gzlen, struct layer *l)
 {
@@ -259,7 +270,6 @@ read_layer(const char *gz, size_t gzlen, struct layer *l)
 	la_ssize_t		 n;
 	int			 ret;
 
-	memset(l, 0, sizeof *l);
 	a = archive_read_new();
 	archive_read_support_format_all(a);
 	archive_read_support_filter_gzip(a);
@@ -336,14 +346,16 @@ static int
 make_layer(int custom, char *const *paths, size_t n, struct nix_tarinfo *ti,
     struct layer *l)
 {
-	char	 tmp[PATH_MAX], *cause = NULL;
+	char	*tmp, *cause = NULL;
 	int	 fd, ret;
 
-	snprintf(tmp, sizeof tmp, "%s/layer.XXXXXX", base);
+	xasprintf(&tmp, "%s/layer.XXXXXX", base);
 	if ((fd = mkstemp(tmp)) == -1)
 		fatal("mkstemp");
 	unlink(tmp);
+	free(tmp);
 	memset(ti, 0, sizeof *ti);
+	memset(l, 0, sizeof *l);
 	if (custom)
 		ret = nix_tar_custom(paths, n, fd, ti, &cause);
 	else
@@ -352,24 +364,12 @@ make_layer(int custom, char *const *paths, size_t n, struct nix_tarinfo *ti,
 		printf("layer failed: %s\n", cause);
 		free(cause);
 		close(fd);
-		memset(l, 0, sizeof *l);
 		return (-1);
 	}
-	l->l_gz = NULL;
-	ret = 0;
-	{
-		char	*gz;
-		size_t	 gzlen;
-
-		gz = read_fd(fd, &gzlen);
-		close(fd);
-		if (read_layer(gz, gzlen, l) == -1)
-			ret = -1;
-		l->l_gz = gz;
-		l->l_gzlen = gzlen;
-		l->l_tar = gunzip(gz, gzlen, &l->l_tarlen);
-	}
-	return (ret);
+	l->l_gz = read_fd(fd, &l->l_gzlen);
+	close(fd);
+	l->l_tar = gunzip(l->l_gz, l->l_gzlen, &l->l_tarlen);
+	return (read_layer(l->l_gz, l->l_gzlen, l));
 }
 
 /* Checks the metadata every entry must have. */
@@ -515,13 +515,14 @@ static void
 test_paths_errors(void)
 {
 	struct nix_tarinfo	 ti;
-	char			*paths[1], *cause = NULL, tmp[PATH_MAX];
+	char			*paths[1], *cause = NULL, *tmp;
 	int			 fd;
 
-	snprintf(tmp, sizeof tmp, "%s/err.XXXXXX", base);
+	xasprintf(&tmp, "%s/err.XXXXXX", base);
 	if ((fd = mkstemp(tmp)) == -1)
 		fatal("mkstemp");
 	unlink(tmp);
+	free(tmp);
 	paths[0] = (char *)(uintptr_t)"relative/path";
 	CHECK(nix_tar_paths(paths, 1, fd, &ti, &cause) == -1 &&
 	    cause != NULL && strstr(cause, "relative/path") != NULL);
@@ -641,7 +642,6 @@ test_config(void)
 	memset(layers, 0, sizeof layers);
 	nm_sha256_digest("a", 1, layers[0].il_diffid);
 	nm_sha256_digest("b", 1, layers[1].il_diffid);
-	strlcpy_fallback:
 	strcpy(layers[0].il_digest, "sha256:00");
 	s = nix_image_config(layers, 2, NM_SYSTEM_X86, "/nix/store/x-cacert",
 	    "/nix/store/y-hello/bin/hello", 0);
@@ -660,7 +660,8 @@ test_config(void)
 	    strcmp(created, "1970-01-01T00:00:01Z") == 0 &&
 	    strcmp(type, "layers") == 0);
 	CHECK(json_array_size(env) == 2 && strcmp(json_string_value(
-	    json_array_get(env, 0)), "PATH=/bin:/usr/bin:/sbin:/usr/sbin") == 0 &&
+	    json_array_get(env, 0)),
+	    "PATH=/bin:/usr/bin:/sbin:/usr/sbin") == 0 &&
 	    strcmp(json_string_value(json_array_get(env, 1)),
 	    "SSL_CERT_FILE=/nix/store/x-cacert/etc/ssl/certs/ca-bundle.crt") ==
 	    0);
@@ -669,8 +670,8 @@ test_config(void)
 	CHECK(json_array_size(diffids) == 2 && strcmp(json_string_value(
 	    json_array_get(diffids, 1)), layers[1].il_diffid) == 0 &&
 	    strcmp(json_string_value(json_array_get(diffids, 0)),
-	    "sha256:ca978112ca1bbdcafac231b39a23dc4da786eff8147c4e72b9807785afee48bb")
-	    == 0);
+	    "sha256:ca978112ca1bbdcafac231b39a23dc4d"
+	    "a786eff8147c4e72b9807785afee48bb") == 0);
 	json_decref(j);
 	free(s);
 	free(s2);
@@ -719,7 +720,8 @@ test_manifest(void)
 	CHECK(s != NULL && strcmp(s, "{\"config\":{\"digest\":\"sha256:cc\","
 	    "\"mediaType\":\"application/vnd.docker.container.image.v1+json\","
 	    "\"size\":42},\"layers\":[{\"digest\":\"sha256:aa\","
-	    "\"mediaType\":\"application/vnd.docker.image.rootfs.diff.tar.gzip\","
+	    "\"mediaType\":"
+	    "\"application/vnd.docker.image.rootfs.diff.tar.gzip\","
 	    "\"size\":123}],\"mediaType\":"
 	    "\"application/vnd.docker.distribution.manifest.v2+json\","
 	    "\"schemaVersion\":2}") == 0);
@@ -759,6 +761,8 @@ main(void)
 	test_config();
 	test_manifest();
 	remove_store();
+	free(store);
+	free(base);
 	printf("test_tar: %d passed, %d failed\n", passed, failed);
 	return (failed != 0);
 }

@@ -1,0 +1,123 @@
+# tests/e2e_containerd.sh: pull and run images with containerd's ctr, both
+# with --plain-http and through a hosts.toml.
+
+. "${NM_TOP:-$(dirname "$0")/..}/tests/lib.sh"
+
+need containerd ctr runc containerd-shim-runc-v2 curl
+[ "$(id -u)" = 0 ] || skip "containerd needs root here"
+
+CTD=$NM_WORK/ctd
+SOCK=$CTD/containerd.sock
+mkdir -p "$CTD"
+
+# Starts a private containerd and waits for its socket.
+ctd_start()
+{
+	cat >"$CTD/config.toml" <<EOF
+version = 2
+root = "$CTD/root"
+state = "$CTD/state"
+disabled_plugins = ["io.containerd.grpc.v1.cri"]
+
+[grpc]
+  address = "$SOCK"
+
+[ttrpc]
+  address = "$SOCK.ttrpc"
+
+[debug]
+  address = ""
+
+[metrics]
+  address = ""
+
+[plugins."io.containerd.internal.v1.opt"]
+  path = "$CTD/opt"
+EOF
+	NM_LOGS="$NM_LOGS $CTD/containerd.log"
+	containerd --config "$CTD/config.toml" >"$CTD/containerd.log" 2>&1 \
+	    </dev/null &
+	CTD_PID=$!
+	nm_track "$CTD_PID"
+	_i=0
+	while ! ctr --address "$SOCK" version >/dev/null 2>&1; do
+		nm_alive "$CTD_PID" || fail "containerd exited at start"
+		[ "$_i" -lt 300 ] || fail "containerd does not answer in 30 s"
+		sleep 0.1
+		_i=$((_i + 1))
+	done
+	ok "containerd started"
+}
+
+CTR="ctr --address $SOCK --namespace nmtest"
+
+# Runs ctr, logging to a file and failing with its output.
+ctr_do()
+{
+	$CTR "$@" >"$NM_WORK/ctr.out" 2>"$NM_WORK/ctr.err" || {
+		cat "$NM_WORK/ctr.out" "$NM_WORK/ctr.err" >&2
+		fail "ctr $*"
+	}
+}
+
+# Runs an image and prints its standard output: run REF ID [ARGS...]
+run()
+{
+	$CTR run --rm --snapshotter "$SNAP" "$@" \
+	    >"$NM_WORK/run.out" 2>"$NM_WORK/run.err" </dev/null || {
+		cat "$NM_WORK/run.out" "$NM_WORK/run.err" >&2
+		fail "ctr run $*"
+	}
+	cat "$NM_WORK/run.out"
+}
+
+nm_start --build-timeout 120
+ctd_start
+
+# The overlay snapshotter, unless this kernel or filesystem cannot do it.
+SNAP=overlayfs
+$CTR plugins ls | grep -q 'io.containerd.snapshotter.v1 *overlayfs .* ok' ||
+    SNAP=native
+ok "snapshotter $SNAP"
+
+# Pull with --plain-http and run.
+REF=$NM_ADDR/nix/hello:latest
+ctr_do images pull --plain-http --snapshotter "$SNAP" "$REF"
+ok "ctr images pull --plain-http $REF"
+ctr_do images ls -q
+grep -qx "$REF" "$NM_WORK/ctr.out" || fail "$REF not in ctr images ls"
+ok "image listed"
+out=$(run "$REF" t1 /bin/hello)
+check_eq "ctr run /bin/hello" "hello from nixmirror" "$out"
+out=$(run "$REF" t2)
+check_eq "ctr run with the image Cmd" "hello from nixmirror" "$out"
+
+# Pull by digest.
+dg=$(nm_manifest nix/hello latest "$NM_WORK/m")
+ctr_do images pull --plain-http --snapshotter "$SNAP" "$NM_ADDR/nix/hello@$dg"
+ok "ctr images pull by digest"
+
+# The route the README documents: a hosts.toml for the registry.
+HOSTS=$NM_WORK/hosts
+mkdir -p "$HOSTS/$NM_ADDR"
+cat >"$HOSTS/$NM_ADDR/hosts.toml" <<EOF
+server = "http://$NM_ADDR"
+
+[host."http://$NM_ADDR"]
+  capabilities = ["pull", "resolve"]
+EOF
+REF2=$NM_ADDR/nix/shell/cowsay:latest
+ctr_do images pull --hosts-dir "$HOSTS" --snapshotter "$SNAP" "$REF2"
+ok "ctr images pull --hosts-dir $REF2"
+out=$(run "$REF2" t4 /bin/cowsay moo)
+check_eq "ctr run /bin/cowsay moo" "cowsay: moo" "$out"
+out=$(run "$REF2" t5 /bin/sh -c 'test -d /tmp && test -w /tmp && echo tmp-ok')
+check_eq "/bin/sh runs; /tmp is writable" tmp-ok "$out"
+out=$(run "$REF2" t6 /bin/bash -c 'grep -c ^root: /etc/passwd')
+check_eq "/bin/bash runs; /etc/passwd has root" 1 "$out"
+
+# Nothing left running; stop containerd and the daemon.
+ctr_do tasks ls -q
+check_eq "no task left" "" "$(cat "$NM_WORK/ctr.out")"
+nm_kill_wait "$CTD_PID" TERM 100 || fail "containerd does not stop"
+nm_stop
