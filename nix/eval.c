@@ -37,9 +37,6 @@
 #include "nixmirror.h"
 #include "nix/nix.h"
 
-/* XXX to move to nix/nix.h: kills every running child at shutdown. */
-void	nix_run_killall(void);
-
 extern char **environ;
 
 /* The most output kept from one child stream. */
@@ -170,7 +167,8 @@ static const char nix_eval_expr[] =
 "in\n"
 "{\n"
 "  missing = map (r: r.name) (errors \"missing\");\n"
-"  ambiguous = map (r: { inherit (r) name candidates; }) (errors \"ambiguous\");\n"
+"  ambiguous = map (r: { inherit (r) name candidates; })\n"
+"    (errors \"ambiguous\");\n"
 "  invalid = map (r: { inherit (r) name reason; }) (errors \"invalid\");\n"
 "  pkgs = builtins.filter (r: !(r ? error)) results;\n"
 "  extras = map (r: { inherit (r) name drv out output; }) extras;\n"
@@ -196,9 +194,6 @@ struct nix_argv {
 	size_t		  na_n;
 	size_t		  na_size;
 };
-
-static int	nix_run_envp(char *const [], char *const [], int, char **,
-		    char **);
 
 /* Milliseconds on the monotonic clock. */
 static int64_t
@@ -438,7 +433,8 @@ nix_run_reap(pid_t pid, int64_t deadline)
 
 	for (;;) {
 		memset(&si, 0, sizeof si);
-		if (waitid(P_PID, pid, &si, WEXITED | WNOHANG | WNOWAIT) == -1) {
+		if (waitid(P_PID, pid, &si, WEXITED | WNOHANG | WNOWAIT) ==
+		    -1) {
 			if (errno == EINTR)
 				continue;
 			log_warn("%s: waitid", __func__);
@@ -618,6 +614,10 @@ nix_eval_request(const struct nix_source *src, const struct nix_request *req,
 	const char	*type;
 	size_t		 i;
 
+	if (src->ns_loc == NULL) {
+		xasprintf(cause, "no package set configured");
+		return (NULL);
+	}
 	switch (src->ns_type) {
 	case NM_SOURCE_PATH:
 		type = "path";
@@ -701,7 +701,8 @@ nix_eval_run(const struct nix_source *src, const struct nix_request *req,
 		xasprintf(cause, "evaluation timed out after %d seconds",
 		    timeout);
 	else if (rc != NIX_OK)
-		rc = nix_eval_fail(src, err, cause); else if ((*ev = json_loads(out, 0, &jerr)) == NULL ||
+		rc = nix_eval_fail(src, err, cause);
+	else if ((*ev = json_loads(out, 0, &jerr)) == NULL ||
 	    !json_is_object(*ev)) {
 		log_warnx("%s: bad helper output: %s", __func__, jerr.text);
 		xasprintf(cause, "evaluation gave no valid answer");
@@ -915,6 +916,7 @@ nix_closure_parse(json_t *info, struct nix_closure *nc)
 {
 	json_t		*v, *refs, *r;
 	struct nix_path	*np;
+	const char	*s;
 	size_t		 i, k, idx;
 
 	if (!json_is_array(info) || json_array_size(info) == 0)
@@ -935,12 +937,12 @@ nix_closure_parse(json_t *info, struct nix_closure *nc)
 		np->np_refs = xcalloc(json_array_size(refs) + 1,
 		    sizeof *np->np_refs);
 		json_array_foreach(refs, k, r) {
-			idx = nix_closure_find(nc, json_string_value(r) != NULL ?
-			    json_string_value(r) : "");
+			s = json_string_value(r);
+			idx = nix_closure_find(nc, s != NULL ? s : "");
 			if (idx == SIZE_MAX) {
 				log_warnx("%s: %s: reference %s not in the "
 				    "closure", __func__, np->np_path,
-				    json_string_value(r));
+				    s != NULL ? s : "?");
 				return (-1);
 			}
 			np->np_refs[np->np_nrefs++] = idx;
@@ -1076,7 +1078,8 @@ nix_closure_build(const struct nix_source *src, const struct nix_request *req,
 	t = nix_now_ms();
 	if ((rc = nix_eval_realise(ev, system, timeout, cause)) != NIX_OK)
 		goto done;
-	log_info("%s: realised in %.2fs", __func__, (nix_now_ms() - t) / 1000.0);
+	log_info("%s: realised in %.2fs", __func__,
+	    (nix_now_ms() - t) / 1000.0);
 
 	t = nix_now_ms();
 	if ((rc = nix_eval_closure(ev, timeout, nc, cause)) != NIX_OK)
@@ -1252,7 +1255,8 @@ nix_git_resolve(const char *url, const char *ref, int timeout,
 			xasprintf(cause, "tag %s not found in %s", ref, url);
 			rc = NIX_ENOTFOUND;
 		} else
-			log_debug("%s: %s %s is %s", __func__, url, ref, commit);
+			log_debug("%s: %s %s is %s", __func__, url, ref,
+			    commit);
 	}
 	for (i = 0; i < 3; i++)
 		free(pats[i]);

@@ -124,10 +124,53 @@ while read -r dg size; do
 done <"$NM_WORK/blobs"
 cfg=$(jq -r .config.digest "$NM_WORK/m.docker")
 http_status "$NM_URL/v2/nix/hello/blobs/$cfg" >/dev/null
-jq -e '.rootfs.diff_ids | length > 0' "$NM_BODY" >/dev/null ||
+cp "$NM_BODY" "$NM_WORK/config"
+jq -e '.rootfs.diff_ids | length > 0' "$NM_WORK/config" >/dev/null ||
     fail "config has no rootfs.diff_ids"
-ndiff=$(jq '.rootfs.diff_ids | length' "$NM_BODY")
+ndiff=$(jq '.rootfs.diff_ids | length' "$NM_WORK/config")
 check_eq "config diff_ids count" "$nlayers" "$ndiff"
+check_eq "config os" linux "$(jq -r .os "$NM_WORK/config")"
+check_eq "config architecture" amd64 "$(jq -r .architecture "$NM_WORK/config")"
+cmd=$(jq -r '.config.Cmd | join(" ")' "$NM_WORK/config")
+case $cmd in
+*/bin/hello|hello) ok "Cmd is hello's mainProgram ($cmd)" ;;
+*) bad "Cmd is hello's mainProgram: got '$cmd'" ;;
+esac
+env=$(jq -r '.config.Env | join(" ")' "$NM_WORK/config")
+check_contains "Env has SSL_CERT_FILE" SSL_CERT_FILE= "$env"
+check_contains "Env has PATH" PATH= "$env"
+
+# Media types of the parts, and diff_ids are the digests of the tars.
+check_eq "schema2 config mediaType" application/vnd.docker.container.image.v1+json \
+    "$(jq -r .config.mediaType "$NM_WORK/m.docker")"
+check_eq "schema2 layer mediaTypes" application/vnd.docker.image.rootfs.diff.tar.gzip \
+    "$(jq -r '[.layers[].mediaType] | unique | join(" ")' "$NM_WORK/m.docker")"
+check_eq "OCI config mediaType" application/vnd.oci.image.config.v1+json \
+    "$(jq -r .config.mediaType "$NM_WORK/m.oci")"
+check_eq "OCI layer mediaTypes" application/vnd.oci.image.layer.v1.tar+gzip \
+    "$(jq -r '[.layers[].mediaType] | unique | join(" ")' "$NM_WORK/m.oci")"
+check_eq "OCI and schema2 list the same layers" \
+    "$(jq -c '[.layers[].digest]' "$NM_WORK/m.docker")" \
+    "$(jq -c '[.layers[].digest]' "$NM_WORK/m.oci")"
+mkdir -p "$NM_WORK/rootfs"
+i=0
+for dg in $(jq -r '.layers[].digest' "$NM_WORK/m.docker"); do
+	http_status "$NM_URL/v2/nix/hello/blobs/$dg" >/dev/null
+	diffid=sha256:$(gzip -dc <"$NM_BODY" | sha256sum | cut -d' ' -f1)
+	check_eq "layer $i diff_id" \
+	    "$(jq -r ".rootfs.diff_ids[$i]" "$NM_WORK/config")" "$diffid"
+	tar -xzf "$NM_BODY" -C "$NM_WORK/rootfs" || fail "layer $dg: bad tar"
+	i=$((i + 1))
+done
+p=$(nm_resolve "$NM_WORK/rootfs" /bin/hello)
+[ -f "$p" ] || fail "nix/hello has no /bin/hello"
+check_contains "/bin/hello of nix/hello" "hello from nixmirror" "$(cat "$p")"
+for want in nss-cacert iana-etc hello-1.0 busybox libcommon; do
+	n=$(find "$NM_WORK/rootfs/nix/store" -maxdepth 1 -name "*-$want*" |
+	    wc -l)
+	[ "$n" -ge 1 ] || bad "nix/hello has no $want in /nix/store"
+	[ "$n" -ge 1 ] && ok "nix/hello has $want in /nix/store"
+done
 r=$(raw_head "/v2/nix/hello/blobs/$cfg" "Accept: */*")
 set -- $r
 check_eq "HEAD config blob status" 200 "$1"
@@ -212,14 +255,16 @@ st=$(http_status "$NM_URL/v2/library/ubuntu/manifests/latest" -H "$ACCEPT_DOCKER
 nm_check_error "library/ubuntu" 404 "$st" NAME_UNKNOWN
 
 # Case-insensitive and nested attributes.
-st=$(http_status "$NM_URL/v2/nix/htop/manifests/latest" -H "$ACCEPT_DOCKER")
-[ "$st" = 200 ] || fail "nix/htop: $st $(head -c 500 "$NM_BODY")"
-ok "nix/htop resolves to Htop"
-st=$(http_status "$NM_URL/v2/nix/haskellpackages.pandoc/manifests/latest" \
-    -H "$ACCEPT_DOCKER")
-[ "$st" = 200 ] ||
-    fail "nix/haskellpackages.pandoc: $st $(head -c 500 "$NM_BODY")"
+nm_unpack nix/htop latest "$NM_WORK/htop"
+ok "nix/htop resolves"
+p=$(nm_resolve "$NM_WORK/htop" /bin/htop)
+[ -f "$p" ] || fail "nix/htop has no /bin/htop"
+check_contains "/bin/htop is Htop's" 'echo "htop"' "$(cat "$p")"
+nm_unpack nix/haskellpackages.pandoc latest "$NM_WORK/pandoc"
 ok "nix/haskellpackages.pandoc resolves"
+p=$(nm_resolve "$NM_WORK/pandoc" /bin/pandoc)
+[ -f "$p" ] || fail "nix/haskellpackages.pandoc has no /bin/pandoc"
+check_contains "/bin/pandoc is pandoc's" 'echo "pandoc"' "$(cat "$p")"
 
 # Concurrent cold GETs of one new image share one build.
 b0=$(nm_builds)

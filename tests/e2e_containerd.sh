@@ -120,4 +120,6 @@ check_eq "/bin/bash runs; /etc/passwd has root" 1 "$out"
 ctr_do tasks ls -q
 check_eq "no task left" "" "$(cat "$NM_WORK/ctr.out")"
 nm_kill_wait "$CTD_PID" TERM 100 || fail "containerd does not stop"
+wait "$CTD_PID" || true
+nm_untrack "$CTD_PID"
 nm_stop

@@ -106,9 +106,10 @@ need()
 # Whether a process still runs (a zombie does not).
 nm_alive()
 {
-	[ -r "/proc/$1/stat" ] || return 1
-	_st=$(sed 's/.*) //' "/proc/$1/stat" | cut -d' ' -f1)
-	[ "$_st" != Z ] && [ "$_st" != X ]
+	_st=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+	_st=${_st##*) }
+	_st=${_st%% *}
+	[ -n "$_st" ] && [ "$_st" != Z ] && [ "$_st" != X ]
 }
 
 # Sends a signal and waits up to $3 tenths of a second for the exit.
@@ -196,6 +197,16 @@ nm_track()
 	NM_PIDS="$NM_PIDS $1"
 }
 
+# Forgets a process that has been waited for (its pid may be reused).
+nm_untrack()
+{
+	_left=""
+	for _p in $NM_PIDS; do
+		[ "$_p" = "$1" ] || _left="$_left $_p"
+	done
+	NM_PIDS=$_left
+}
+
 # Starts a daemon in the background and waits until /v2/ answers.  Sets
 # NM_PID, NM_PORT, NM_ADDR, NM_URL, NM_DATA, NM_LOG.  Extra args are passed
 # on; --pkgs-path tests/pkgs is added unless --pkgs-path or --pkgs-repo is.
@@ -262,6 +273,7 @@ nm_stop()
 	nm_alive "$NM_PID" && fail "daemon still runs 20 s after SIGTERM"
 	_rc=0
 	wait "$NM_PID" || _rc=$?
+	nm_untrack "$NM_PID"
 	check_eq "daemon exit status after SIGTERM" 0 "$_rc"
 }
 

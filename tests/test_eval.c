@@ -17,9 +17,6 @@
 #include "nixmirror.h"
 #include "nix/nix.h"
 
-/* XXX until nix/nix.h declares it. */
-void	nix_run_killall(void);
-
 static int	passed, failed;
 static char	pkgs[4096];
 
@@ -55,16 +52,21 @@ endswith(const char *s, const char *suffix)
 static int
 sh(int timeout, const char *cmd, char **out, char **err)
 {
-	char	*argv[] = { (char *)(uintptr_t)"sh", (char *)(uintptr_t)"-c",
-		    (char *)(uintptr_t)cmd, NULL };
+	char	*argv[4];
+
+	argv[0] = (char *)(uintptr_t)"sh";
+	argv[1] = (char *)(uintptr_t)"-c";
+	argv[2] = (char *)(uintptr_t)cmd;
+	argv[3] = NULL;
 
 	return (nix_run(argv, timeout, out, err));
 }
 
+/* nix_run: output, exit codes, stdin, timeouts and limits. */
 static void
 test_run(void)
 {
-	char	*out, *err;
+	char	*out, *err, *argv[2];
 	double	 t;
 	int	 rc;
 
@@ -99,11 +101,9 @@ test_run(void)
 	rc = sh(30, "yes | head -c 80000000", NULL, NULL);
 	CHECK(rc == NIX_EFAIL);
 
-	{
-		char	*argv[] = { (char *)(uintptr_t)"/nonexistent/prog", NULL };
-
-		CHECK(nix_run(argv, 5, NULL, NULL) == NIX_EFAIL);
-	}
+	argv[0] = (char *)(uintptr_t)"/nonexistent/prog";
+	argv[1] = NULL;
+	CHECK(nix_run(argv, 5, NULL, NULL) == NIX_EFAIL);
 }
 
 /* Checks a background child of a timed-out command was killed too. */
@@ -174,6 +174,7 @@ refers(const struct nix_closure *nc, size_t a, size_t b)
 	return (0);
 }
 
+/* figlet and hello: paths, references, roots, Cmd and cacert. */
 static void
 test_closure_hello(const char *loc, const char *rev)
 {
@@ -206,16 +207,20 @@ test_closure_hello(const char *loc, const char *rev)
 	CHECK(nc.nc_nroots == 4);
 	CHECK(nc.nc_nroots == 4 && nc.nc_roots[1] == hello &&
 	    strcmp(nc.nc_rootpaths[1], nc.nc_paths[hello].np_path) == 0);
-	CHECK(nc.nc_nroots == 4 && endswith(nc.nc_rootpaths[0],
-	    "-figlet-2.2.5") && endswith(nc.nc_rootpaths[2], "-nss-cacert-3.95") &&
+	CHECK(nc.nc_nroots == 4 &&
+	    endswith(nc.nc_rootpaths[0], "-figlet-2.2.5") &&
+	    endswith(nc.nc_rootpaths[2], "-nss-cacert-3.95") &&
 	    endswith(nc.nc_rootpaths[3], "-iana-etc-20231227"));
-	CHECK(nc.nc_cmd != NULL && endswith(nc.nc_cmd, "-hello-1.0/bin/hello") &&
+	CHECK(nc.nc_cmd != NULL &&
+	    endswith(nc.nc_cmd, "-hello-1.0/bin/hello") &&
 	    access(nc.nc_cmd, X_OK) == 0);
-	CHECK(nc.nc_cacert != NULL && endswith(nc.nc_cacert, "-nss-cacert-3.95"));
+	CHECK(nc.nc_cacert != NULL &&
+	    endswith(nc.nc_cacert, "-nss-cacert-3.95"));
 	nix_closure_clear(&nc);
 	CHECK(nc.nc_paths == NULL && nc.nc_cmd == NULL);
 }
 
+/* Case-insensitive, nested, ambiguous, missing, invalid and failing names. */
 static void
 test_closure_names(void)
 {
@@ -301,6 +306,7 @@ revparse(const char *dir, const char *ref)
 	return (out);
 }
 
+/* Git refs to commits, and a closure from a repository at a commit. */
 static void
 test_git(const char *dir)
 {
@@ -352,6 +358,7 @@ test_git(const char *dir)
 	free(url);
 }
 
+/* Runs a long child from a thread. */
 static void *
 killall_child(void *arg)
 {
