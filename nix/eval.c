@@ -1072,13 +1072,13 @@ nix_closure_build(const struct nix_source *src, const struct nix_request *req,
 		goto done;
 	if ((rc = nix_eval_check(ev, cause)) != NIX_OK)
 		goto done;
-	log_info("%s: evaluated %zu packages for %s in %.2fs", __func__,
+	log_debug("%s: evaluated %zu packages for %s in %.2fs", __func__,
 	    req->nr_npkgs, system, (nix_now_ms() - t) / 1000.0);
 
 	t = nix_now_ms();
 	if ((rc = nix_eval_realise(ev, system, timeout, cause)) != NIX_OK)
 		goto done;
-	log_info("%s: realised in %.2fs", __func__,
+	log_debug("%s: realised in %.2fs", __func__,
 	    (nix_now_ms() - t) / 1000.0);
 
 	t = nix_now_ms();
@@ -1089,11 +1089,11 @@ nix_closure_build(const struct nix_source *src, const struct nix_request *req,
 		rc = NIX_EFAIL;
 		goto done;
 	}
-	log_info("%s: closure of %zu paths read in %.2fs", __func__,
+	log_debug("%s: closure of %zu paths read in %.2fs", __func__,
 	    nc->nc_npaths, (nix_now_ms() - t) / 1000.0);
 done:
 	if (rc != NIX_OK) {
-		log_warnx("%s: after %.2fs: %s", __func__,
+		log_debug("%s: after %.2fs: %s", __func__,
 		    (nix_now_ms() - t0) / 1000.0, *cause);
 		nix_closure_clear(nc);
 	}

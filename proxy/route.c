@@ -45,9 +45,10 @@ struct route_pending {
 	int				 rp_docker;	/* client takes schema2 */
 };
 
-/* Writes the access log line of a finished request. */
+/* Writes the access log line of a finished request, with an error. */
 static void
-route_log(struct evhttp_request *req, int status, size_t bytes)
+route_log(struct evhttp_request *req, int status, size_t bytes,
+    const char *error)
 {
 	struct evhttp_connection	*conn;
 	const char			*method, *uri, *host = "-";
@@ -69,17 +70,19 @@ route_log(struct evhttp_request *req, int status, size_t bytes)
 			host = h;
 	}
 	uri = evhttp_request_get_uri(req);
-	log_info("%s %s \"%.200s\" %d %zu", host, method, uri != NULL ? uri : "",
-	    status, bytes);
+	log_info("%s %s \"%.200s\" %d %zu%s%s", host, method,
+	    uri != NULL ? uri : "", status, bytes, error != NULL ? ": " : "",
+	    error != NULL ? error : "");
 }
 
 /* Sends a reply (body may be NULL) and logs it. */
 static void
-route_send(struct evhttp_request *req, int status, struct evbuffer *body)
+route_send(struct evhttp_request *req, int status, struct evbuffer *body,
+    const char *error)
 {
 	size_t	 len = body != NULL ? evbuffer_get_length(body) : 0;
 
-	route_log(req, status, len);
+	route_log(req, status, len, error);
 	evhttp_send_reply(req, status, NULL, body);
 }
 
@@ -92,7 +95,7 @@ proxy_error(struct evhttp_request *req, int status, const char *code,
 	struct evbuffer		*buf;
 	json_t			*doc;
 	va_list			 ap;
-	char			*msg, *text;
+	char			*msg, *text, *text2;
 
 	va_start(ap, fmt);
 	xvasprintf(&msg, fmt, ap);
@@ -105,7 +108,6 @@ proxy_error(struct evhttp_request *req, int status, const char *code,
 	evhttp_remove_header(oh, "Content-Type");
 	evhttp_remove_header(oh, "Docker-Content-Digest");
 	evhttp_add_header(oh, "Content-Type", "application/json");
-	log_info("error %d %s: %s", status, code, msg);
 	buf = evbuffer_new();
 	if (evhttp_request_get_command(req) != EVHTTP_REQ_HEAD)
 		evbuffer_add(buf, text, strlen(text));
@@ -115,7 +117,9 @@ proxy_error(struct evhttp_request *req, int status, const char *code,
 		snprintf(n, sizeof n, "%zu", strlen(text));
 		evhttp_add_header(oh, "Content-Length", n);
 	}
-	route_send(req, status, buf);
+	xasprintf(&text2, "%s %s", code, msg);
+	route_send(req, status, buf, text2);
+	free(text2);
 	evbuffer_free(buf);
 	free(text);
 	free(msg);
@@ -192,7 +196,7 @@ route_serve_file(struct evhttp_request *req, struct store *st,
 		proxy_error(req, 500, "UNKNOWN", "cannot read %s", digest);
 		return;
 	}
-	route_log(req, status, evbuffer_get_length(buf));
+	route_log(req, status, evbuffer_get_length(buf), NULL);
 	evhttp_send_reply(req, status, status == 206 ? "Partial Content" : "OK",
 	    buf);
 	evbuffer_free(buf);
@@ -424,7 +428,7 @@ proxy_route(struct evhttp_request *req, void *arg)
 			    req), "Content-Length", "2");
 		else
 			evbuffer_add(buf, "{}", 2);
-		route_send(req, 200, buf);
+		route_send(req, 200, buf, NULL);
 		evbuffer_free(buf);
 		goto out;
 	}
