@@ -434,8 +434,8 @@ build_resolve(struct nix_build *nb, char commit[41], char **cause)
 
 /* Evaluates, realises, layers and stores one image. */
 static int
-build_image(struct nix_build *nb, const char *key, char **cause,
-    size_t *nl, size_t *nf, uint64_t *bytes)
+build_image(struct nix_build *nb, const char *key, const char *commit,
+    char **cause, size_t *nl, size_t *nf, uint64_t *bytes)
 {
 	struct nix_build_result	*res = &nb->nb_result;
 	struct nix_source	 src;
@@ -452,7 +452,7 @@ build_image(struct nix_build *nb, const char *key, char **cause,
 	    nm_conf->cf_pkgs_path : nm_conf->cf_source == NM_SOURCE_REPO ?
 	    nm_conf->cf_pkgs_repo : nm_conf->cf_channel;
 	if (nm_conf->cf_source == NM_SOURCE_REPO)
-		src.ns_rev = strrchr(key, '@') + 1;
+		src.ns_rev = commit;
 
 	memset(&nc, 0, sizeof nc);
 	rc = nix_closure_build(&src, &nb->nb_req, nm_conf->cf_build_timeout,
@@ -498,7 +498,8 @@ build_thread(void *arg)
 	key = build_image_key(&nb->nb_req, commit);
 	if (build_lookup(key, res) == 0)
 		goto done;
-	res->br_status = build_image(nb, key, &res->br_cause, &nl, &nf, &bytes);
+	res->br_status = build_image(nb, key, commit, &res->br_cause, &nl, &nf,
+	    &bytes);
 	gettimeofday(&t1, NULL);
 	rk = nix_request_key(&nb->nb_req);
 	if (res->br_status == NIX_OK)

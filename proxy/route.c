@@ -405,15 +405,15 @@ proxy_route(struct evhttp_request *req, void *arg)
 		proxy_error(req, 400, "NAME_INVALID", "malformed request URI");
 		return;
 	}
+	if (cmd != EVHTTP_REQ_GET && cmd != EVHTTP_REQ_HEAD) {
+		proxy_error(req, 405, "UNSUPPORTED", "this registry is a "
+		    "read-only mirror; push is not supported");
+		return;
+	}
 	path = xstrdup(p);
 	kind = route_split(path, &name, &ref);
 	if (kind == -1) {
 		proxy_error(req, 404, "NAME_UNKNOWN", "no such endpoint");
-		goto out;
-	}
-	if (cmd != EVHTTP_REQ_GET && cmd != EVHTTP_REQ_HEAD) {
-		proxy_error(req, 405, "UNSUPPORTED", "this registry is a "
-		    "read-only mirror; push is not supported");
 		goto out;
 	}
 	if (kind == ROUTE_BASE) {

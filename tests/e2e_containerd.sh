@@ -116,6 +116,22 @@ check_eq "/bin/sh runs; /tmp is writable" tmp-ok "$out"
 out=$(run "$REF2" t6 /bin/bash -c 'grep -c ^root: /etc/passwd')
 check_eq "/bin/bash runs; /etc/passwd has root" 1 "$out"
 
+# ctr falls back to plain HTTP for 127.0.0.1 by itself, so the above does
+# not prove the hosts.toml is read.  A registry name that resolves nowhere
+# does: only its hosts.toml leads to the daemon (which then sees ?ns=).
+mkdir -p "$HOSTS/nixmirror.invalid"
+cat >"$HOSTS/nixmirror.invalid/hosts.toml" <<EOF
+server = "http://$NM_ADDR"
+
+[host."http://$NM_ADDR"]
+  capabilities = ["pull", "resolve"]
+EOF
+REF3=nixmirror.invalid/nix/figlet:latest
+ctr_do images pull --hosts-dir "$HOSTS" --snapshotter "$SNAP" "$REF3"
+ok "ctr images pull --hosts-dir $REF3"
+out=$(run "$REF3" t7 /bin/figlet big text)
+check_eq "ctr run /bin/figlet big text" "figlet: big text" "$out"
+
 # Nothing left running; stop containerd and the daemon.
 ctr_do tasks ls -q
 check_eq "no task left" "" "$(cat "$NM_WORK/ctr.out")"
