@@ -72,6 +72,8 @@ main_serve(void)
 	if ((main_base = event_base_new()) == NULL)
 		fatalx("event_base_new failed");
 	nix_build_init(main_base, st, pop);
+	if (proxy_upstream_init(main_base, &cause) == -1)
+		fatalx("%s", cause);
 	if (proxy_server_start(main_base, st, nm_conf->cf_listen, &cause) == -1)
 		fatalx("%s", cause);
 	sigterm = evsignal_new(main_base, SIGTERM, main_signal_cb, NULL);
@@ -87,6 +89,7 @@ main_serve(void)
 	event_base_dispatch(main_base);
 	event_free(sigterm);
 	event_free(sigint);
+	proxy_upstream_free();
 	event_base_free(main_base);
 	store_close(st);
 	json_decref(pop);

@@ -26,6 +26,14 @@ enum nm_source_type {
 	NM_SOURCE_REPO,
 };
 
+/* A pull-through upstream: the registry that serves a namespace. */
+struct nm_upstream {
+	char			*up_ns;		/* "docker.io", "ghcr.io" */
+	char			*up_url;	/* "https://registry-1.docker.io" */
+	char			*up_user;	/* credentials for its token realm */
+	char			*up_pass;
+};
+
 /* The global configuration: command line over --config file over defaults. */
 struct nm_config {
 	char			*cf_listen;	/* ADDR:PORT */
@@ -42,6 +50,12 @@ struct nm_config {
 	int			 cf_max_layers;	/* store-path layers */
 	int			 cf_tag_ttl;	/* seconds a git tag resolution lasts */
 	int			 cf_debug;
+	struct nm_upstream	*cf_upstreams;
+	size_t			 cf_nupstreams;
+	char			*cf_upstream_ca;	/* extra CA file or NULL */
+	int			 cf_offline;	/* never contact an upstream */
+	char			*cf_nix_ns;	/* an ns that means our Nix images */
+	int			 cf_upstream_timeout;	/* seconds */
 };
 
 extern struct nm_config *nm_conf;

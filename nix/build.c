@@ -30,13 +30,20 @@
 enum build_state {
 	BUILD_QUEUED,
 	BUILD_RUNNING,
+	BUILD_JOINED,	/* worker joined by nix_build_shutdown */
 	BUILD_DONE,
 };
 
+/*
+ * A client waiting for an image: on a build's list, or (nw_build NULL)
+ * holding a result found in the store, delivered by nw_ev from the loop.
+ */
 struct nix_waiter {
 	struct nix_build	*nw_build;
 	nix_build_cb		 nw_cb;
 	void			*nw_arg;
+	struct event		*nw_ev;
+	struct nix_build_result	 nw_result;
 	TAILQ_ENTRY(nix_waiter)	 nw_entry;
 };
 
@@ -61,6 +68,7 @@ static int			 build_stopping;
 static TAILQ_HEAD(, nix_build)	 build_list = TAILQ_HEAD_INITIALIZER(build_list);
 
 static void	 build_done_cb(evutil_socket_t, short, void *);
+static void	 build_found_cb(evutil_socket_t, short, void *);
 static void	*build_thread(void *);
 static void	 build_start_queued(void);
 
@@ -129,10 +137,15 @@ static int
 build_lookup(const char *key, struct nix_build_result *res)
 {
 	struct store_image	 si;
+	uint64_t		 size;
 
 	if (store_image_get(build_store, key, &si) == -1)
 		return (-1);
 	if (!build_source_pinned() && si.si_created < build_boot)
+		return (-1);
+	/* A manifest removed behind our back means building again. */
+	if (store_blob_stat(build_store, si.si_docker, &size, NULL) == -1 ||
+	    store_blob_stat(build_store, si.si_oci, &size, NULL) == -1)
 		return (-1);
 	memset(res, 0, sizeof *res);
 	res->br_status = NIX_OK;
@@ -141,7 +154,7 @@ build_lookup(const char *key, struct nix_build_result *res)
 	return (0);
 }
 
-/* The commit a tag stands for, if known recently enough; else NULL. */
+/* The commit a tag stands for, if known recently enough: 0, or -1. */
 static int
 build_known_commit(const char *tag, char commit[41])
 {
@@ -151,6 +164,9 @@ build_known_commit(const char *tag, char commit[41])
 		memcpy(commit, tag, 41);
 		return (0);
 	}
+	/* A TTL of 0 reuses nothing, not even a resolution of this second. */
+	if (nm_conf->cf_tag_ttl <= 0)
+		return (-1);
 	return (store_tag_get(build_store, nm_conf->cf_pkgs_repo, tag,
 	    nm_conf->cf_tag_ttl, commit));
 }
@@ -169,6 +185,50 @@ build_request_copy(struct nix_request *dst, const struct nix_request *src)
 	dst->nr_system = src->nr_system;
 }
 
+/*
+ * Hands a result found in the store to cb from a later loop iteration, so
+ * that the caller always gets its handle before the callback runs.
+ */
+static struct nix_waiter *
+build_found(const struct nix_build_result *res, nix_build_cb cb, void *arg)
+{
+	struct nix_waiter	*nw;
+
+	nw = xcalloc(1, sizeof *nw);
+	nw->nw_cb = cb;
+	nw->nw_arg = arg;
+	nw->nw_result = *res;
+	if ((nw->nw_ev = event_new(build_base, -1, 0, build_found_cb,
+	    nw)) == NULL)
+		fatalx("%s: event_new", __func__);
+	event_active(nw->nw_ev, EV_READ, 0);
+	return (nw);
+}
+
+/* Delivers a result found in the store and frees its waiter. */
+static void
+build_found_cb(evutil_socket_t fd, short events, void *arg)
+{
+	struct nix_waiter	*nw = arg;
+
+	(void)fd;
+	(void)events;
+	nw->nw_cb(&nw->nw_result, nw->nw_arg);
+	event_free(nw->nw_ev);
+	free(nw->nw_result.br_cause);
+	free(nw);
+}
+
+/* Fails a queued build at shutdown; its waiters hear from the loop. */
+static void
+build_refuse(struct nix_build *nb)
+{
+	nb->nb_result.br_status = NIX_EFAIL;
+	free(nb->nb_result.br_cause);
+	nb->nb_result.br_cause = xstrdup("the server is shutting down");
+	event_active(nb->nb_done, EV_READ, 0);
+}
+
 /* Finds or starts the build for a request; see nix.h. */
 struct nix_waiter *
 nix_build_get(const struct nix_request *req, const char *tag,
@@ -184,12 +244,14 @@ nix_build_get(const struct nix_request *req, const char *tag,
 		key = build_image_key(req, commit);
 		if (build_lookup(key, &res) == 0) {
 			free(key);
-			cb(&res, arg);
-			return (NULL);
+			return (build_found(&res, cb, arg));
 		}
 		free(key);
 	}
 
+	/* Only a git source gives the tag a meaning. */
+	if (nm_conf->cf_source != NM_SOURCE_REPO)
+		tag = "";
 	rk = nix_request_key(req);
 	xasprintf(&key, "%s|%s", tag, rk);
 	free(rk);
@@ -204,10 +266,15 @@ nix_build_get(const struct nix_request *req, const char *tag,
 		build_request_copy(&nb->nb_req, req);
 		nb->nb_state = BUILD_QUEUED;
 		TAILQ_INIT(&nb->nb_waiters);
-		nb->nb_done = event_new(build_base, -1, 0, build_done_cb, nb);
+		if ((nb->nb_done = event_new(build_base, -1, 0, build_done_cb,
+		    nb)) == NULL)
+			fatalx("%s: event_new", __func__);
 		TAILQ_INSERT_TAIL(&build_list, nb, nb_entry);
 		log_debug("%s: queued %s", __func__, key);
-		build_start_queued();
+		if (build_stopping)
+			build_refuse(nb);
+		else
+			build_start_queued();
 	} else
 		free(key);
 
@@ -225,6 +292,13 @@ nix_build_cancel(struct nix_waiter *nw)
 {
 	if (nw == NULL)
 		return;
+	if (nw->nw_build == NULL) {
+		/* A found result not yet delivered. */
+		event_free(nw->nw_ev);
+		free(nw->nw_result.br_cause);
+		free(nw);
+		return;
+	}
 	TAILQ_REMOVE(&nw->nw_build->nb_waiters, nw, nw_entry);
 	free(nw);
 }
@@ -258,8 +332,10 @@ build_done_cb(evutil_socket_t fd, short events, void *arg)
 	(void)events;
 	if (nb->nb_state == BUILD_RUNNING)
 		pthread_join(nb->nb_thread, NULL);
+	/* A build refused at shutdown never ran. */
+	if (nb->nb_state != BUILD_QUEUED)
+		build_running--;
 	nb->nb_state = BUILD_DONE;
-	build_running--;
 	TAILQ_REMOVE(&build_list, nb, nb_entry);
 	while ((nw = TAILQ_FIRST(&nb->nb_waiters)) != NULL) {
 		TAILQ_REMOVE(&nb->nb_waiters, nw, nw_entry);
@@ -302,10 +378,13 @@ build_layer(char *const *paths, size_t n, int custom,
 	struct store_writer	*w;
 	struct nix_tarinfo	 ti;
 	char			 key[NM_DIGEST_SIZE];
+	uint64_t		 size;
 	int			 rc;
 
 	build_layer_key(paths, n, custom, key);
-	if (store_layer_get(build_store, key, &sl) == 0) {
+	/* A cached layer counts only while its blob is still there. */
+	if (store_layer_get(build_store, key, &sl) == 0 &&
+	    store_blob_stat(build_store, sl.sl_digest, &size, NULL) == 0) {
 		memcpy(il->il_digest, sl.sl_digest, NM_DIGEST_SIZE);
 		memcpy(il->il_diffid, sl.sl_diffid, NM_DIGEST_SIZE);
 		il->il_size = sl.sl_size;
@@ -387,6 +466,11 @@ build_manifests(const struct nix_image_layer *il, size_t n,
 
 	config = nix_image_config(il, n, req->nr_system, nc->nc_cacert,
 	    nc->nc_cmd, req->nr_shell);
+	if (config == NULL) {
+		xasprintf(cause, "no image config for system %s",
+		    req->nr_system != NULL ? req->nr_system : "(none)");
+		return (-1);
+	}
 	clen = strlen(config);
 	rc = store_blob_put_mem(build_store, config, clen, BUILD_MT_OCI_CONFIG,
 	    cdigest, cause);
@@ -534,7 +618,8 @@ nix_build_shutdown(void)
 	TAILQ_FOREACH(nb, &build_list, nb_entry) {
 		if (nb->nb_state == BUILD_RUNNING) {
 			pthread_join(nb->nb_thread, NULL);
-			nb->nb_state = BUILD_DONE;
-		}
+			nb->nb_state = BUILD_JOINED;
+		} else if (nb->nb_state == BUILD_QUEUED)
+			build_refuse(nb);
 	}
 }

@@ -48,7 +48,14 @@ static const struct config_key config_keys[] = {
 	CK_INT("max_layers", cf_max_layers, 1, 120,
 	    "store-path layers per image (94)"),
 	CK_INT("tag_ttl", cf_tag_ttl, 0, 86400 * 365,
-	    "seconds a git tag resolution is reused (60)"),
+	    "seconds before a tag is checked again (300)"),
+	CK_STR("upstream_ca", cf_upstream_ca,
+	    "extra CA certificates (PEM) for upstreams"),
+	CK_STR("nix_ns", cf_nix_ns, "an ns parameter that means Nix images"),
+	CK_INT("upstream_timeout", cf_upstream_timeout, 1, 3600,
+	    "seconds to connect or wait for an upstream (30)"),
+	{ "offline", CONFIG_BOOL, offsetof(struct nm_config, cf_offline), 0, 1,
+	    "never contact an upstream; serve what is stored" },
 	{ "debug", CONFIG_BOOL, offsetof(struct nm_config, cf_debug), 0, 1,
 	    "log debug lines" },
 };
@@ -69,7 +76,8 @@ policy_config_defaults(struct nm_config *cf)
 	cf->cf_build_timeout = 600;
 	cf->cf_max_builds = 2;
 	cf->cf_max_layers = 94;
-	cf->cf_tag_ttl = 60;
+	cf->cf_tag_ttl = 300;
+	cf->cf_upstream_timeout = 30;
 	memset(config_set, 0, sizeof config_set);
 }
 
@@ -131,6 +139,125 @@ config_assign(struct nm_config *cf, const struct config_key *ck,
 	return (-1);
 }
 
+/* Finds the upstream of a namespace. */
+const struct nm_upstream *
+policy_upstream_find(const struct nm_config *cf, const char *ns)
+{
+	size_t	 i;
+
+	for (i = 0; i < cf->cf_nupstreams; i++)
+		if (strcmp(cf->cf_upstreams[i].up_ns, ns) == 0)
+			return (&cf->cf_upstreams[i]);
+	return (NULL);
+}
+
+/*
+ * Adds an upstream unless its namespace is there already (the command
+ * line comes first and wins).  The URL must be http or https with a host.
+ */
+static int
+config_upstream_add(struct nm_config *cf, const char *ns, const char *url,
+    const char *user, const char *pass, char **cause)
+{
+	struct nm_upstream	*up;
+	const char		*host;
+
+	if (!policy_ns_valid(ns)) {
+		xasprintf(cause, "upstream: \"%s\" is not a registry host", ns);
+		return (-1);
+	}
+	if (strncmp(url, "https://", 8) == 0)
+		host = url + 8;
+	else if (strncmp(url, "http://", 7) == 0)
+		host = url + 7;
+	else
+		host = NULL;
+	if (host == NULL || *host == '\0' || *host == '/' ||
+	    strpbrk(url, " \t\r\n?#@") != NULL) {
+		xasprintf(cause, "upstream %s: \"%s\" is not an http or https "
+		    "URL", ns, url);
+		return (-1);
+	}
+	if ((user == NULL) != (pass == NULL)) {
+		xasprintf(cause, "upstream %s: username and password go "
+		    "together", ns);
+		return (-1);
+	}
+	if (policy_upstream_find(cf, ns) != NULL)
+		return (0);
+	cf->cf_upstreams = xreallocarray(cf->cf_upstreams,
+	    cf->cf_nupstreams + 1, sizeof *cf->cf_upstreams);
+	up = &cf->cf_upstreams[cf->cf_nupstreams++];
+	up->up_ns = xstrdup(ns);
+	up->up_url = xstrdup(url);
+	while (up->up_url[strlen(up->up_url) - 1] == '/')
+		up->up_url[strlen(up->up_url) - 1] = '\0';
+	up->up_user = user != NULL ? xstrdup(user) : NULL;
+	up->up_pass = pass != NULL ? xstrdup(pass) : NULL;
+	return (0);
+}
+
+/* Parses "NS=URL" of --upstream. */
+static int
+config_upstream_arg(struct nm_config *cf, const char *arg, char **cause)
+{
+	char	*ns, *eq;
+	int	 rc;
+
+	ns = xstrdup(arg);
+	if ((eq = strchr(ns, '=')) == NULL) {
+		xasprintf(cause, "--upstream \"%s\": expected NS=URL", arg);
+		free(ns);
+		return (-1);
+	}
+	*eq = '\0';
+	rc = config_upstream_add(cf, ns, eq + 1, NULL, NULL, cause);
+	free(ns);
+	return (rc);
+}
+
+/*
+ * Reads "upstreams": {"ns": "URL"} or {"ns": {"url": .., "username": ..,
+ * "password": ..}}.
+ */
+static int
+config_upstreams_json(struct nm_config *cf, json_t *obj, char **cause)
+{
+	const char	*ns, *url, *user, *pass, *k;
+	json_t		*v, *f;
+
+	if (!json_is_object(obj)) {
+		xasprintf(cause, "key \"upstreams\" must be an object");
+		return (-1);
+	}
+	json_object_foreach(obj, ns, v) {
+		url = user = pass = NULL;
+		if (json_is_string(v))
+			url = json_string_value(v);
+		else if (json_is_object(v)) {
+			json_object_foreach(v, k, f) {
+				if (!json_is_string(f) || (strcmp(k, "url") != 0 &&
+				    strcmp(k, "username") != 0 &&
+				    strcmp(k, "password") != 0)) {
+					xasprintf(cause, "upstreams.%s: unknown or "
+					    "bad key \"%s\"", ns, k);
+					return (-1);
+				}
+			}
+			url = json_string_value(json_object_get(v, "url"));
+			user = json_string_value(json_object_get(v, "username"));
+			pass = json_string_value(json_object_get(v, "password"));
+		}
+		if (url == NULL) {
+			xasprintf(cause, "upstreams.%s: needs a URL", ns);
+			return (-1);
+		}
+		if (config_upstream_add(cf, ns, url, user, pass, cause) == -1)
+			return (-1);
+	}
+	return (0);
+}
+
 /* Prints the flags of "serve". */
 void
 policy_config_usage(void)
@@ -149,6 +276,8 @@ policy_config_usage(void)
 		    config_keys[i].ck_type == CONFIG_BOOL ? "" : "VALUE  ",
 		    config_keys[i].ck_help);
 	}
+	fprintf(stderr, "  %-18s NS=URL  pull-through upstream of a namespace "
+	    "(repeatable)\n", "--upstream");
 }
 
 /* Parses "--flag VALUE", "--flag=VALUE" and bare boolean flags. */
@@ -171,7 +300,7 @@ policy_config_args(struct nm_config *cf, int argc, char **argv, char **cause)
 		eq = strchr(arg, '=');
 		snprintf(name, sizeof name, "%.*s",
 		    (int)(eq != NULL ? (size_t)(eq - arg) : strlen(arg)), arg);
-		if (strcmp(name, "config") == 0) {
+		if (strcmp(name, "config") == 0 || strcmp(name, "upstream") == 0) {
 			ck = NULL;
 		} else if ((ck = config_find(name, &idx)) == NULL) {
 			xasprintf(cause, "unknown flag --%s", name);
@@ -186,6 +315,11 @@ policy_config_args(struct nm_config *cf, int argc, char **argv, char **cause)
 		else {
 			xasprintf(cause, "--%s needs a value", name);
 			return (-1);
+		}
+		if (ck == NULL && strcmp(name, "upstream") == 0) {
+			if (config_upstream_arg(cf, val, cause) == -1)
+				return (-1);
+			continue;
 		}
 		if (ck == NULL) {
 			free(cf->cf_config);
@@ -220,6 +354,14 @@ policy_config_file(struct nm_config *cf, const char *file, char **cause)
 		goto out;
 	}
 	json_object_foreach(root, key, v) {
+		if (strcmp(key, "upstreams") == 0) {
+			if (config_upstreams_json(cf, v, &why) == -1) {
+				xasprintf(cause, "%s: %s", file, why);
+				free(why);
+				goto out;
+			}
+			continue;
+		}
 		if ((ck = config_find(key, &idx)) == NULL) {
 			xasprintf(cause, "%s: unknown key \"%s\"", file, key);
 			goto out;
@@ -264,6 +406,15 @@ policy_config_check(struct nm_config *cf, char **cause)
 		cf->cf_data = xstrdup("./var");
 	if (cf->cf_nix_prefix == NULL)
 		cf->cf_nix_prefix = xstrdup("nix");
+	if (config_upstream_add(cf, "docker.io", "https://registry-1.docker.io",
+	    NULL, NULL, cause) == -1)
+		return (-1);
+	if (cf->cf_nix_ns != NULL && (!policy_ns_valid(cf->cf_nix_ns) ||
+	    policy_upstream_find(cf, cf->cf_nix_ns) != NULL)) {
+		xasprintf(cause, "nix_ns: \"%s\" is not a host name, or is "
+		    "also an upstream", cf->cf_nix_ns);
+		return (-1);
+	}
 	if (!policy_name_valid(cf->cf_nix_prefix) ||
 	    strchr(cf->cf_nix_prefix, '/') != NULL) {
 		xasprintf(cause, "nix_prefix: \"%s\" is not one name component",

@@ -28,7 +28,13 @@ int	policy_digest_like(const char *);
 int	policy_range_parse(const char *, uint64_t size, uint64_t *start,
 	    uint64_t *end);
 
+/* A registry host with an optional port ("ghcr.io", "127.0.0.1:5000"). */
+int	policy_ns_valid(const char *);
+
 /* policy/config.c */
+/* The upstream that serves a namespace, or NULL. */
+const struct nm_upstream *policy_upstream_find(const struct nm_config *,
+	    const char *);
 void	policy_config_defaults(struct nm_config *);
 /* Parses the command line of "serve"; 0 or -1 with *cause set. */
 int	policy_config_args(struct nm_config *, int, char **, char **cause);

@@ -254,3 +254,40 @@ policy_range_parse(const char *hdr, uint64_t size, uint64_t *start,
 		return (POLICY_RANGE_NONE);
 	return (policy_range_resolve(suffix, a, b, size, start, end));
 }
+
+/*
+ * A registry host as containerd sends it in "ns": DNS labels of letters,
+ * digits and '-', joined by '.', and an optional ":port"; at most 253
+ * characters.
+ */
+int
+policy_ns_valid(const char *ns)
+{
+	const char	*p = ns;
+	size_t		 label = 0, digits = 0;
+
+	if (ns == NULL || *ns == '\0' || strlen(ns) > 253)
+		return (0);
+	for (; *p != '\0' && *p != ':'; p++) {
+		if (*p == '.') {
+			if (label == 0 || p[-1] == '-')
+				return (0);
+			label = 0;
+			continue;
+		}
+		if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+		    (*p >= '0' && *p <= '9') || (*p == '-' && label > 0)))
+			return (0);
+		if (++label > 63)
+			return (0);
+	}
+	if (label == 0 || p[-1] == '-')
+		return (0);
+	if (*p == '\0')
+		return (1);
+	for (p++; *p != '\0'; p++) {
+		if (*p < '0' || *p > '9' || ++digits > 5)
+			return (0);
+	}
+	return (digits > 0);
+}

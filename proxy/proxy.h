@@ -15,12 +15,66 @@ int	proxy_server_start(struct event_base *, struct store *,
 	    const char *listen, char **cause);
 void	proxy_server_stop(void);
 
-/* proxy/route.c */
+/* proxy/upstream.c: the client of upstream registries. */
+struct up_req;
+struct evkeyvalq;
+struct evbuffer;
+struct up_callbacks {
+	/*
+	 * The final response's status and headers (after auth, redirects and
+	 * retries); return -1 to abort the transfer.
+	 */
+	int	(*uc_headers)(struct up_req *, int, struct evkeyvalq *, void *);
+	/* A piece of the body, which the callee drains; -1 aborts. */
+	int	(*uc_data)(struct up_req *, struct evbuffer *, void *);
+	/*
+	 * The end: status is the final one (0 when none came) and err is
+	 * NULL when the whole response arrived, else a one-line reason.
+	 */
+	void	(*uc_done)(struct up_req *, int, const char *, void *);
+};
+/* Sets up TLS and DNS for upstream requests; 0, or -1 with *cause. */
+int	proxy_upstream_init(struct event_base *, char **cause);
+void	proxy_upstream_free(void);
+/*
+ * Fetches "/v2/<repo>/<what>" from an upstream with GET or HEAD, doing the
+ * registry's token dance for scope repository:<repo>:pull, following
+ * redirects and retrying connection errors, 429 and 5xx a few times.
+ * The callbacks get the final response; there is always one uc_done.
+ */
+struct up_req *proxy_upstream_fetch(const struct nm_upstream *, int head,
+	    const char *repo, const char *what, const char *accept,
+	    const struct up_callbacks *, void *);
+/*
+ * Parses a WWW-Authenticate challenge into its scheme and the realm,
+ * service and scope parameters (each NULL when absent; caller frees).
+ */
+int	proxy_challenge_parse(const char *, char **scheme, char **realm,
+	    char **service, char **scope);
+
+/* proxy/mirror.c: the pull-through cache. */
 struct evhttp_request;
+/* GET or HEAD of an upstream manifest by tag or digest. */
+void	proxy_mirror_manifest(struct evhttp_request *, struct store *,
+	    const struct nm_upstream *, const char *repo, const char *ref);
+/* GET or HEAD of an upstream blob: stored, joined, or fetched once. */
+void	proxy_mirror_blob(struct evhttp_request *, struct store *,
+	    const struct nm_upstream *, const char *repo, const char *digest);
+
+/* proxy/route.c */
 /* Dispatches one request to its route. */
 void	proxy_route(struct evhttp_request *, void *);
 /* Sends the OCI error JSON with the given status and code. */
 void	proxy_error(struct evhttp_request *, int status, const char *code,
 	    const char *fmt, ...) NM_PRINTF(4, 5);
+/* Serves a stored blob or manifest (ranged: blobs, with Range). */
+void	proxy_serve_file(struct evhttp_request *, struct store *,
+	    const char *digest, const char *type, int ranged);
+/* Adds Content-Type, Content-Length and Docker-Content-Digest. */
+void	proxy_headers(struct evhttp_request *, const char *digest,
+	    const char *type, uint64_t length);
+/* Writes the access log line of a request answered elsewhere. */
+void	proxy_log(struct evhttp_request *, int status, uint64_t bytes,
+	    const char *note);
 
 #endif /* PROXY_H */

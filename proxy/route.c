@@ -45,9 +45,9 @@ struct route_pending {
 	int				 rp_docker;	/* client takes schema2 */
 };
 
-/* Writes the access log line of a finished request, with an error. */
-static void
-route_log(struct evhttp_request *req, int status, size_t bytes,
+/* Writes the access log line of a finished request, with a note. */
+void
+proxy_log(struct evhttp_request *req, int status, uint64_t bytes,
     const char *error)
 {
 	struct evhttp_connection	*conn;
@@ -70,8 +70,8 @@ route_log(struct evhttp_request *req, int status, size_t bytes,
 			host = h;
 	}
 	uri = evhttp_request_get_uri(req);
-	log_info("%s %s \"%.200s\" %d %zu%s%s", host, method,
-	    uri != NULL ? uri : "", status, bytes, error != NULL ? ": " : "",
+	log_info("%s %s \"%.200s\" %d %llu%s%s", host, method,
+	    uri != NULL ? uri : "", status, (unsigned long long)bytes, error != NULL ? ": " : "",
 	    error != NULL ? error : "");
 }
 
@@ -82,7 +82,7 @@ route_send(struct evhttp_request *req, int status, struct evbuffer *body,
 {
 	size_t	 len = body != NULL ? evbuffer_get_length(body) : 0;
 
-	route_log(req, status, len, error);
+	proxy_log(req, status, len, error);
 	evhttp_send_reply(req, status, NULL, body);
 }
 
@@ -126,8 +126,8 @@ proxy_error(struct evhttp_request *req, int status, const char *code,
 }
 
 /* Adds the headers every served blob or manifest carries. */
-static void
-route_headers(struct evhttp_request *req, const char *digest,
+void
+proxy_headers(struct evhttp_request *req, const char *digest,
     const char *type, uint64_t length)
 {
 	struct evkeyvalq	*oh = evhttp_request_get_output_headers(req);
@@ -145,8 +145,8 @@ route_headers(struct evhttp_request *req, const char *digest,
  * Serves a stored blob or manifest: the whole file, or one range, straight
  * from the file (sendfile where libevent can).
  */
-static void
-route_serve_file(struct evhttp_request *req, struct store *st,
+void
+proxy_serve_file(struct evhttp_request *req, struct store *st,
     const char *digest, const char *type, int ranged)
 {
 	struct evkeyvalq	*oh = evhttp_request_get_output_headers(req);
@@ -185,7 +185,7 @@ route_serve_file(struct evhttp_request *req, struct store *st,
 		evhttp_add_header(oh, "Content-Range", cr);
 	} else if (size > 0)
 		end = size - 1;
-	route_headers(req, digest, type, size == 0 ? 0 : end - start + 1);
+	proxy_headers(req, digest, type, size == 0 ? 0 : end - start + 1);
 	store_blob_touch(st, digest);
 	buf = evbuffer_new();
 	if (head || size == 0)
@@ -196,7 +196,7 @@ route_serve_file(struct evhttp_request *req, struct store *st,
 		proxy_error(req, 500, "UNKNOWN", "cannot read %s", digest);
 		return;
 	}
-	route_log(req, status, evbuffer_get_length(buf), NULL);
+	proxy_log(req, status, evbuffer_get_length(buf), NULL);
 	evhttp_send_reply(req, status, status == 206 ? "Partial Content" : "OK",
 	    buf);
 	evbuffer_free(buf);
@@ -238,10 +238,10 @@ route_manifest_built(const struct nix_build_result *res, void *arg)
 	else if (res->br_status != NIX_OK)
 		proxy_error(req, 500, "UNKNOWN", "%s", res->br_cause);
 	else if (rp->rp_docker)
-		route_serve_file(req, rp->rp_store, res->br_docker,
+		proxy_serve_file(req, rp->rp_store, res->br_docker,
 		    MT_DOCKER_MANIFEST, 0);
 	else
-		route_serve_file(req, rp->rp_store, res->br_oci,
+		proxy_serve_file(req, rp->rp_store, res->br_oci,
 		    MT_OCI_MANIFEST, 0);
 	free(rp);
 }
@@ -310,52 +310,95 @@ route_manifest_digest(struct evhttp_request *req, struct store *st,
 		    "manifest %s is not known", digest);
 		return;
 	}
-	route_serve_file(req, st, digest, type, 0);
+	proxy_serve_file(req, st, digest, type, 0);
 	free(type);
+}
+
+/* Where a request goes: our Nix images, or an upstream. */
+struct route_target {
+	const char			*rt_nix;	/* packages, or NULL */
+	const struct nm_upstream	*rt_up;
+	char				*rt_repo;	/* upstream's name */
+};
+
+/*
+ * Decides where a name goes.  Without "ns" (Docker's registry-mirrors,
+ * direct pulls) a name goes to docker.io; containerd's "ns" names the
+ * upstream.  Names under the Nix prefix are ours when they come as Docker
+ * Hub names (no ns, or ns=docker.io), and so is every name of --nix-ns.
+ * Returns 0, or -1 when an error was sent.
+ */
+static int
+route_target(struct evhttp_request *req, const char *name, const char *ns,
+    struct route_target *rt)
+{
+	const char	*pre = nm_conf->cf_nix_prefix;
+	size_t		 plen = strlen(pre);
+	int		 prefixed;
+
+	memset(rt, 0, sizeof *rt);
+	prefixed = strncmp(name, pre, plen) == 0 && name[plen] == '/';
+	if (ns != NULL && nm_conf->cf_nix_ns != NULL &&
+	    strcmp(ns, nm_conf->cf_nix_ns) == 0) {
+		rt->rt_nix = prefixed ? name + plen + 1 : name;
+		return (0);
+	}
+	if (prefixed && (ns == NULL || strcmp(ns, "docker.io") == 0)) {
+		rt->rt_nix = name + plen + 1;
+		return (0);
+	}
+	if ((rt->rt_up = policy_upstream_find(nm_conf, ns != NULL ? ns :
+	    "docker.io")) == NULL) {
+		proxy_error(req, 404, "NAME_UNKNOWN", "%s is not a namespace "
+		    "this mirror serves", ns != NULL ? ns : "docker.io");
+		return (-1);
+	}
+	/* Docker Hub's official images live under library/. */
+	if (strcmp(rt->rt_up->up_ns, "docker.io") == 0 &&
+	    strchr(name, '/') == NULL)
+		xasprintf(&rt->rt_repo, "library/%s", name);
+	else
+		rt->rt_repo = xstrdup(name);
+	return (0);
 }
 
 /* Routes /v2/<name>/manifests/<ref>. */
 static void
 route_manifest(struct evhttp_request *req, struct store *st,
-    const char *name, const char *ref)
+    const struct route_target *rt, const char *ref)
 {
-	size_t	 plen = strlen(nm_conf->cf_nix_prefix);
-	int	 nix;
-
-	nix = strncmp(name, nm_conf->cf_nix_prefix, plen) == 0 &&
-	    name[plen] == '/';
-	if (policy_digest_valid(ref)) {
-		route_manifest_digest(req, st, ref);
-		return;
-	}
-	if (policy_digest_like(ref)) {
+	if (policy_digest_like(ref) && !policy_digest_valid(ref)) {
 		proxy_error(req, 400, "DIGEST_INVALID", "\"%.80s\" is not a "
 		    "sha256 digest", ref);
 		return;
 	}
-	if (!policy_tag_valid(ref)) {
+	if (!policy_digest_valid(ref) && !policy_tag_valid(ref)) {
 		proxy_error(req, 400, "TAG_INVALID", "\"%.80s\" is not a valid "
 		    "tag", ref);
 		return;
 	}
-	if (!nix) {
-		proxy_error(req, 404, "NAME_UNKNOWN", "repository %s is not "
-		    "known to this registry", name);
-		return;
-	}
-	route_nix_manifest(req, st, name + plen + 1, ref);
+	if (rt->rt_up != NULL)
+		proxy_mirror_manifest(req, st, rt->rt_up, rt->rt_repo, ref);
+	else if (policy_digest_valid(ref))
+		route_manifest_digest(req, st, ref);
+	else
+		route_nix_manifest(req, st, rt->rt_nix, ref);
 }
 
 /* Routes /v2/<name>/blobs/<digest>. */
 static void
-route_blob(struct evhttp_request *req, struct store *st, const char *digest)
+route_blob(struct evhttp_request *req, struct store *st,
+    const struct route_target *rt, const char *digest)
 {
 	if (!policy_digest_valid(digest)) {
 		proxy_error(req, 400, "DIGEST_INVALID", "\"%.80s\" is not a "
 		    "sha256 digest", digest);
 		return;
 	}
-	route_serve_file(req, st, digest, "application/octet-stream", 1);
+	if (rt->rt_up != NULL)
+		proxy_mirror_blob(req, st, rt->rt_up, rt->rt_repo, digest);
+	else
+		proxy_serve_file(req, st, digest, "application/octet-stream", 1);
 }
 
 /*
@@ -396,7 +439,9 @@ proxy_route(struct evhttp_request *req, void *arg)
 	struct store		*st = arg;
 	const struct evhttp_uri	*uri;
 	enum evhttp_cmd_type	 cmd = evhttp_request_get_command(req);
-	const char		*p;
+	struct evkeyvalq	 query;
+	struct route_target	 rt;
+	const char		*p, *q, *ns = NULL;
 	char			*path, *name = NULL, *ref = NULL;
 	int			 kind;
 
@@ -410,6 +455,7 @@ proxy_route(struct evhttp_request *req, void *arg)
 		    "read-only mirror; push is not supported");
 		return;
 	}
+	TAILQ_INIT(&query);
 	path = xstrdup(p);
 	kind = route_split(path, &name, &ref);
 	if (kind == -1) {
@@ -437,13 +483,28 @@ proxy_route(struct evhttp_request *req, void *arg)
 		    "repository name", name);
 		goto out;
 	}
+	if ((q = evhttp_uri_get_query(uri)) != NULL &&
+	    evhttp_parse_query_str(q, &query) == 0)
+		ns = evhttp_find_header(&query, "ns");
+	if (ns != NULL && !policy_ns_valid(ns)) {
+		proxy_error(req, 400, "NAME_INVALID", "ns \"%.100s\" is not a "
+		    "registry host", ns);
+		goto out;
+	}
+	if (ns != NULL)
+		evhttp_add_header(evhttp_request_get_output_headers(req),
+		    "OCI-Namespace", ns);
+	if (route_target(req, name, ns, &rt) == -1)
+		goto out;
 	if (kind == ROUTE_MANIFEST)
-		route_manifest(req, st, name, ref);
+		route_manifest(req, st, &rt, ref);
 	else if (kind == ROUTE_BLOB)
-		route_blob(req, st, ref);
+		route_blob(req, st, &rt, ref);
 	else
 		proxy_error(req, 404, "NAME_UNKNOWN", "tag listing of %s is not "
 		    "supported", name);
+	free(rt.rt_repo);
 out:
+	evhttp_clear_headers(&query);
 	free(path);
 }

@@ -124,6 +124,29 @@ store_writer_fd(struct store_writer *sw)
 	return (sw->sw_fd);
 }
 
+/*
+ * A new read-only descriptor of the temp file, for readers that follow
+ * the writer; it stays valid when the file is renamed or removed.
+ */
+int
+store_writer_reader(struct store_writer *sw)
+{
+	int	 fd;
+
+	if (sw->sw_path == NULL)
+		return (-1);
+	if ((fd = open(sw->sw_path, O_RDONLY | O_CLOEXEC)) == -1)
+		log_warn("%s: %s", __func__, sw->sw_path);
+	return (fd);
+}
+
+/* Bytes written so far through store_writer_write. */
+uint64_t
+store_writer_size(struct store_writer *sw)
+{
+	return (sw->sw_size);
+}
+
 /* Writes and hashes all of buf; 0, or -1 with errno set. */
 int
 store_writer_write(struct store_writer *sw, const void *buf, size_t len)
@@ -272,7 +295,7 @@ int
 store_writer_commit(struct store_writer *sw, const char *expect,
     const char *media_type, char digest[NM_DIGEST_SIZE], char **cause)
 {
-	char		 d[NM_DIGEST_SIZE], *path;
+	char		 d[NM_DIGEST_SIZE];
 	uint64_t	 size;
 	int		 placed = 0;
 
@@ -293,11 +316,12 @@ store_writer_commit(struct store_writer *sw, const char *expect,
 	store_writer_free(sw);
 	return (0);
 fail:
-	if (placed && (path = store_blob_path(sw->sw_store, d)) != NULL) {
-		/* XXX races with a concurrent commit of the same blob. */
-		unlink(path);
-		free(path);
-	}
+	/*
+	 * A blob placed before a later step failed stays: it is complete and
+	 * content addressed, and a concurrent commit of the same bytes may
+	 * already have recorded it (removing it would break that row).
+	 */
+	(void)placed;
 	store_writer_free(sw);
 	return (-1);
 }

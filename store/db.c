@@ -66,6 +66,17 @@ static const char *const store_migrations[] = {
 	" resolved INTEGER NOT NULL);"
 	"CREATE INDEX tag_history_lookup"
 	" ON tag_history (source, tag, resolved);",
+	/* 2: upstream tag → digest history of the pull-through cache. */
+	"CREATE TABLE upstream_tags ("
+	" id INTEGER PRIMARY KEY,"
+	" ns TEXT NOT NULL,"
+	" repo TEXT NOT NULL,"
+	" tag TEXT NOT NULL,"
+	" digest TEXT NOT NULL REFERENCES blobs(digest),"
+	" first_seen INTEGER NOT NULL,"
+	" checked INTEGER NOT NULL);"
+	"CREATE INDEX upstream_tags_lookup"
+	" ON upstream_tags (ns, repo, tag, id);",
 };
 #define STORE_NMIGRATIONS \
 	((int)(sizeof store_migrations / sizeof store_migrations[0]))
@@ -530,6 +541,63 @@ store_tag_get(struct store *st, const char *source, const char *tag,
 	if (store_db_row(st, __func__, stmt) == 0 &&
 	    store_copy(commit, 41, sqlite3_column_text(stmt, 0)) == 0)
 		rv = 0;
+	sqlite3_finalize(stmt);
+	store_unlock(st);
+	return (rv);
+}
+
+/*
+ * Records that an upstream tag points at a digest now: the newest row's
+ * check time moves on when the digest is the same, else a row is added,
+ * so the history of the tag stays.
+ */
+int
+store_utag_put(struct store *st, const char *ns, const char *repo,
+    const char *tag, const char *digest)
+{
+	sqlite3_stmt	*stmt;
+	int64_t		 id = -1, now = (int64_t)time(NULL);
+	int		 rv;
+
+	store_lock(st);
+	stmt = store_db_stmt(st, __func__, "SELECT id, digest FROM"
+	    " upstream_tags WHERE ns = ? AND repo = ? AND tag = ?"
+	    " ORDER BY id DESC LIMIT 1", "ttt", ns, repo, tag);
+	if (store_db_row(st, __func__, stmt) == 0 &&
+	    strcmp((const char *)sqlite3_column_text(stmt, 1), digest) == 0)
+		id = sqlite3_column_int64(stmt, 0);
+	sqlite3_finalize(stmt);
+	if (id != -1)
+		rv = store_db_run(st, __func__, store_db_stmt(st, __func__,
+		    "UPDATE upstream_tags SET checked = ? WHERE id = ?", "ii",
+		    now, id));
+	else
+		rv = store_db_run(st, __func__, store_db_stmt(st, __func__,
+		    "INSERT INTO upstream_tags (ns, repo, tag, digest,"
+		    " first_seen, checked) VALUES (?, ?, ?, ?, ?, ?)", "ttttii",
+		    ns, repo, tag, digest, now, now));
+	store_unlock(st);
+	return (rv);
+}
+
+/* The digest an upstream tag pointed at last, and when that was checked. */
+int
+store_utag_get(struct store *st, const char *ns, const char *repo,
+    const char *tag, char digest[NM_DIGEST_SIZE], time_t *checked)
+{
+	sqlite3_stmt	*stmt;
+	int		 rv = -1;
+
+	store_lock(st);
+	stmt = store_db_stmt(st, __func__, "SELECT digest, checked FROM"
+	    " upstream_tags WHERE ns = ? AND repo = ? AND tag = ?"
+	    " ORDER BY id DESC LIMIT 1", "ttt", ns, repo, tag);
+	if (store_db_row(st, __func__, stmt) == 0 &&
+	    store_copy(digest, NM_DIGEST_SIZE,
+	    sqlite3_column_text(stmt, 0)) == 0) {
+		*checked = (time_t)sqlite3_column_int64(stmt, 1);
+		rv = 0;
+	}
 	sqlite3_finalize(stmt);
 	store_unlock(st);
 	return (rv);

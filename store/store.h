@@ -57,6 +57,12 @@ int	store_tag_put(struct store *, const char *source, const char *tag,
 int	store_tag_get(struct store *, const char *source, const char *tag,
 	    int max_age, char commit[41]);
 
+/* Upstream tag → digest history (pull-through cache). */
+int	store_utag_put(struct store *, const char *ns, const char *repo,
+	    const char *tag, const char *digest);
+int	store_utag_get(struct store *, const char *ns, const char *repo,
+	    const char *tag, char digest[NM_DIGEST_SIZE], time_t *checked);
+
 /* store/blob.c */
 /* The file path of a blob (need not exist); caller frees. */
 char	*store_blob_path(struct store *, const char *digest);
@@ -74,6 +80,9 @@ struct store_writer *store_writer_new(struct store *, char **cause);
 /* The temp file's descriptor, for writers that write it themselves. */
 int	 store_writer_fd(struct store_writer *);
 int	 store_writer_write(struct store_writer *, const void *, size_t);
+/* A read-only descriptor of the temp file, for readers that follow it. */
+int	 store_writer_reader(struct store_writer *);
+uint64_t store_writer_size(struct store_writer *);
 /*
  * Commits the blob.  When the bytes went through store_writer_write the
  * digest is computed and compared with expect (if not NULL); when they were

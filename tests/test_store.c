@@ -58,6 +58,7 @@ static void	 test_writer(struct store *);
 static void	 test_invalid(struct store *);
 static void	 test_meta(struct store *);
 static void	 test_tags(struct store *);
+static void	 test_utags(struct store *);
 static int	 test_blob_bytes(char *, size_t, int, int);
 static void	*test_thread(void *);
 static void	 test_threads(struct store *);
@@ -144,7 +145,7 @@ test_sql(const char *sql)
 	return (rc == SQLITE_OK ? 0 : -1);
 }
 
-/* Open, close, reopen: schema at version 1, data and tmp cleaning. */
+/* Open, close, reopen: schema at version 2, data and tmp cleaning. */
 static void
 test_open_reopen(void)
 {
@@ -165,7 +166,7 @@ test_open_reopen(void)
 	    &cause) == 0, "put before reopen");
 	CHECK(store_tag_put(st, "src", "keep", COMMIT_A) == 0, "tag put");
 	store_close(st);
-	CHECK(test_user_version() == 1, "user_version is 1");
+	CHECK(test_user_version() == 2, "user_version is 2");
 
 	snprintf(path, sizeof path, "%s/tmp/blob.leftover", datadir);
 	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
@@ -179,7 +180,7 @@ test_open_reopen(void)
 	if (st == NULL)
 		exit(1);
 	CHECK(test_count("tmp") == 0, "store_open empties tmp");
-	CHECK(test_user_version() == 1, "user_version still 1");
+	CHECK(test_user_version() == 2, "user_version still 2");
 	CHECK(store_blob_stat(st, HELLO_DIGEST, &size, NULL) == 0 &&
 	    size == 12, "blob kept across reopen");
 	CHECK(store_tag_get(st, "src", "keep", -1, commit) == 0 &&
@@ -436,6 +437,43 @@ test_tags(struct store *st)
 	    strcmp(commit, COMMIT_OLD) == 0, "max_age < 0 takes any age");
 }
 
+/* Upstream tag history: newest wins, a re-check keeps one row. */
+static void
+test_utags(struct store *st)
+{
+	char	 d1[NM_DIGEST_SIZE], d2[NM_DIGEST_SIZE], got[NM_DIGEST_SIZE];
+	char	*cause = NULL;
+	time_t	 checked = 0;
+
+	CHECK(store_blob_put_mem(st, "m1", 2, "application/json", d1,
+	    &cause) == 0, "utag blob 1");
+	CHECK(store_blob_put_mem(st, "m2", 2, "application/json", d2,
+	    &cause) == 0, "utag blob 2");
+	CHECK(store_utag_get(st, "docker.io", "library/x", "latest", got,
+	    &checked) == -1, "unknown upstream tag");
+	CHECK(store_utag_put(st, "docker.io", "library/x", "latest", d1) == 0,
+	    "utag put 1");
+	CHECK(store_utag_put(st, "docker.io", "library/x", "latest", d1) == 0,
+	    "utag put 1 again");
+	CHECK(store_utag_get(st, "docker.io", "library/x", "latest", got,
+	    &checked) == 0 && strcmp(got, d1) == 0, "utag get 1");
+	CHECK(test_sql("DELETE FROM upstream_tags WHERE id = (SELECT"
+	    " MIN(id) FROM upstream_tags)") == 0 &&
+	    store_utag_get(st, "docker.io", "library/x", "latest", got,
+	    &checked) == -1, "a re-check of the same digest adds no row");
+	CHECK(store_utag_put(st, "docker.io", "library/x", "latest", d1) == 0,
+	    "utag put 1 once more");
+	CHECK(checked >= time(NULL) - 5, "checked time is now");
+	CHECK(store_utag_put(st, "docker.io", "library/x", "latest", d2) == 0 &&
+	    store_utag_get(st, "docker.io", "library/x", "latest", got,
+	    &checked) == 0 && strcmp(got, d2) == 0, "newest digest wins");
+	CHECK(store_utag_get(st, "ghcr.io", "library/x", "latest", got,
+	    &checked) == -1, "namespaces are separate");
+	CHECK(store_utag_put(st, "docker.io", "library/x", "v1",
+	    "sha256:0000000000000000000000000000000000000000000000000000000000000000")
+	    == -1, "a tag cannot point at an unknown blob");
+}
+
 struct test_arg {
 	struct store	*ta_store;
 	int		 ta_id;
@@ -550,6 +588,7 @@ main(void)
 	test_invalid(st);
 	test_meta(st);
 	test_tags(st);
+	test_utags(st);
 	test_threads(st);
 	store_close(st);
 	nftw(datadir, test_rm_cb, 16, FTW_DEPTH | FTW_PHYS);

@@ -1,0 +1,853 @@
+/*
+ * proxy/mirror.c: the credential-free pull-through cache.
+ *
+ * Manifests by digest and blobs are immutable: fetched once, checked
+ * against their digest, stored, and served from the store from then on.
+ * A tag is checked upstream with a HEAD when its last check is older than
+ * --tag-ttl; when the upstream fails, the last stored manifest is served.
+ * A missing blob is downloaded once into a temp file, however many clients
+ * ask; each of them is streamed the bytes as they reach the disk, and the
+ * last byte of every response is held back until the whole blob matched
+ * its digest, so that a bad download fails every transfer it fed.
+ */
+#include <sys/types.h>
+#include <sys/queue.h>
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+#include <jansson.h>
+
+#include "nixmirror.h"
+#include "policy/policy.h"
+#include "proxy/proxy.h"
+#include "store/store.h"
+
+#define MIRROR_ACCEPT \
+	"application/vnd.oci.image.index.v1+json, " \
+	"application/vnd.oci.image.manifest.v1+json, " \
+	"application/vnd.docker.distribution.manifest.list.v2+json, " \
+	"application/vnd.docker.distribution.manifest.v2+json"
+#define MIRROR_MAX_MANIFEST	(4 * 1024 * 1024)
+#define MIRROR_CHUNK		(256 * 1024)
+
+enum mf_phase {
+	MF_CHECK,		/* HEAD of a tag we have */
+	MF_GET,			/* GET of a tag or digest */
+};
+
+/* One client's manifest request that needs the upstream. */
+struct mf_req {
+	struct evhttp_request	*mf_req;	/* NULL once the client left */
+	struct evhttp_connection *mf_conn;
+	struct store		*mf_store;
+	const struct nm_upstream *mf_up;
+	char			*mf_repo;
+	char			*mf_ref;
+	int			 mf_bydigest;
+	enum mf_phase		 mf_phase;
+	char			 mf_stored[NM_DIGEST_SIZE];	/* or "" */
+	char			 mf_updigest[NM_DIGEST_SIZE];	/* header */
+	char			*mf_type;
+	char			*mf_denied;	/* upstream's message on 401/403 */
+	struct evbuffer		*mf_body;
+};
+
+static void	mf_fetch(struct mf_req *, enum mf_phase);
+
+/* The media type of a stored manifest, or NULL. */
+static char *
+mirror_stored_type(struct store *st, const char *digest)
+{
+	uint64_t	 size;
+	char		*type = NULL;
+
+	if (store_blob_stat(st, digest, &size, &type) == -1)
+		return (NULL);
+	return (type);
+}
+
+/* Serves a stored manifest with its stored media type. */
+static int
+mirror_serve_manifest(struct evhttp_request *req, struct store *st,
+    const char *digest)
+{
+	char	*type;
+
+	if ((type = mirror_stored_type(st, digest)) == NULL)
+		return (-1);
+	proxy_serve_file(req, st, digest, type, 0);
+	free(type);
+	return (0);
+}
+
+/* The client went away; the fetch goes on and stores what it gets. */
+static void
+mf_close_cb(struct evhttp_connection *conn, void *arg)
+{
+	struct mf_req	*mf = arg;
+
+	(void)conn;
+	mf->mf_req = NULL;
+}
+
+/* Frees a manifest request, detaching it from its client. */
+static void
+mf_free(struct mf_req *mf)
+{
+	if (mf->mf_req != NULL)
+		evhttp_connection_set_closecb(mf->mf_conn, NULL, NULL);
+	free(mf->mf_repo);
+	free(mf->mf_ref);
+	free(mf->mf_type);
+	free(mf->mf_denied);
+	if (mf->mf_body != NULL)
+		evbuffer_free(mf->mf_body);
+	free(mf);
+}
+
+/* Answers the client (if still there) with a stored manifest or an error. */
+static void
+mf_answer(struct mf_req *mf, const char *digest, int status,
+    const char *code, const char *msg)
+{
+	struct evhttp_request	*req = mf->mf_req;
+
+	if (req != NULL) {
+		evhttp_connection_set_closecb(mf->mf_conn, NULL, NULL);
+		mf->mf_req = NULL;
+		if (digest == NULL ||
+		    mirror_serve_manifest(req, mf->mf_store, digest) == -1)
+			proxy_error(req, status, code, "%s", msg);
+	}
+	mf_free(mf);
+}
+
+/*
+ * An upstream failure: the stored manifest of the tag when there is one
+ * (stale-if-error), else the error that fits the upstream's answer.
+ */
+static void
+mf_fail(struct mf_req *mf, int status, const char *err)
+{
+	char	*msg;
+
+	if (mf->mf_stored[0] != '\0' && status != 404) {
+		log_warnx("upstream %s failed for %s:%s (%s); serving the stale "
+		    "%s", mf->mf_up->up_ns, mf->mf_repo, mf->mf_ref,
+		    err != NULL ? err : "no answer", mf->mf_stored);
+		mf_answer(mf, mf->mf_stored, 0, NULL, NULL);
+		return;
+	}
+	if (status == 404) {
+		xasprintf(&msg, "manifest %s:%s is not known to %s", mf->mf_repo,
+		    mf->mf_ref, mf->mf_up->up_ns);
+		mf_answer(mf, NULL, 404, "MANIFEST_UNKNOWN", msg);
+	} else if (status == 401 || status == 403) {
+		xasprintf(&msg, "upstream %s denied %s: %s", mf->mf_up->up_ns,
+		    mf->mf_repo, mf->mf_denied != NULL ? mf->mf_denied :
+		    err != NULL ? err : "access denied");
+		mf_answer(mf, NULL, 403, "DENIED", msg);
+	} else {
+		xasprintf(&msg, "upstream %s (%s) failed: %s", mf->mf_up->up_ns,
+		    mf->mf_up->up_url, err != NULL ? err : "unexpected status");
+		mf_answer(mf, NULL, 502, "UNKNOWN", msg);
+	}
+	free(msg);
+}
+
+/* The message of an upstream's error JSON, or NULL. */
+static char *
+mirror_error_message(struct evbuffer *body)
+{
+	json_t		*doc, *m;
+	char		*text, *msg = NULL;
+	size_t		 len = evbuffer_get_length(body);
+
+	text = xmalloc(len + 1);
+	evbuffer_copyout(body, text, len);
+	text[len] = '\0';
+	if ((doc = json_loads(text, 0, NULL)) != NULL) {
+		m = json_object_get(json_array_get(json_object_get(doc,
+		    "errors"), 0), "message");
+		if (json_is_string(m))
+			msg = xstrdup(json_string_value(m));
+		json_decref(doc);
+	}
+	free(text);
+	return (msg);
+}
+
+/* Manifest response headers: keep the digest and media type. */
+static int
+mf_headers_cb(struct up_req *ur, int status, struct evkeyvalq *h, void *arg)
+{
+	struct mf_req	*mf = arg;
+	const char	*v;
+
+	(void)ur;
+	mf->mf_updigest[0] = '\0';
+	if ((v = evhttp_find_header(h, "Docker-Content-Digest")) != NULL &&
+	    policy_digest_valid(v))
+		snprintf(mf->mf_updigest, sizeof mf->mf_updigest, "%s", v);
+	if (status == 200 && (v = evhttp_find_header(h, "Content-Type")) != NULL) {
+		free(mf->mf_type);
+		mf->mf_type = xstrdup(v);
+	}
+	if ((v = evhttp_find_header(h, "Content-Length")) != NULL &&
+	    strtoull(v, NULL, 10) > MIRROR_MAX_MANIFEST)
+		return (-1);
+	return (0);
+}
+
+/* Manifest body bytes, kept in memory (manifests are small). */
+static int
+mf_data_cb(struct up_req *ur, struct evbuffer *buf, void *arg)
+{
+	struct mf_req	*mf = arg;
+
+	(void)ur;
+	if (evbuffer_get_length(mf->mf_body) + evbuffer_get_length(buf) >
+	    MIRROR_MAX_MANIFEST)
+		return (-1);
+	evbuffer_add_buffer(mf->mf_body, buf);
+	return (0);
+}
+
+/* A media type without parameters, or NULL when it is not a manifest's. */
+static char *
+mirror_manifest_type(const char *type, const char *body, size_t len)
+{
+	json_t	*doc, *mt;
+	char	*t = NULL;
+
+	if (type != NULL) {
+		t = xstrdup(type);
+		t[strcspn(t, "; \t")] = '\0';
+	}
+	if (t == NULL || (strstr(t, "manifest") == NULL &&
+	    strstr(t, "index") == NULL)) {
+		free(t);
+		t = NULL;
+		/* No usable Content-Type: the document names its own. */
+		if ((doc = json_loadb(body, len, 0, NULL)) != NULL) {
+			mt = json_object_get(doc, "mediaType");
+			if (json_is_string(mt))
+				t = xstrdup(json_string_value(mt));
+			json_decref(doc);
+		}
+	}
+	if (t != NULL && strstr(t, "manifest") == NULL &&
+	    strstr(t, "index") == NULL) {
+		free(t);
+		t = NULL;
+	}
+	return (t);
+}
+
+/* A whole manifest arrived: verify, store, record the tag, serve. */
+static void
+mf_store(struct mf_req *mf)
+{
+	char		 digest[NM_DIGEST_SIZE], stored[NM_DIGEST_SIZE];
+	char		*type, *cause = NULL, *msg;
+	const char	*body;
+	size_t		 len = evbuffer_get_length(mf->mf_body);
+
+	body = (const char *)evbuffer_pullup(mf->mf_body, -1);
+	nm_sha256_digest(body, len, digest);
+	if ((mf->mf_bydigest && strcmp(digest, mf->mf_ref) != 0) ||
+	    (!mf->mf_bydigest && mf->mf_updigest[0] != '\0' &&
+	    strcmp(digest, mf->mf_updigest) != 0)) {
+		xasprintf(&msg, "upstream %s sent a manifest for %s:%s whose "
+		    "digest is %s, not %s", mf->mf_up->up_ns, mf->mf_repo,
+		    mf->mf_ref, digest, mf->mf_bydigest ? mf->mf_ref :
+		    mf->mf_updigest);
+		log_warnx("%s", msg);
+		mf_answer(mf, NULL, 502, "UNKNOWN", msg);
+		free(msg);
+		return;
+	}
+	if ((type = mirror_manifest_type(mf->mf_type, body, len)) == NULL) {
+		xasprintf(&msg, "upstream %s sent no manifest for %s:%s",
+		    mf->mf_up->up_ns, mf->mf_repo, mf->mf_ref);
+		mf_answer(mf, NULL, 502, "UNKNOWN", msg);
+		free(msg);
+		return;
+	}
+	/* XXX the fsyncs of a small commit still run on the loop. */
+	if (store_blob_put_mem(mf->mf_store, body, len, type, stored,
+	    &cause) == -1 || store_manifest_put(mf->mf_store, stored,
+	    type) == -1 || (!mf->mf_bydigest && store_utag_put(mf->mf_store,
+	    mf->mf_up->up_ns, mf->mf_repo, mf->mf_ref, stored) == -1)) {
+		xasprintf(&msg, "cannot store manifest %s: %s", digest,
+		    cause != NULL ? cause : "database error");
+		mf_answer(mf, NULL, 500, "UNKNOWN", msg);
+		free(msg);
+		free(cause);
+		free(type);
+		return;
+	}
+	log_info("stored manifest %s of %s/%s:%s (%s, %zu bytes)", stored,
+	    mf->mf_up->up_ns, mf->mf_repo, mf->mf_ref, type, len);
+	free(type);
+	mf_answer(mf, stored, 0, NULL, NULL);
+}
+
+/* The end of an upstream manifest request. */
+static void
+mf_done_cb(struct up_req *ur, int status, const char *err, void *arg)
+{
+	struct mf_req	*mf = arg;
+
+	(void)ur;
+	if (mf->mf_phase == MF_CHECK && err == NULL && status == 200) {
+		if (mf->mf_updigest[0] != '\0' &&
+		    strcmp(mf->mf_updigest, mf->mf_stored) == 0) {
+			store_utag_put(mf->mf_store, mf->mf_up->up_ns,
+			    mf->mf_repo, mf->mf_ref, mf->mf_stored);
+			mf_answer(mf, mf->mf_stored, 0, NULL, NULL);
+		} else
+			mf_fetch(mf, MF_GET);
+		return;
+	}
+	if (err == NULL && status == 200 && mf->mf_phase == MF_GET) {
+		mf_store(mf);
+		return;
+	}
+	if (err == NULL && (status == 401 || status == 403))
+		mf->mf_denied = mirror_error_message(mf->mf_body);
+	mf_fail(mf, err != NULL && status == 200 ? 0 : status, err);
+}
+
+/* Asks the upstream: a HEAD to check a tag, or a GET. */
+static void
+mf_fetch(struct mf_req *mf, enum mf_phase phase)
+{
+	static const struct up_callbacks cb = {
+		mf_headers_cb, mf_data_cb, mf_done_cb
+	};
+	char	*what;
+
+	mf->mf_phase = phase;
+	if (mf->mf_body != NULL)
+		evbuffer_free(mf->mf_body);
+	mf->mf_body = evbuffer_new();
+	xasprintf(&what, "manifests/%s", mf->mf_ref);
+	proxy_upstream_fetch(mf->mf_up, phase == MF_CHECK, mf->mf_repo, what,
+	    MIRROR_ACCEPT, &cb, mf);
+	free(what);
+}
+
+/* GET or HEAD of an upstream manifest by tag or digest; see proxy.h. */
+void
+proxy_mirror_manifest(struct evhttp_request *req, struct store *st,
+    const struct nm_upstream *up, const char *repo, const char *ref)
+{
+	struct mf_req	*mf;
+	char		 stored[NM_DIGEST_SIZE] = "", *type;
+	time_t		 checked = 0;
+	int		 bydigest = policy_digest_valid(ref);
+
+	if (bydigest) {
+		if ((type = mirror_stored_type(st, ref)) != NULL &&
+		    (strstr(type, "manifest") != NULL ||
+		    strstr(type, "index") != NULL)) {
+			proxy_serve_file(req, st, ref, type, 0);
+			free(type);
+			return;
+		}
+		free(type);
+	} else if (store_utag_get(st, up->up_ns, repo, ref, stored,
+	    &checked) == 0 && (type = mirror_stored_type(st, stored)) != NULL) {
+		free(type);
+		if (nm_conf->cf_offline ||
+		    time(NULL) - checked < nm_conf->cf_tag_ttl) {
+			mirror_serve_manifest(req, st, stored);
+			return;
+		}
+	} else
+		stored[0] = '\0';
+	if (nm_conf->cf_offline) {
+		proxy_error(req, 404, "MANIFEST_UNKNOWN", "%s:%s of %s is not "
+		    "stored, and the mirror is offline", repo, ref, up->up_ns);
+		return;
+	}
+	mf = xcalloc(1, sizeof *mf);
+	mf->mf_req = req;
+	mf->mf_conn = evhttp_request_get_connection(req);
+	mf->mf_store = st;
+	mf->mf_up = up;
+	mf->mf_repo = xstrdup(repo);
+	mf->mf_ref = xstrdup(ref);
+	mf->mf_bydigest = bydigest;
+	memcpy(mf->mf_stored, stored, sizeof mf->mf_stored);
+	evhttp_connection_set_closecb(mf->mf_conn, mf_close_cb, mf);
+	mf_fetch(mf, stored[0] != '\0' ? MF_CHECK : MF_GET);
+}
+
+enum dl_state {
+	DL_WAITING,		/* no response from the upstream yet */
+	DL_STREAMING,		/* bytes arrive into the temp file */
+	DL_VERIFIED,		/* whole, digest checked, stored */
+};
+
+/* One upstream blob download, shared by every client that wants it. */
+struct dl {
+	char			 dl_digest[NM_DIGEST_SIZE];
+	struct store		*dl_store;
+	const struct nm_upstream *dl_up;
+	char			*dl_repo;
+	enum dl_state		 dl_state;
+	struct store_writer	*dl_w;
+	int64_t			 dl_size;	/* Content-Length, or -1 */
+	uint64_t		 dl_have;
+	int			 dl_status;
+	int			 dl_done;	/* the upstream request ended */
+	struct evbuffer		*dl_errbody;
+	TAILQ_HEAD(, bl_client)	 dl_clients;
+	TAILQ_ENTRY(dl)		 dl_entry;
+};
+
+/* One client of a download. */
+struct bl_client {
+	struct evhttp_request	*bc_req;
+	struct evhttp_connection *bc_conn;
+	struct dl		*bc_dl;
+	int			 bc_head;
+	int			 bc_started;	/* headers sent */
+	int			 bc_busy;	/* a chunk is being written */
+	int			 bc_dying;	/* its connection is to be cut */
+	int			 bc_status;
+	int			 bc_fd;		/* reader of the blob's bytes */
+	uint64_t		 bc_off;	/* next byte to send */
+	uint64_t		 bc_end;	/* last byte to send */
+	uint64_t		 bc_sent;
+	char			*bc_range;
+	TAILQ_ENTRY(bl_client)	 bc_entry;
+};
+
+static TAILQ_HEAD(, dl)	 mirror_dls = TAILQ_HEAD_INITIALIZER(mirror_dls);
+
+static void	bc_pump(struct bl_client *);
+
+/* Detaches a client from its connection and download, and frees it. */
+static void
+bc_free(struct bl_client *bc)
+{
+	struct dl	*dl = bc->bc_dl;
+
+	if (bc->bc_conn != NULL)
+		evhttp_connection_set_closecb(bc->bc_conn, NULL, NULL);
+	TAILQ_REMOVE(&dl->dl_clients, bc, bc_entry);
+	if (bc->bc_fd != -1)
+		close(bc->bc_fd);
+	free(bc->bc_range);
+	free(bc);
+	if (dl->dl_done && TAILQ_EMPTY(&dl->dl_clients)) {
+		if (dl->dl_w != NULL)
+			store_writer_abort(dl->dl_w);
+		if (dl->dl_errbody != NULL)
+			evbuffer_free(dl->dl_errbody);
+		free(dl->dl_repo);
+		free(dl);
+	}
+}
+
+/* Cuts an aborted client's connection, outside libevent's callbacks. */
+static void
+bc_abort_cb(evutil_socket_t fd, short events, void *arg)
+{
+	struct bl_client	*bc = arg;
+
+	(void)fd;
+	(void)events;
+	if (bc->bc_conn != NULL) {
+		evhttp_connection_set_closecb(bc->bc_conn, NULL, NULL);
+		evhttp_connection_free(bc->bc_conn);
+		bc->bc_conn = NULL;
+	}
+	bc_free(bc);
+}
+
+/*
+ * Fails a client whose response has started: its connection is closed
+ * before the response is whole, so the client sees a failed transfer.
+ */
+static void
+bc_abort(struct bl_client *bc)
+{
+	if (bc->bc_dying)
+		return;
+	bc->bc_dying = 1;
+	proxy_log(bc->bc_req, bc->bc_status, bc->bc_sent, "transfer cut: "
+	    "the upstream download failed");
+	event_base_once(evhttp_connection_get_base(bc->bc_conn), -1,
+	    EV_TIMEOUT, bc_abort_cb, bc, NULL);
+}
+
+/* The client went away: the download goes on for the others. */
+static void
+bc_close_cb(struct evhttp_connection *conn, void *arg)
+{
+	struct bl_client	*bc = arg;
+
+	(void)conn;
+	if (bc->bc_dying) {
+		bc->bc_conn = NULL;
+		return;
+	}
+	log_debug("client of %s left after %llu bytes", bc->bc_dl->dl_digest,
+	    (unsigned long long)bc->bc_sent);
+	bc->bc_conn = NULL;
+	bc_free(bc);
+}
+
+/* Starts a client's response once the blob's size is known. */
+static void
+bc_start(struct bl_client *bc)
+{
+	struct dl		*dl = bc->bc_dl;
+	struct evkeyvalq	*oh = evhttp_request_get_output_headers(bc->bc_req);
+	uint64_t		 size = (uint64_t)dl->dl_size, start, end;
+	char			 cr[96];
+	int			 r;
+
+	r = policy_range_parse(bc->bc_range, size, &start, &end);
+	if (r == POLICY_RANGE_UNSAT) {
+		snprintf(cr, sizeof cr, "bytes */%llu", (unsigned long long)size);
+		evhttp_add_header(oh, "Content-Range", cr);
+		proxy_error(bc->bc_req, 416, "BLOB_UNKNOWN", "range outside the "
+		    "blob's %llu bytes", (unsigned long long)size);
+		bc_free(bc);
+		return;
+	}
+	if (r == POLICY_RANGE_NONE) {
+		start = 0;
+		end = size - 1;
+	} else {
+		snprintf(cr, sizeof cr, "bytes %llu-%llu/%llu",
+		    (unsigned long long)start, (unsigned long long)end,
+		    (unsigned long long)size);
+		evhttp_add_header(oh, "Content-Range", cr);
+	}
+	bc->bc_status = r == POLICY_RANGE_OK ? 206 : 200;
+	evhttp_add_header(oh, "Accept-Ranges", "bytes");
+	proxy_headers(bc->bc_req, dl->dl_digest, "application/octet-stream",
+	    size == 0 ? 0 : end - start + 1);
+	if (bc->bc_head || size == 0) {
+		proxy_log(bc->bc_req, bc->bc_status, 0, "from upstream");
+		evhttp_send_reply(bc->bc_req, bc->bc_status, NULL, NULL);
+		bc_free(bc);
+		return;
+	}
+	bc->bc_fd = dl->dl_state == DL_VERIFIED ? store_blob_open(dl->dl_store,
+	    dl->dl_digest, &size) : store_writer_reader(dl->dl_w);
+	if (bc->bc_fd == -1) {
+		proxy_error(bc->bc_req, 500, "UNKNOWN", "cannot read %s",
+		    dl->dl_digest);
+		bc_free(bc);
+		return;
+	}
+	bc->bc_off = start;
+	bc->bc_end = end;
+	bc->bc_started = 1;
+	evhttp_send_reply_start(bc->bc_req, bc->bc_status,
+	    bc->bc_status == 206 ? "Partial Content" : "OK");
+	bc_pump(bc);
+}
+
+/* A chunk went out to the client: send the next. */
+static void
+bc_sent_cb(struct evhttp_connection *conn, void *arg)
+{
+	struct bl_client	*bc = arg;
+
+	(void)conn;
+	bc->bc_busy = 0;
+	bc_pump(bc);
+}
+
+/*
+ * Sends the client what is on disk, one chunk at a time (so a slow client
+ * holds one chunk, never the blob).  Until the blob is verified the last
+ * byte of the response is held back: a bad download cannot look whole.
+ */
+static void
+bc_pump(struct bl_client *bc)
+{
+	struct dl			*dl = bc->bc_dl;
+	struct evbuffer			*buf;
+	struct evbuffer_file_segment	*seg;
+	uint64_t			 limit, n;
+
+	if (!bc->bc_started || bc->bc_busy || bc->bc_dying)
+		return;
+	if (bc->bc_off > bc->bc_end) {
+		proxy_log(bc->bc_req, bc->bc_status, bc->bc_sent,
+		    "streamed from upstream");
+		evhttp_send_reply_end(bc->bc_req);
+		bc_free(bc);
+		return;
+	}
+	if (dl->dl_state == DL_VERIFIED)
+		limit = bc->bc_end + 1;
+	else
+		limit = dl->dl_have < bc->bc_end ? dl->dl_have : bc->bc_end;
+	if (limit <= bc->bc_off)
+		return;
+	n = limit - bc->bc_off;
+	if (n > MIRROR_CHUNK)
+		n = MIRROR_CHUNK;
+	seg = evbuffer_file_segment_new(bc->bc_fd, (ev_off_t)bc->bc_off,
+	    (ev_off_t)n, 0);
+	buf = evbuffer_new();
+	if (seg == NULL || evbuffer_add_file_segment(buf, seg, 0,
+	    (ev_off_t)n) == -1) {
+		if (seg != NULL)
+			evbuffer_file_segment_free(seg);
+		evbuffer_free(buf);
+		log_warnx("%s: cannot read %s", __func__, dl->dl_digest);
+		bc_abort(bc);
+		return;
+	}
+	evbuffer_file_segment_free(seg);
+	bc->bc_off += n;
+	bc->bc_sent += n;
+	bc->bc_busy = 1;
+	evhttp_send_reply_chunk_with_cb(bc->bc_req, buf, bc_sent_cb, bc);
+	evbuffer_free(buf);
+}
+
+/* Ends a download that failed: nothing is stored, every client fails. */
+static void
+dl_fail(struct dl *dl, int status, const char *err)
+{
+	struct bl_client	*bc, *next;
+	char			*msg, *upmsg = NULL;
+
+	TAILQ_REMOVE(&mirror_dls, dl, dl_entry);
+	if (dl->dl_w != NULL)
+		store_writer_abort(dl->dl_w);
+	dl->dl_w = NULL;
+	if (dl->dl_errbody != NULL)
+		upmsg = mirror_error_message(dl->dl_errbody);
+	xasprintf(&msg, "upstream %s (%s) failed for %s: %s", dl->dl_up->up_ns,
+	    dl->dl_up->up_url, dl->dl_digest, err != NULL ? err :
+	    upmsg != NULL ? upmsg : "unexpected status");
+	log_warnx("%s", msg);
+	for (bc = TAILQ_FIRST(&dl->dl_clients); bc != NULL; bc = next) {
+		next = TAILQ_NEXT(bc, bc_entry);
+		if (bc->bc_started)
+			bc_abort(bc);
+		else {
+			if (status == 404)
+				proxy_error(bc->bc_req, 404, "BLOB_UNKNOWN",
+				    "blob %s is not known to %s", dl->dl_digest,
+				    dl->dl_up->up_ns);
+			else if (status == 401 || status == 403)
+				proxy_error(bc->bc_req, 403, "DENIED", "upstream "
+				    "%s denied %s: %s", dl->dl_up->up_ns,
+				    dl->dl_repo, upmsg != NULL ? upmsg :
+				    "access denied");
+			else
+				proxy_error(bc->bc_req, 502, "UNKNOWN", "%s", msg);
+			bc_free(bc);
+		}
+	}
+	free(upmsg);
+	free(msg);
+	/* From now on the last client's bc_free frees the download. */
+	dl->dl_done = 1;
+	if (TAILQ_EMPTY(&dl->dl_clients)) {
+		if (dl->dl_errbody != NULL)
+			evbuffer_free(dl->dl_errbody);
+		free(dl->dl_repo);
+		free(dl);
+	}
+}
+
+/* Starts or feeds every client of a download. */
+static void
+dl_pump(struct dl *dl)
+{
+	struct bl_client	*bc, *next;
+
+	for (bc = TAILQ_FIRST(&dl->dl_clients); bc != NULL; bc = next) {
+		next = TAILQ_NEXT(bc, bc_entry);
+		if (!bc->bc_started && dl->dl_size >= 0)
+			bc_start(bc);
+		else
+			bc_pump(bc);
+	}
+}
+
+/* Blob response headers: the size, and a temp file to write into. */
+static int
+dl_headers_cb(struct up_req *ur, int status, struct evkeyvalq *h, void *arg)
+{
+	struct dl	*dl = arg;
+	const char	*v;
+	char		*cause = NULL, *end;
+
+	(void)ur;
+	dl->dl_status = status;
+	if (status != 200) {
+		dl->dl_errbody = evbuffer_new();
+		return (0);
+	}
+	if ((v = evhttp_find_header(h, "Docker-Content-Digest")) != NULL &&
+	    policy_digest_valid(v) && strcmp(v, dl->dl_digest) != 0) {
+		log_warnx("upstream %s announces %s for blob %s",
+		    dl->dl_up->up_ns, v, dl->dl_digest);
+		return (-1);
+	}
+	dl->dl_size = -1;
+	if ((v = evhttp_find_header(h, "Content-Length")) != NULL) {
+		errno = 0;
+		dl->dl_size = (int64_t)strtoll(v, &end, 10);
+		if (errno != 0 || *end != '\0' || end == v || dl->dl_size < 0)
+			return (-1);
+	}
+	if ((dl->dl_w = store_writer_new(dl->dl_store, &cause)) == NULL) {
+		log_warnx("%s: %s", __func__, cause);
+		free(cause);
+		return (-1);
+	}
+	dl->dl_state = DL_STREAMING;
+	dl_pump(dl);
+	return (0);
+}
+
+/* Blob bytes: onto the disk (hashed on the way), then to the clients. */
+static int
+dl_data_cb(struct up_req *ur, struct evbuffer *buf, void *arg)
+{
+	struct dl	*dl = arg;
+	size_t		 n;
+
+	(void)ur;
+	if (dl->dl_status != 200) {
+		if (evbuffer_get_length(dl->dl_errbody) < 65536)
+			evbuffer_add_buffer(dl->dl_errbody, buf);
+		return (0);
+	}
+	while ((n = evbuffer_get_contiguous_space(buf)) > 0) {
+		if (store_writer_write(dl->dl_w, evbuffer_pullup(buf,
+		    (ev_ssize_t)n), n) == -1)
+			return (-1);
+		evbuffer_drain(buf, n);
+		dl->dl_have += n;
+	}
+	if (dl->dl_size >= 0 && dl->dl_have > (uint64_t)dl->dl_size)
+		return (-1);
+	dl_pump(dl);
+	return (0);
+}
+
+/* The upstream request ended: verify and commit, or fail everyone. */
+static void
+dl_done_cb(struct up_req *ur, int status, const char *err, void *arg)
+{
+	struct dl	*dl = arg;
+	char		 digest[NM_DIGEST_SIZE], *cause = NULL, *why;
+	int		 rc;
+
+	(void)ur;
+	if (err != NULL || status != 200) {
+		dl_fail(dl, err != NULL && status == 200 ? 0 : status, err);
+		return;
+	}
+	if (dl->dl_size >= 0 && dl->dl_have != (uint64_t)dl->dl_size) {
+		dl_fail(dl, 0, "the body is shorter than its Content-Length");
+		return;
+	}
+	/* XXX the fsyncs of the commit run on the loop. */
+	rc = store_writer_commit(dl->dl_w, dl->dl_digest,
+	    "application/octet-stream", digest, &cause);
+	dl->dl_w = NULL;
+	if (rc == -1) {
+		xasprintf(&why, "not stored: %s", cause);
+		dl_fail(dl, 0, why);
+		free(why);
+		free(cause);
+		return;
+	}
+	log_info("stored blob %s of %s/%s (%llu bytes)", dl->dl_digest,
+	    dl->dl_up->up_ns, dl->dl_repo, (unsigned long long)dl->dl_have);
+	TAILQ_REMOVE(&mirror_dls, dl, dl_entry);
+	dl->dl_state = DL_VERIFIED;
+	dl->dl_size = (int64_t)dl->dl_have;
+	dl->dl_done = 1;
+	if (TAILQ_EMPTY(&dl->dl_clients)) {
+		free(dl->dl_repo);
+		free(dl);
+		return;
+	}
+	dl_pump(dl);
+}
+
+/* GET or HEAD of an upstream blob; see proxy.h. */
+void
+proxy_mirror_blob(struct evhttp_request *req, struct store *st,
+    const struct nm_upstream *up, const char *repo, const char *digest)
+{
+	static const struct up_callbacks cb = {
+		dl_headers_cb, dl_data_cb, dl_done_cb
+	};
+	struct bl_client	*bc;
+	struct dl		*dl;
+	const char		*range;
+	char			*what;
+	uint64_t		 size;
+	int			 fresh;
+
+	if (store_blob_stat(st, digest, &size, NULL) == 0) {
+		proxy_serve_file(req, st, digest, "application/octet-stream", 1);
+		return;
+	}
+	if (nm_conf->cf_offline) {
+		proxy_error(req, 404, "BLOB_UNKNOWN", "blob %s is not stored, "
+		    "and the mirror is offline", digest);
+		return;
+	}
+	TAILQ_FOREACH(dl, &mirror_dls, dl_entry)
+		if (strcmp(dl->dl_digest, digest) == 0)
+			break;
+	if ((fresh = dl == NULL)) {
+		dl = xcalloc(1, sizeof *dl);
+		snprintf(dl->dl_digest, sizeof dl->dl_digest, "%s", digest);
+		dl->dl_store = st;
+		dl->dl_up = up;
+		dl->dl_repo = xstrdup(repo);
+		dl->dl_size = -1;
+		TAILQ_INIT(&dl->dl_clients);
+		TAILQ_INSERT_TAIL(&mirror_dls, dl, dl_entry);
+		log_info("fetching blob %s of %s/%s", digest, up->up_ns, repo);
+	}
+	bc = xcalloc(1, sizeof *bc);
+	bc->bc_req = req;
+	bc->bc_conn = evhttp_request_get_connection(req);
+	bc->bc_dl = dl;
+	bc->bc_fd = -1;
+	bc->bc_head = evhttp_request_get_command(req) == EVHTTP_REQ_HEAD;
+	range = evhttp_find_header(evhttp_request_get_input_headers(req),
+	    "Range");
+	bc->bc_range = range != NULL ? xstrdup(range) : NULL;
+	TAILQ_INSERT_TAIL(&dl->dl_clients, bc, bc_entry);
+	evhttp_connection_set_closecb(bc->bc_conn, bc_close_cb, bc);
+	if (fresh) {
+		xasprintf(&what, "blobs/%s", digest);
+		proxy_upstream_fetch(up, 0, repo, what, NULL, &cb, dl);
+		free(what);
+	} else if (dl->dl_state == DL_STREAMING && dl->dl_size >= 0)
+		bc_start(bc);
+}

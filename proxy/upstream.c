@@ -1,0 +1,841 @@
+/*
+ * proxy/upstream.c: the client of upstream registries, on libevent's evhttp
+ * with OpenSSL bufferevents for https.
+ *
+ * One request goes through these steps until it has a final response:
+ * a 401 with a Bearer challenge fetches an anonymous (or, with configured
+ * credentials, a Basic-authenticated) token from the realm the upstream
+ * named, caches it per upstream and scope, and retries once; a redirect is
+ * followed to any http or https URL, without the Authorization header, at
+ * most UP_MAX_REDIRECTS times; a connection error, timeout, 429 or 5xx is
+ * retried after a short backoff at most UP_MAX_RETRIES times.  Nothing of
+ * the client's own request (headers, credentials) is ever sent upstream.
+ */
+#include <sys/types.h>
+#include <sys/queue.h>
+#include <sys/socket.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+#include <event2/dns.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+#include <jansson.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+
+#include "nixmirror.h"
+#include "proxy/proxy.h"
+
+#define UP_MAX_REDIRECTS	5
+#define UP_MAX_RETRIES		2
+#define UP_BACKOFF_MS		250
+#define UP_MAX_TOKEN_BODY	(256 * 1024)
+#define UP_TOKEN_DEFAULT_TTL	60
+#define UP_USER_AGENT		"nixmirror/" PACKAGE_VERSION
+
+/* A kept-alive connection to one scheme://host:port. */
+struct up_conn {
+	char			*co_key;
+	struct evhttp_connection *co_evcon;
+	int			 co_busy;
+	int			 co_dead;
+	TAILQ_ENTRY(up_conn)	 co_entry;
+};
+
+/* A cached token of an upstream for a scope. */
+struct up_token {
+	char			*tk_key;	/* "ns scope" */
+	char			*tk_token;
+	time_t			 tk_expires;
+	TAILQ_ENTRY(up_token)	 tk_entry;
+};
+
+enum up_state {
+	UP_SENDING,		/* waiting for the response headers */
+	UP_AUTH,		/* 401: read it, then fetch a token */
+	UP_REDIRECT,		/* 3xx: read it, then follow */
+	UP_RETRY,		/* 429/5xx: read it, then retry */
+	UP_DELIVER,		/* the final response: hand it on */
+};
+
+struct up_req {
+	const struct nm_upstream *ur_up;
+	enum evhttp_cmd_type	 ur_method;
+	char			*ur_url;	/* the URL asked now */
+	char			*ur_scope;	/* repository:<repo>:pull or NULL */
+	char			*ur_accept;
+	char			*ur_auth;	/* Authorization header, or NULL */
+	int			 ur_redirects;
+	int			 ur_retries;
+	int			 ur_authtried;
+	enum up_state		 ur_state;
+	int			 ur_status;
+	char			*ur_location;
+	char			*ur_challenge;
+	char			*ur_error;	/* why the last try failed */
+	struct up_conn		*ur_conn;
+	struct event		*ur_timer;
+	struct up_callbacks	 ur_cb;
+	void			*ur_arg;
+	/* A token request collects its body here for its parent. */
+	struct up_req		*ur_parent;
+	struct evbuffer		*ur_body;
+};
+
+static struct event_base	*up_base;
+static struct evdns_base	*up_dns;
+static SSL_CTX			*up_ssl;
+static TAILQ_HEAD(, up_conn)	 up_conns = TAILQ_HEAD_INITIALIZER(up_conns);
+static TAILQ_HEAD(, up_token)	 up_tokens = TAILQ_HEAD_INITIALIZER(up_tokens);
+
+static void	up_send(struct up_req *);
+static void	up_finish(struct up_req *, const char *);
+static void	up_token_fetch(struct up_req *);
+
+/* Sets up TLS (system CAs plus --upstream-ca) and the resolver. */
+int
+proxy_upstream_init(struct event_base *base, char **cause)
+{
+	up_base = base;
+	if ((up_dns = evdns_base_new(base, EVDNS_BASE_INITIALIZE_NAMESERVERS |
+	    EVDNS_BASE_DISABLE_WHEN_INACTIVE)) == NULL)
+		up_dns = evdns_base_new(base, 0);
+	if ((up_ssl = SSL_CTX_new(TLS_client_method())) == NULL)
+		fatalx("%s: SSL_CTX_new", __func__);
+	SSL_CTX_set_min_proto_version(up_ssl, TLS1_2_VERSION);
+	SSL_CTX_set_verify(up_ssl, SSL_VERIFY_PEER, NULL);
+	if (SSL_CTX_set_default_verify_paths(up_ssl) != 1)
+		log_warnx("%s: no system CA store", __func__);
+	if (nm_conf->cf_upstream_ca != NULL &&
+	    SSL_CTX_load_verify_locations(up_ssl, nm_conf->cf_upstream_ca,
+	    NULL) != 1) {
+		xasprintf(cause, "upstream_ca: cannot load %s",
+		    nm_conf->cf_upstream_ca);
+		return (-1);
+	}
+	return (0);
+}
+
+/* Frees connections, tokens, TLS and the resolver at exit. */
+void
+proxy_upstream_free(void)
+{
+	struct up_conn	*co;
+	struct up_token	*tk;
+
+	while ((co = TAILQ_FIRST(&up_conns)) != NULL) {
+		TAILQ_REMOVE(&up_conns, co, co_entry);
+		evhttp_connection_free(co->co_evcon);
+		free(co->co_key);
+		free(co);
+	}
+	while ((tk = TAILQ_FIRST(&up_tokens)) != NULL) {
+		TAILQ_REMOVE(&up_tokens, tk, tk_entry);
+		free(tk->tk_key);
+		free(tk->tk_token);
+		free(tk);
+	}
+	if (up_ssl != NULL)
+		SSL_CTX_free(up_ssl);
+	if (up_dns != NULL)
+		evdns_base_free(up_dns, 0);
+	up_ssl = NULL;
+	up_dns = NULL;
+}
+
+/*
+ * Parses a WWW-Authenticate challenge: a scheme, then comma-separated
+ * name=value parameters whose values are tokens or quoted strings.
+ */
+int
+proxy_challenge_parse(const char *hdr, char **scheme, char **realm,
+    char **service, char **scope)
+{
+	const char	*p = hdr, *name;
+	size_t		 nlen;
+	char		*val, **dst;
+	size_t		 vlen;
+
+	*scheme = *realm = *service = *scope = NULL;
+	while (*p == ' ' || *p == '\t')
+		p++;
+	for (name = p; isalnum((unsigned char)*p) || *p == '-'; p++)
+		;
+	if (p == name || p - name > 32)
+		return (-1);
+	*scheme = xmalloc((size_t)(p - name) + 1);
+	memcpy(*scheme, name, (size_t)(p - name));
+	(*scheme)[p - name] = '\0';
+	while (*p != '\0') {
+		while (*p == ' ' || *p == '\t' || *p == ',')
+			p++;
+		if (*p == '\0')
+			break;
+		for (name = p; isalnum((unsigned char)*p) || *p == '_' ||
+		    *p == '-'; p++)
+			;
+		nlen = (size_t)(p - name);
+		if (nlen == 0 || *p++ != '=')
+			goto fail;
+		val = xmalloc(strlen(p) + 1);
+		vlen = 0;
+		if (*p == '"') {
+			for (p++; *p != '"'; p++) {
+				if (*p == '\\' && p[1] != '\0')
+					p++;
+				if (*p == '\0') {
+					free(val);
+					goto fail;
+				}
+				val[vlen++] = *p;
+			}
+			p++;
+		} else {
+			while (*p != '\0' && *p != ',' && *p != ' ')
+				val[vlen++] = *p++;
+		}
+		val[vlen] = '\0';
+		dst = NULL;
+		if (nlen == 5 && strncasecmp(name, "realm", 5) == 0)
+			dst = realm;
+		else if (nlen == 7 && strncasecmp(name, "service", 7) == 0)
+			dst = service;
+		else if (nlen == 5 && strncasecmp(name, "scope", 5) == 0)
+			dst = scope;
+		if (dst != NULL) {
+			free(*dst);
+			*dst = val;
+		} else
+			free(val);
+	}
+	return (0);
+fail:
+	free(*scheme);
+	free(*realm);
+	free(*service);
+	free(*scope);
+	*scheme = *realm = *service = *scope = NULL;
+	return (-1);
+}
+
+/* A cached token of the upstream for the scope, or NULL. */
+static const char *
+up_token_get(const struct nm_upstream *up, const char *scope)
+{
+	struct up_token	*tk, *next;
+	char		*key;
+	time_t		 now = time(NULL);
+	const char	*found = NULL;
+
+	xasprintf(&key, "%s %s", up->up_ns, scope != NULL ? scope : "");
+	for (tk = TAILQ_FIRST(&up_tokens); tk != NULL; tk = next) {
+		next = TAILQ_NEXT(tk, tk_entry);
+		if (tk->tk_expires <= now) {
+			TAILQ_REMOVE(&up_tokens, tk, tk_entry);
+			free(tk->tk_key);
+			free(tk->tk_token);
+			free(tk);
+		} else if (strcmp(tk->tk_key, key) == 0)
+			found = tk->tk_token;
+	}
+	free(key);
+	return (found);
+}
+
+/* Caches a token until a little before it expires. */
+static void
+up_token_put(const struct nm_upstream *up, const char *scope,
+    const char *token, long ttl)
+{
+	struct up_token	*tk;
+
+	tk = xcalloc(1, sizeof *tk);
+	xasprintf(&tk->tk_key, "%s %s", up->up_ns, scope != NULL ? scope : "");
+	tk->tk_token = xstrdup(token);
+	if (ttl > 30)
+		ttl -= 10;	/* do not use it up to the last second */
+	tk->tk_expires = time(NULL) + ttl;
+	TAILQ_INSERT_HEAD(&up_tokens, tk, tk_entry);
+}
+
+/* The Authorization header a request starts with: a cached token. */
+static void
+up_auth_cached(struct up_req *ur)
+{
+	const char	*tok;
+
+	free(ur->ur_auth);
+	ur->ur_auth = NULL;
+	if (ur->ur_parent == NULL &&
+	    (tok = up_token_get(ur->ur_up, ur->ur_scope)) != NULL)
+		xasprintf(&ur->ur_auth, "Bearer %s", tok);
+}
+
+/* Frees a connection from a fresh event, outside libevent's callbacks. */
+static void
+up_conn_free_cb(evutil_socket_t fd, short events, void *arg)
+{
+	struct up_conn	*co = arg;
+
+	(void)fd;
+	(void)events;
+	TAILQ_REMOVE(&up_conns, co, co_entry);
+	evhttp_connection_free(co->co_evcon);
+	free(co->co_key);
+	free(co);
+}
+
+/* The peer closed a connection: it is not reused (TLS cannot be). */
+static void
+up_conn_close_cb(struct evhttp_connection *evcon, void *arg)
+{
+	struct up_conn	*co = arg;
+
+	(void)evcon;
+	if (co->co_dead)
+		return;
+	co->co_dead = 1;
+	if (!co->co_busy)
+		event_base_once(up_base, -1, EV_TIMEOUT, up_conn_free_cb, co,
+		    NULL);
+}
+
+/* Gives a connection back for reuse, or frees it when it died. */
+static void
+up_conn_release(struct up_conn *co)
+{
+	if (co == NULL)
+		return;
+	co->co_busy = 0;
+	if (co->co_dead)
+		event_base_once(up_base, -1, EV_TIMEOUT, up_conn_free_cb, co,
+		    NULL);
+}
+
+/* A TLS bufferevent that verifies the certificate and the host name. */
+static struct bufferevent *
+up_conn_tls(const char *host)
+{
+	struct bufferevent	*bev;
+	struct in6_addr		 a6;
+	SSL			*ssl;
+	int			 ip;
+
+	if ((ssl = SSL_new(up_ssl)) == NULL)
+		return (NULL);
+	ip = inet_pton(AF_INET, host, &a6) == 1 ||
+	    inet_pton(AF_INET6, host, &a6) == 1;
+	if (!ip)
+		SSL_set_tlsext_host_name(ssl, host);
+	if ((ip ? X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), host) :
+	    SSL_set1_host(ssl, host)) != 1) {
+		SSL_free(ssl);
+		return (NULL);
+	}
+	bev = bufferevent_openssl_socket_new(up_base, -1, ssl,
+	    BUFFEREVENT_SSL_CONNECTING, BEV_OPT_CLOSE_ON_FREE |
+	    BEV_OPT_DEFER_CALLBACKS);
+	if (bev == NULL) {
+		SSL_free(ssl);
+		return (NULL);
+	}
+	bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
+	return (bev);
+}
+
+/* An idle kept-alive connection to scheme://host:port, or a new one. */
+static struct up_conn *
+up_conn_get(int tls, const char *host, int port)
+{
+	struct up_conn		*co;
+	struct bufferevent	*bev = NULL;
+	char			*key;
+
+	xasprintf(&key, "%s://%s:%d", tls ? "https" : "http", host, port);
+	TAILQ_FOREACH(co, &up_conns, co_entry) {
+		if (!co->co_busy && !co->co_dead &&
+		    strcmp(co->co_key, key) == 0) {
+			free(key);
+			co->co_busy = 1;
+			return (co);
+		}
+	}
+	if (tls && (bev = up_conn_tls(host)) == NULL) {
+		free(key);
+		return (NULL);
+	}
+	co = xcalloc(1, sizeof *co);
+	co->co_key = key;
+	co->co_evcon = evhttp_connection_base_bufferevent_new(up_base, up_dns,
+	    bev, host, (unsigned short)port);
+	if (co->co_evcon == NULL)
+		fatalx("%s: evhttp_connection_base_bufferevent_new", __func__);
+	evhttp_connection_set_timeout(co->co_evcon,
+	    nm_conf->cf_upstream_timeout);
+	evhttp_connection_set_retries(co->co_evcon, 0);
+	evhttp_connection_set_closecb(co->co_evcon, up_conn_close_cb, co);
+	co->co_busy = 1;
+	TAILQ_INSERT_TAIL(&up_conns, co, co_entry);
+	return (co);
+}
+
+/* Runs a request again after a delay (0: at the next loop turn). */
+static void
+up_timer_cb(evutil_socket_t fd, short events, void *arg)
+{
+	(void)fd;
+	(void)events;
+	up_send(arg);
+}
+
+static void
+up_schedule(struct up_req *ur, int ms)
+{
+	struct timeval	 tv;
+
+	tv.tv_sec = ms / 1000;
+	tv.tv_usec = (ms % 1000) * 1000;
+	evtimer_add(ur->ur_timer, &tv);
+}
+
+/* Sets the error of the current try (the first one wins). */
+static void
+up_error_set(struct up_req *ur, const char *what)
+{
+	if (ur->ur_error == NULL)
+		xasprintf(&ur->ur_error, "%s: %s", ur->ur_url, what);
+}
+
+/* Logs the rate-limit headers an upstream sends. */
+static void
+up_log_ratelimit(struct up_req *ur, struct evkeyvalq *hdrs)
+{
+	const char	*rem;
+
+	if ((rem = evhttp_find_header(hdrs, "ratelimit-remaining")) != NULL)
+		log_info("upstream %s: ratelimit-remaining %.64s",
+		    ur->ur_up->up_ns, rem);
+}
+
+/* The response headers: decide whether this response is the final one. */
+static int
+up_header_cb(struct evhttp_request *req, void *arg)
+{
+	struct up_req		*ur = arg;
+	struct evkeyvalq	*hdrs = evhttp_request_get_input_headers(req);
+	const char		*v;
+	int			 st;
+
+	st = ur->ur_status = evhttp_request_get_response_code(req);
+	log_debug("upstream %s %s: %d", ur->ur_method == EVHTTP_REQ_HEAD ?
+	    "HEAD" : "GET", ur->ur_url, st);
+	up_log_ratelimit(ur, hdrs);
+	if (st == 401 && ur->ur_parent == NULL && !ur->ur_authtried &&
+	    (v = evhttp_find_header(hdrs, "WWW-Authenticate")) != NULL) {
+		free(ur->ur_challenge);
+		ur->ur_challenge = xstrdup(v);
+		ur->ur_state = UP_AUTH;
+	} else if ((st == 301 || st == 302 || st == 303 || st == 307 ||
+	    st == 308) && (v = evhttp_find_header(hdrs, "Location")) != NULL) {
+		free(ur->ur_location);
+		ur->ur_location = xstrdup(v);
+		ur->ur_state = UP_REDIRECT;
+	} else if ((st == 429 || st >= 500) && ur->ur_retries < UP_MAX_RETRIES)
+		ur->ur_state = UP_RETRY;
+	else {
+		ur->ur_state = UP_DELIVER;
+		if (ur->ur_cb.uc_headers != NULL &&
+		    ur->ur_cb.uc_headers(ur, st, hdrs, ur->ur_arg) == -1) {
+			up_error_set(ur, "transfer aborted");
+			return (-1);
+		}
+	}
+	return (0);
+}
+
+/* A piece of the body: to the caller, to a token's buffer, or away. */
+static void
+up_chunk_cb(struct evhttp_request *req, void *arg)
+{
+	struct up_req	*ur = arg;
+	struct evbuffer	*buf = evhttp_request_get_input_buffer(req);
+
+	if (ur->ur_state == UP_DELIVER && ur->ur_parent != NULL &&
+	    evbuffer_get_length(ur->ur_body) < UP_MAX_TOKEN_BODY) {
+		evbuffer_add_buffer(ur->ur_body, buf);
+		return;
+	}
+	if (ur->ur_state == UP_DELIVER && ur->ur_cb.uc_data != NULL &&
+	    ur->ur_error == NULL) {
+		if (ur->ur_cb.uc_data(ur, buf, ur->ur_arg) == -1)
+			up_error_set(ur, "transfer aborted");
+	}
+	evbuffer_drain(buf, evbuffer_get_length(buf));
+}
+
+/* A failed try: connection error, timeout, early close. */
+static void
+up_error_cb(enum evhttp_request_error err, void *arg)
+{
+	struct up_req	*ur = arg;
+
+	switch (err) {
+	case EVREQ_HTTP_TIMEOUT:
+		up_error_set(ur, "timed out");
+		break;
+	case EVREQ_HTTP_EOF:
+		up_error_set(ur, ur->ur_state == UP_DELIVER ?
+		    "connection closed before the whole body arrived" :
+		    "connection failed or closed");
+		break;
+	case EVREQ_HTTP_INVALID_HEADER:
+		up_error_set(ur, "invalid response");
+		break;
+	case EVREQ_HTTP_DATA_TOO_LONG:
+		up_error_set(ur, "response too long");
+		break;
+	default:
+		up_error_set(ur, "request failed");
+		break;
+	}
+}
+
+/* Resolves a Location against the URL it came from; NULL if not http(s). */
+static char *
+up_redirect_url(const char *base, const char *loc)
+{
+	const char	*p;
+	char		*url;
+	size_t		 n;
+
+	if (strncmp(loc, "http://", 7) == 0 || strncmp(loc, "https://", 8) == 0)
+		url = xstrdup(loc);
+	else if (strncmp(loc, "//", 2) == 0)
+		xasprintf(&url, "%.*s%s", (int)(strchr(base, ':') - base + 1),
+		    base, loc);
+	else if (loc[0] == '/') {
+		p = strchr(strstr(base, "://") + 3, '/');
+		n = p != NULL ? (size_t)(p - base) : strlen(base);
+		xasprintf(&url, "%.*s%s", (int)n, base, loc);
+	} else if (strchr(loc, ':') == NULL) {
+		p = strrchr(base, '/');
+		xasprintf(&url, "%.*s/%s", (int)(p - base), base, loc);
+	} else
+		return (NULL);
+	if (strpbrk(url, " \t\r\n") != NULL) {
+		free(url);
+		return (NULL);
+	}
+	return (url);
+}
+
+/* Follows a redirect, without credentials. */
+static void
+up_redirect(struct up_req *ur)
+{
+	char	*url;
+
+	if (++ur->ur_redirects > UP_MAX_REDIRECTS) {
+		up_error_set(ur, "too many redirects");
+		up_finish(ur, ur->ur_error);
+		return;
+	}
+	if ((url = up_redirect_url(ur->ur_url, ur->ur_location)) == NULL) {
+		up_error_set(ur, "redirect to a URL that is not http or https");
+		up_finish(ur, ur->ur_error);
+		return;
+	}
+	log_debug("upstream redirect %s -> %s", ur->ur_url, url);
+	free(ur->ur_url);
+	ur->ur_url = url;
+	free(ur->ur_auth);
+	ur->ur_auth = NULL;
+	ur->ur_authtried = 1;
+	up_schedule(ur, 0);
+}
+
+/* Done with a try: the next step, or the end. */
+static void
+up_done_cb(struct evhttp_request *req, void *arg)
+{
+	struct up_req	*ur = arg;
+
+	up_conn_release(ur->ur_conn);
+	ur->ur_conn = NULL;
+	if (req == NULL || evhttp_request_get_response_code(req) == 0)
+		up_error_set(ur, "connection failed");
+	if (ur->ur_error != NULL) {
+		if (ur->ur_state != UP_DELIVER &&
+		    ur->ur_retries < UP_MAX_RETRIES) {
+			log_info("upstream %s; retrying", ur->ur_error);
+			free(ur->ur_error);
+			ur->ur_error = NULL;
+			up_schedule(ur, UP_BACKOFF_MS << ur->ur_retries++);
+			return;
+		}
+		up_finish(ur, ur->ur_error);
+		return;
+	}
+	switch (ur->ur_state) {
+	case UP_AUTH:
+		up_token_fetch(ur);
+		break;
+	case UP_REDIRECT:
+		up_redirect(ur);
+		break;
+	case UP_RETRY:
+		log_info("upstream %s: status %d; retrying", ur->ur_url,
+		    ur->ur_status);
+		up_schedule(ur, UP_BACKOFF_MS << ur->ur_retries++);
+		break;
+	default:
+		up_finish(ur, NULL);
+		break;
+	}
+}
+
+/* Sends the current try of a request. */
+static void
+up_send(struct up_req *ur)
+{
+	struct evhttp_uri	*uri;
+	struct evhttp_request	*req;
+	struct evkeyvalq	*oh;
+	const char		*scheme, *host, *path, *query;
+	char			 hosthdr[300], *target;
+	int			 port, tls;
+
+	ur->ur_state = UP_SENDING;
+	ur->ur_status = 0;
+	if ((uri = evhttp_uri_parse(ur->ur_url)) == NULL ||
+	    (scheme = evhttp_uri_get_scheme(uri)) == NULL ||
+	    (host = evhttp_uri_get_host(uri)) == NULL || *host == '\0' ||
+	    (strcmp(scheme, "http") != 0 && strcmp(scheme, "https") != 0)) {
+		if (uri != NULL)
+			evhttp_uri_free(uri);
+		up_error_set(ur, "not an http or https URL");
+		up_finish(ur, ur->ur_error);
+		return;
+	}
+	tls = strcmp(scheme, "https") == 0;
+	if ((port = evhttp_uri_get_port(uri)) == -1)
+		port = tls ? 443 : 80;
+	path = evhttp_uri_get_path(uri);
+	query = evhttp_uri_get_query(uri);
+	xasprintf(&target, "%s%s%s", path != NULL && *path != '\0' ? path : "/",
+	    query != NULL ? "?" : "", query != NULL ? query : "");
+	snprintf(hosthdr, sizeof hosthdr, strchr(host, ':') != NULL ?
+	    "[%s]" : "%s", host);
+	if (port != (tls ? 443 : 80))
+		snprintf(hosthdr + strlen(hosthdr), sizeof hosthdr -
+		    strlen(hosthdr), ":%d", port);
+	if ((ur->ur_conn = up_conn_get(tls, host, port)) == NULL) {
+		evhttp_uri_free(uri);
+		free(target);
+		up_error_set(ur, "cannot set up TLS");
+		up_finish(ur, ur->ur_error);
+		return;
+	}
+	req = evhttp_request_new(up_done_cb, ur);
+	evhttp_request_set_header_cb(req, up_header_cb);
+	evhttp_request_set_chunked_cb(req, up_chunk_cb);
+	evhttp_request_set_error_cb(req, up_error_cb);
+	oh = evhttp_request_get_output_headers(req);
+	evhttp_add_header(oh, "Host", hosthdr);
+	evhttp_add_header(oh, "User-Agent", UP_USER_AGENT);
+	if (ur->ur_accept != NULL)
+		evhttp_add_header(oh, "Accept", ur->ur_accept);
+	if (ur->ur_auth != NULL)
+		evhttp_add_header(oh, "Authorization", ur->ur_auth);
+	log_debug("upstream %s %s", ur->ur_method == EVHTTP_REQ_HEAD ? "HEAD" :
+	    "GET", ur->ur_url);
+	if (evhttp_make_request(ur->ur_conn->co_evcon, req, ur->ur_method,
+	    target) == -1) {
+		/* libevent has freed req. */
+		up_conn_release(ur->ur_conn);
+		ur->ur_conn = NULL;
+		up_error_set(ur, "cannot send the request");
+		up_schedule(ur, UP_BACKOFF_MS);
+	}
+	evhttp_uri_free(uri);
+	free(target);
+}
+
+/* A new request object. */
+static struct up_req *
+up_req_new(const struct nm_upstream *up, int head, const char *url,
+    const char *accept, const struct up_callbacks *cb, void *arg)
+{
+	struct up_req	*ur;
+
+	ur = xcalloc(1, sizeof *ur);
+	ur->ur_up = up;
+	ur->ur_method = head ? EVHTTP_REQ_HEAD : EVHTTP_REQ_GET;
+	ur->ur_url = xstrdup(url);
+	ur->ur_accept = accept != NULL ? xstrdup(accept) : NULL;
+	if (cb != NULL)
+		ur->ur_cb = *cb;
+	ur->ur_arg = arg;
+	ur->ur_timer = evtimer_new(up_base, up_timer_cb, ur);
+	return (ur);
+}
+
+/* The end of a request: one uc_done, then it is freed. */
+static void
+up_finish(struct up_req *ur, const char *err)
+{
+	if (ur->ur_cb.uc_done != NULL)
+		ur->ur_cb.uc_done(ur, ur->ur_status, err, ur->ur_arg);
+	event_free(ur->ur_timer);
+	if (ur->ur_body != NULL)
+		evbuffer_free(ur->ur_body);
+	free(ur->ur_url);
+	free(ur->ur_scope);
+	free(ur->ur_accept);
+	free(ur->ur_auth);
+	free(ur->ur_location);
+	free(ur->ur_challenge);
+	free(ur->ur_error);
+	free(ur);
+}
+
+/* Fetches /v2/<repo>/<what> from an upstream; see proxy.h. */
+struct up_req *
+proxy_upstream_fetch(const struct nm_upstream *up, int head,
+    const char *repo, const char *what, const char *accept,
+    const struct up_callbacks *cb, void *arg)
+{
+	struct up_req	*ur;
+	char		*url;
+
+	xasprintf(&url, "%s/v2/%s/%s", up->up_url, repo, what);
+	ur = up_req_new(up, head, url, accept, cb, arg);
+	free(url);
+	xasprintf(&ur->ur_scope, "repository:%s:pull", repo);
+	up_auth_cached(ur);
+	up_schedule(ur, 0);
+	return (ur);
+}
+
+/* "Basic base64(user:password)" for an upstream with credentials. */
+static char *
+up_basic_auth(const struct nm_upstream *up)
+{
+	unsigned char	*out;
+	char		*plain, *hdr;
+	int		 n, len;
+
+	if (up->up_user == NULL)
+		return (NULL);
+	n = xasprintf(&plain, "%s:%s", up->up_user, up->up_pass);
+	out = xmalloc(4 * (((size_t)n + 2) / 3) + 1);
+	len = EVP_EncodeBlock(out, (unsigned char *)plain, n);
+	xasprintf(&hdr, "Basic %.*s", len, (char *)out);
+	explicit_bzero(plain, (size_t)n);
+	free(plain);
+	free(out);
+	return (hdr);
+}
+
+/* The token answer: cache it and send the parent again, or give up. */
+static void
+up_token_done(struct up_req *tr, int status, const char *err, void *arg)
+{
+	struct up_req	*ur = arg;
+	json_t		*doc = NULL, *tok, *ttl;
+	char		*body;
+	size_t		 len;
+
+	len = evbuffer_get_length(tr->ur_body);
+	body = xmalloc(len + 1);
+	evbuffer_remove(tr->ur_body, body, len);
+	body[len] = '\0';
+	if (err == NULL && status == 200)
+		doc = json_loads(body, 0, NULL);
+	free(body);
+	if ((tok = json_object_get(doc, "token")) == NULL ||
+	    !json_is_string(tok) || json_string_length(tok) == 0)
+		tok = json_object_get(doc, "access_token");
+	if (!json_is_string(tok) || json_string_length(tok) == 0 ||
+	    strpbrk(json_string_value(tok), "\r\n") != NULL) {
+		ur->ur_status = status == 200 || status == 0 ? 401 : status;
+		xasprintf(&ur->ur_error, "token request for %s failed: %s",
+		    ur->ur_up->up_ns, err != NULL ? err : status == 200 ?
+		    "no token in the answer" : "denied by the token server");
+		json_decref(doc);
+		up_finish(ur, ur->ur_error);
+		return;
+	}
+	ttl = json_object_get(doc, "expires_in");
+	up_token_put(ur->ur_up, ur->ur_scope, json_string_value(tok),
+	    json_is_integer(ttl) && json_integer_value(ttl) > 0 ?
+	    (long)json_integer_value(ttl) : UP_TOKEN_DEFAULT_TTL);
+	free(ur->ur_auth);
+	xasprintf(&ur->ur_auth, "Bearer %s", json_string_value(tok));
+	json_decref(doc);
+	log_debug("upstream %s: token for %s", ur->ur_up->up_ns, ur->ur_scope);
+	up_schedule(ur, 0);
+}
+
+/*
+ * A 401: fetch a token from the realm of the Bearer challenge (the realm
+ * host may be another host: the upstream itself named it), or answer a
+ * Basic challenge with the configured credentials.
+ */
+static void
+up_token_fetch(struct up_req *ur)
+{
+	static const struct up_callbacks tcb = { NULL, NULL, up_token_done };
+	struct up_req	*tr;
+	char		*scheme, *realm, *service, *scope, *url, *es, *esc;
+
+	ur->ur_authtried = 1;
+	if (proxy_challenge_parse(ur->ur_challenge, &scheme, &realm, &service,
+	    &scope) == -1) {
+		up_error_set(ur, "unreadable WWW-Authenticate challenge");
+		up_finish(ur, ur->ur_error);
+		return;
+	}
+	if (strcasecmp(scheme, "Basic") == 0 && ur->ur_up->up_user != NULL) {
+		free(ur->ur_auth);
+		ur->ur_auth = up_basic_auth(ur->ur_up);
+		up_schedule(ur, 0);
+	} else if (strcasecmp(scheme, "Bearer") == 0 && realm != NULL &&
+	    (strncmp(realm, "https://", 8) == 0 ||
+	    strncmp(realm, "http://", 7) == 0)) {
+		es = evhttp_uriencode(service != NULL ? service : "", -1, 0);
+		esc = evhttp_uriencode(scope != NULL ? scope :
+		    ur->ur_scope != NULL ? ur->ur_scope : "", -1, 0);
+		xasprintf(&url, "%s%cservice=%s&scope=%s", realm,
+		    strchr(realm, '?') != NULL ? '&' : '?', es, esc);
+		free(es);
+		free(esc);
+		tr = up_req_new(ur->ur_up, 0, url, "application/json", &tcb, ur);
+		free(url);
+		tr->ur_parent = ur;
+		tr->ur_body = evbuffer_new();
+		tr->ur_auth = up_basic_auth(ur->ur_up);
+		up_schedule(tr, 0);
+	} else {
+		up_error_set(ur, "authentication required and no way to "
+		    "get a token");
+		up_finish(ur, ur->ur_error);
+	}
+	free(scheme);
+	free(realm);
+	free(service);
+	free(scope);
+}

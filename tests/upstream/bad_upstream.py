@@ -1,0 +1,218 @@
+#!/usr/bin/python3
+"""tests/upstream/bad_upstream.py: a registry-shaped server that corrupts.
+
+It serves GET/HEAD /v2/ (200, no auth) and one image in each of these
+repositories, each with its own config and one layer of --size
+pseudo-random bytes:
+
+  library/good    everything right (the control)
+  library/wrong   the layer blob has wrong bytes of the right length (the
+                  last byte is flipped, so a client learns it only at the end)
+  library/trunc   the layer blob says Content-Length N, sends N/2 bytes and
+                  closes the connection
+  library/badman  the manifest is served with other bytes than its digest
+                  (a changed annotation), by tag and by digest
+
+Blobs are found by digest in any repository; what a blob's bytes look like
+depends on the repository it was made for.  Bodies are sent in 64 KiB
+chunks with --chunk-delay seconds between them, so that concurrent clients
+overlap.  The digests are written as JSON to --info:
+
+  {"library/good": {"manifest": "sha256:..", "media_type": "..",
+                    "config": "sha256:..", "layer": "sha256:..",
+                    "layer_size": N, "mode": "good"}, ...}
+
+and every request appends "<METHOD> <PATH> <STATUS>" to --log.
+Standard library only.
+"""
+
+import argparse
+import hashlib
+import http.server
+import json
+import os
+import socket
+import threading
+import time
+
+MT_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+MT_CONFIG = "application/vnd.oci.image.config.v1+json"
+MT_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
+MODES = {"library/good": "good", "library/wrong": "wrong",
+         "library/trunc": "trunc", "library/badman": "badman"}
+CHUNK = 65536
+LOG_LOCK = threading.Lock()
+
+
+def sha256(data):
+    """The OCI digest of bytes."""
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def pseudo_random(seed, size):
+    """Deterministic incompressible bytes: SHA-256 in counter mode."""
+    out = bytearray()
+    i = 0
+    while len(out) < size:
+        out += hashlib.sha256(b"%s-%d" % (seed.encode(), i)).digest()
+        i += 1
+    return bytes(out[:size])
+
+
+def make_repo(name, mode, size):
+    """Builds one repository's blobs and manifest."""
+    layer = pseudo_random(name, size)
+    config = json.dumps({
+        "architecture": "amd64", "os": "linux",
+        "config": {"Cmd": ["/bin/true"], "Labels": {"repo": name}},
+        "rootfs": {"type": "layers", "diff_ids": [sha256(layer)]},
+    }, sort_keys=True).encode()
+    manifest = json.dumps({
+        "schemaVersion": 2, "mediaType": MT_MANIFEST,
+        "config": {"mediaType": MT_CONFIG, "digest": sha256(config),
+                   "size": len(config)},
+        "layers": [{"mediaType": MT_LAYER, "digest": sha256(layer),
+                    "size": len(layer)}],
+    }, sort_keys=True).encode()
+    served = manifest
+    if mode == "badman":
+        served = manifest.replace(b'"schemaVersion": 2',
+                                  b'"annotations": {"x": "y"}, '
+                                  b'"schemaVersion": 2')
+    return {"name": name, "mode": mode, "layer": layer, "config": config,
+            "manifest": manifest, "served_manifest": served}
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "test-bad-upstream/1"
+
+    def log_message(self, fmt, *args):
+        pass
+
+    def log_req(self, status):
+        with LOG_LOCK:
+            with open(self.server.cfg.log, "a") as f:
+                f.write("%s %s %d\n" % (self.command, self.path, status))
+
+    def error(self, status, code, msg):
+        body = json.dumps({"errors": [{"code": code, "message": msg}]})
+        body = body.encode()
+        self.log_req(status)
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def send_body(self, data, mode):
+        """Writes a body in chunks, corrupting or cutting it per mode."""
+        delay = self.server.cfg.chunk_delay
+        if mode == "wrong":
+            data = data[:-1] + bytes([data[-1] ^ 0xff])
+        limit = len(data) // 2 if mode == "trunc" else len(data)
+        off = 0
+        try:
+            while off < limit:
+                n = min(CHUNK, limit - off)
+                self.wfile.write(data[off:off + n])
+                self.wfile.flush()
+                off += n
+                if delay and off < limit:
+                    time.sleep(delay)
+            if mode == "trunc":
+                self.connection.shutdown(socket.SHUT_RDWR)
+                self.close_connection = True
+        except OSError:
+            self.close_connection = True
+
+    def reply(self, data, media_type, digest, mode="good"):
+        self.log_req(200)
+        self.send_response(200)
+        self.send_header("Content-Type", media_type)
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("Docker-Content-Digest", digest)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.send_body(data, mode)
+
+    def do_GET(self):
+        path = self.path.split("?", 1)[0]
+        if path == "/v2/" or path == "/v2":
+            body = b"{}"
+            self.log_req(200)
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", "2")
+            self.send_header("Docker-Distribution-API-Version",
+                             "registry/2.0")
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
+            return
+        for name, repo in self.server.repos.items():
+            pre = "/v2/" + name + "/"
+            if path.startswith(pre):
+                self.serve_repo(repo, path[len(pre):])
+                return
+        self.error(404, "NAME_UNKNOWN", "repository name not known")
+
+    do_HEAD = do_GET
+
+    def serve_repo(self, repo, rest):
+        kind, _, ref = rest.partition("/")
+        if kind == "manifests" and ref in ("latest", sha256(repo["manifest"])):
+            self.reply(repo["served_manifest"], MT_MANIFEST,
+                       sha256(repo["manifest"]))
+            return
+        if kind == "manifests":
+            self.error(404, "MANIFEST_UNKNOWN", "manifest unknown")
+            return
+        if kind != "blobs":
+            self.error(404, "NAME_UNKNOWN", "unknown path")
+            return
+        for r in self.server.repos.values():
+            if ref == sha256(r["config"]):
+                self.reply(r["config"], "application/octet-stream", ref)
+                return
+            if ref == sha256(r["layer"]):
+                mode = r["mode"] if r["mode"] in ("wrong", "trunc") else "good"
+                self.reply(r["layer"], "application/octet-stream", ref, mode)
+                return
+        self.error(404, "BLOB_UNKNOWN", "blob unknown")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--listen", default="127.0.0.1:0")
+    ap.add_argument("--log", required=True)
+    ap.add_argument("--info", required=True)
+    ap.add_argument("--port-file")
+    ap.add_argument("--size", type=int, default=4 * 1024 * 1024)
+    ap.add_argument("--chunk-delay", type=float, default=0.0)
+    cfg = ap.parse_args()
+    repos = {n: make_repo(n, m, cfg.size) for n, m in MODES.items()}
+    info = {n: {"manifest": sha256(r["manifest"]), "media_type": MT_MANIFEST,
+                "served_manifest": sha256(r["served_manifest"]),
+                "config": sha256(r["config"]), "layer": sha256(r["layer"]),
+                "layer_size": len(r["layer"]), "mode": r["mode"]}
+            for n, r in repos.items()}
+    with open(cfg.info + ".tmp", "w") as f:
+        json.dump(info, f, indent=1)
+    os.rename(cfg.info + ".tmp", cfg.info)
+    open(cfg.log, "a").close()
+    host, _, port = cfg.listen.rpartition(":")
+    srv = http.server.ThreadingHTTPServer((host, int(port)), Handler)
+    srv.daemon_threads = True
+    srv.cfg = cfg
+    srv.repos = repos
+    if cfg.port_file:
+        with open(cfg.port_file + ".tmp", "w") as f:
+            f.write("%d\n" % srv.server_address[1])
+        os.rename(cfg.port_file + ".tmp", cfg.port_file)
+    srv.serve_forever()
+
+
+if __name__ == "__main__":
+    main()
