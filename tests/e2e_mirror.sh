@@ -90,6 +90,10 @@ docker_blobs()
 st=$(http_status "$NM_URL/v2/")
 check_eq "/v2/ status" 200 "$st"
 no_hdr "/v2/ has no WWW-Authenticate" WWW-Authenticate
+tr -d ' \t\n' <"$NM_TOP/README.md" |
+    grep -qF '"registry-mirrors":["http://mirror.example:5000"]' &&
+    ok "README shows the daemon.json registry-mirrors snippet" ||
+    bad "README lacks {\"registry-mirrors\": [\"http://mirror.example:5000\"]}"
 
 # An OCI image, a Docker schema2 image and an OCI index, all as upstream
 # has them (never converted).

@@ -101,12 +101,31 @@ nm_start --upstream "docker.io=$UP_REG_URL"
 # here: whatever is pulled came through nixmirror (with ?ns=docker.io).
 HOSTS=$NM_WORK/certs.d
 mkdir -p "$HOSTS/docker.io"
-cat >"$HOSTS/docker.io/hosts.toml" <<EOF
+cat >"$NM_WORK/hosts.want" <<EOF
 server = "https://registry-1.docker.io"
 
-[host."http://$NM_ADDR"]
+[host."http://mirror.example:5000"]
   capabilities = ["pull", "resolve"]
 EOF
+awk '
+	/^```/ { if (inb) { if (hit) { printf "%s", blk; exit } inb = 0; next }
+		 if ($0 ~ /^```toml/) { inb = 1; blk = ""; hit = 0 } next }
+	inb { blk = blk $0 "\n"; if ($0 ~ /registry-1\.docker\.io/) hit = 1 }
+    ' "$NM_TOP/README.md" >"$NM_WORK/hosts.readme"
+if [ -s "$NM_WORK/hosts.readme" ]; then
+	if cmp -s "$NM_WORK/hosts.readme" "$NM_WORK/hosts.want"; then
+		ok "README's docker.io hosts.toml is the one tested"
+	else
+		bad "README's docker.io hosts.toml differs from the tested one: $(cat "$NM_WORK/hosts.readme")"
+	fi
+	cp "$NM_WORK/hosts.readme" "$NM_WORK/hosts.want"
+else
+	bad "README has no hosts.toml snippet with registry-1.docker.io"
+fi
+sed "s|mirror\.example:5000|$NM_ADDR|" "$NM_WORK/hosts.want" \
+    >"$HOSTS/docker.io/hosts.toml"
+grep -qF "[host.\"http://$NM_ADDR\"]" "$HOSTS/docker.io/hosts.toml" ||
+    fail "the hosts.toml snippet has no [host.\"http://mirror.example:5000\"]"
 
 ctd_start "$NM_WORK/ctd1"
 pick_snapshotter

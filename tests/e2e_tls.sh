@@ -49,8 +49,15 @@ n=$(up_reg_count GET "/v2/library/busyimg/blobs/$UP_BUSY_LAYER")
 check_eq "with --upstream-ca: the registry served the layer over TLS" 1 "$n"
 nm_stop
 
+# The number of TLS handshakes the registry saw fail.
+tls_errors()
+{
+	grep -c 'TLS handshake error' "$UP_REG_LOG" || true
+}
+
 # Without the test CA: an uncached image fails with 502, nothing fetched.
 r0=$(up_reg_requests)
+h0=$(tls_errors)
 nm_start --upstream "docker.io=$UP_REG_URL"
 st=$(http_status "$NM_URL/v2/library/busyv2/manifests/latest" \
     -H "$ACCEPT_DOCKER")
@@ -59,11 +66,15 @@ st=$(http_status "$NM_URL/v2/library/busyimg/blobs/$UP_BUSY_LAYER")
 check_eq "without --upstream-ca: blob status" 502 "$st"
 check_eq "without --upstream-ca: no request got through" "$r0" \
     "$(up_reg_requests)"
+[ "$(tls_errors)" -gt "$h0" ] &&
+    ok "without --upstream-ca: nixmirror tried TLS and refused the certificate" ||
+    bad "without --upstream-ca: the registry saw no failed TLS handshake"
 nm_stop
 
 # With the CA but another host name (localhost): the certificate names
 # only IP 127.0.0.1, so host-name verification refuses it.
 r0=$(up_reg_requests)
+h0=$(tls_errors)
 nm_start --upstream "docker.io=https://localhost:$UP_REG_PORT" \
     --upstream-ca "$UP_CA2"
 st=$(http_status "$NM_URL/v2/library/busyv2/manifests/latest" \
@@ -71,6 +82,9 @@ st=$(http_status "$NM_URL/v2/library/busyv2/manifests/latest" \
 check_502 "host name localhost not in the certificate" "$st"
 check_eq "host name mismatch: no request got through" "$r0" \
     "$(up_reg_requests)"
+[ "$(tls_errors)" -gt "$h0" ] &&
+    ok "host name mismatch: nixmirror tried TLS and refused the certificate" ||
+    bad "host name mismatch: the registry saw no failed TLS handshake"
 st=$(http_status "$NM_URL/v2/")
 check_eq "/v2/ still answers" 200 "$st"
 nm_stop
