@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
@@ -192,6 +193,7 @@ proxy_serve_file(struct evhttp_request *req, struct store *st,
 		close(fd);
 	else if (evbuffer_add_file(buf, fd, (ev_off_t)start,
 	    (ev_off_t)(end - start + 1)) == -1) {
+		close(fd);
 		evbuffer_free(buf);
 		proxy_error(req, 500, "UNKNOWN", "cannot read %s", digest);
 		return;
@@ -200,6 +202,32 @@ proxy_serve_file(struct evhttp_request *req, struct store *st,
 	evhttp_send_reply(req, status, status == 206 ? "Partial Content" : "OK",
 	    buf);
 	evbuffer_free(buf);
+}
+
+/*
+ * Whether one Accept header lists a media type (or, with any, a wildcard)
+ * with a quality above zero.
+ */
+static int
+route_accept_one(const char *value, const char *type, int any)
+{
+	const char	*p = value, *end, *q;
+	size_t		 tlen = strlen(type), n;
+
+	while (*p != '\0') {
+		while (*p == ' ' || *p == ',')
+			p++;
+		end = p + strcspn(p, ",");
+		n = strcspn(p, ";, ");
+		if ((n == tlen && strncasecmp(p, type, n) == 0) ||
+		    (any && n == 3 && strncmp(p, "*/*", 3) == 0)) {
+			q = strstr(p, "q=");
+			if (q == NULL || q > end || strtod(q + 2, NULL) > 0)
+				return (1);
+		}
+		p = end;
+	}
+	return (0);
 }
 
 /*
@@ -217,9 +245,7 @@ route_accepts(struct evhttp_request *req, const char *type, int any)
 		if (strcasecmp(kv->key, "Accept") != 0)
 			continue;
 		seen = 1;
-		if (strstr(kv->value, type) != NULL)
-			return (1);
-		if (any && strstr(kv->value, "*/*") != NULL)
+		if (route_accept_one(kv->value, type, any))
 			return (1);
 	}
 	return (any && !seen);
@@ -451,6 +477,8 @@ proxy_route(struct evhttp_request *req, void *arg)
 		return;
 	}
 	if (cmd != EVHTTP_REQ_GET && cmd != EVHTTP_REQ_HEAD) {
+		evhttp_add_header(evhttp_request_get_output_headers(req),
+		    "Allow", "GET, HEAD");
 		proxy_error(req, 405, "UNSUPPORTED", "this registry is a "
 		    "read-only mirror; push is not supported");
 		return;

@@ -71,7 +71,9 @@ run()
 	cat "$NM_WORK/run.out"
 }
 
-nm_start --build-timeout 120
+# The daemon is also nixmirror.invalid: names containerd sends with that
+# ns are Nix images (--nix-ns).
+nm_start --build-timeout 120 --nix-ns nixmirror.invalid
 ctd_start
 
 # The overlay snapshotter, unless this kernel or filesystem cannot do it.

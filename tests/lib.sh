@@ -232,8 +232,12 @@ nm_start()
 		NM_PORT=$(nm_free_port)
 		NM_ADDR=127.0.0.1:$NM_PORT
 		NM_URL=http://$NM_ADDR
+		# No test may reach past loopback: unless the test names its
+		# own, docker.io's upstream is a closed loopback port (the
+		# first --upstream of a namespace wins).
 		NIXMIRROR_OFFLINE=1 "$NM_BIN" serve --listen "$NM_ADDR" \
-		    --data "$NM_DATA" "$@" >>"$NM_LOG" 2>&1 </dev/null &
+		    --data "$NM_DATA" "$@" --upstream docker.io=http://127.0.0.1:9 \
+		    >>"$NM_LOG" 2>&1 </dev/null &
 		NM_PID=$!
 		nm_track "$NM_PID"
 		if nm_wait_up; then
@@ -421,8 +425,12 @@ nm_restart()
 		NM_PORT=$(nm_free_port)
 		NM_ADDR=127.0.0.1:$NM_PORT
 		NM_URL=http://$NM_ADDR
+		# No test may reach past loopback: unless the test names its
+		# own, docker.io's upstream is a closed loopback port (the
+		# first --upstream of a namespace wins).
 		NIXMIRROR_OFFLINE=1 "$NM_BIN" serve --listen "$NM_ADDR" \
-		    --data "$NM_DATA" "$@" >>"$NM_LOG" 2>&1 </dev/null &
+		    --data "$NM_DATA" "$@" --upstream docker.io=http://127.0.0.1:9 \
+		    >>"$NM_LOG" 2>&1 </dev/null &
 		NM_PID=$!
 		nm_track "$NM_PID"
 		if nm_wait_up; then
