@@ -56,6 +56,10 @@ struct nm_config {
 	int			 cf_offline;	/* never contact an upstream */
 	char			*cf_nix_ns;	/* an ns that means our Nix images */
 	int			 cf_upstream_timeout;	/* seconds */
+	char			*cf_policy;	/* --policy file or NULL */
+	int64_t			 cf_max_store_bytes;	/* 0: no quota */
+	char			*cf_tls_cert;
+	char			*cf_tls_key;
 };
 
 extern struct nm_config *nm_conf;

@@ -19,14 +19,15 @@ enum config_type {
 	CONFIG_STR,
 	CONFIG_INT,
 	CONFIG_BOOL,
+	CONFIG_I64,
 };
 
 struct config_key {
 	const char		*ck_name;
 	enum config_type	 ck_type;
 	size_t			 ck_off;
-	long			 ck_min;
-	long			 ck_max;
+	int64_t			 ck_min;
+	int64_t			 ck_max;
 	const char		*ck_help;
 };
 
@@ -54,6 +55,11 @@ static const struct config_key config_keys[] = {
 	CK_STR("nix_ns", cf_nix_ns, "an ns parameter that means Nix images"),
 	CK_INT("upstream_timeout", cf_upstream_timeout, 1, 3600,
 	    "seconds to connect or wait for an upstream (30)"),
+	CK_STR("policy", cf_policy, "policy file (JSON; reloaded on SIGHUP)"),
+	{ "max_store_bytes", CONFIG_I64, offsetof(struct nm_config,
+	    cf_max_store_bytes), 0, INT64_MAX, "store quota in bytes (0: none)" },
+	CK_STR("tls_cert", cf_tls_cert, "serve https with this certificate"),
+	CK_STR("tls_key", cf_tls_key, "the certificate's private key"),
 	{ "offline", CONFIG_BOOL, offsetof(struct nm_config, cf_offline), 0, 1,
 	    "never contact an upstream; serve what is stored" },
 	{ "debug", CONFIG_BOOL, offsetof(struct nm_config, cf_debug), 0, 1,
@@ -107,10 +113,10 @@ static int
 config_assign(struct nm_config *cf, const struct config_key *ck,
     const char *val, char **cause)
 {
-	char	**sp;
-	int	 *ip;
-	char	 *end;
-	long	  n;
+	char		**sp;
+	int		 *ip;
+	char		 *end;
+	long long	  n;
 
 	switch (ck->ck_type) {
 	case CONFIG_STR:
@@ -124,16 +130,22 @@ config_assign(struct nm_config *cf, const struct config_key *ck,
 		return (0);
 	case CONFIG_INT:
 	case CONFIG_BOOL:
+	case CONFIG_I64:
 		errno = 0;
-		n = strtol(val, &end, 10);
+		n = strtoll(val, &end, 10);
 		if (errno != 0 || end == val || *end != '\0' ||
 		    n < ck->ck_min || n > ck->ck_max) {
-			xasprintf(cause, "%s: \"%s\" is not a number from %ld "
-			    "to %ld", ck->ck_name, val, ck->ck_min, ck->ck_max);
+			xasprintf(cause, "%s: \"%s\" is not a number from %lld "
+			    "to %lld", ck->ck_name, val, (long long)ck->ck_min,
+			    (long long)ck->ck_max);
 			return (-1);
 		}
-		ip = (int *)((char *)cf + ck->ck_off);
-		*ip = (int)n;
+		if (ck->ck_type == CONFIG_I64)
+			*(int64_t *)((char *)cf + ck->ck_off) = (int64_t)n;
+		else {
+			ip = (int *)((char *)cf + ck->ck_off);
+			*ip = (int)n;
+		}
 		return (0);
 	}
 	return (-1);
@@ -370,7 +382,8 @@ policy_config_file(struct nm_config *cf, const char *file, char **cause)
 			continue;
 		if (ck->ck_type == CONFIG_STR && json_is_string(v))
 			text = xstrdup(json_string_value(v));
-		else if (ck->ck_type == CONFIG_INT && json_is_integer(v))
+		else if ((ck->ck_type == CONFIG_INT ||
+		    ck->ck_type == CONFIG_I64) && json_is_integer(v))
 			xasprintf(&text, "%lld", (long long)json_integer_value(v));
 		else if (ck->ck_type == CONFIG_BOOL && json_is_boolean(v))
 			text = xstrdup(json_is_true(v) ? "1" : "0");
@@ -409,6 +422,10 @@ policy_config_check(struct nm_config *cf, char **cause)
 	if (config_upstream_add(cf, "docker.io", "https://registry-1.docker.io",
 	    NULL, NULL, cause) == -1)
 		return (-1);
+	if ((cf->cf_tls_cert == NULL) != (cf->cf_tls_key == NULL)) {
+		xasprintf(cause, "tls_cert and tls_key go together");
+		return (-1);
+	}
 	if (cf->cf_nix_ns != NULL && (!policy_ns_valid(cf->cf_nix_ns) ||
 	    policy_upstream_find(cf, cf->cf_nix_ns) != NULL)) {
 		xasprintf(cause, "nix_ns: \"%s\" is not a host name, or is "

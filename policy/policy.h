@@ -31,6 +31,32 @@ int	policy_range_parse(const char *, uint64_t size, uint64_t *start,
 /* A registry host with an optional port ("ghcr.io", "127.0.0.1:5000"). */
 int	policy_ns_valid(const char *);
 
+/* policy/rules.c: the --policy file (see nixmirror.8). */
+struct sockaddr;
+struct policy_limits {
+	uint64_t	 pl_max_blob_bytes;	/* 0: no limit */
+	int		 pl_max_concurrent_builds;
+	int		 pl_build_timeout;	/* seconds */
+	int		 pl_max_connections;
+	int		 pl_max_connections_per_client;
+	int		 pl_max_packages;	/* 0: no limit */
+};
+/*
+ * Loads the policy file at start (NULL: allow everything, limits from the
+ * configuration); 0, or -1 with *cause.
+ */
+int	policy_load(const char *file, char **cause);
+/* SIGHUP: parses the whole file again; swaps only if valid; logs either. */
+void	policy_reload(void);
+/* Parses a policy document and throws it away (tests, fuzzing). */
+int	policy_parse(const char *text, size_t len, char **cause);
+/* Each check: 1 allowed, 0 denied with *why naming the rule (freed by caller). */
+int	policy_client_allowed(const struct sockaddr *, char **why);
+int	policy_upstream_allowed(const char *ns, const char *repo, char **why);
+int	policy_nix_allowed(char *const *pkgs, size_t n, char **why);
+/* The limits in force now. */
+void	policy_limits_get(struct policy_limits *);
+
 /* policy/config.c */
 /* The upstream that serves a namespace, or NULL. */
 const struct nm_upstream *policy_upstream_find(const struct nm_config *,

@@ -223,8 +223,8 @@ mf_data_cb(struct up_req *ur, struct evbuffer *buf, void *arg)
 }
 
 /* A media type without parameters, or NULL when it is not a manifest's. */
-static char *
-mirror_manifest_type(const char *type, const char *body, size_t len)
+char *
+proxy_manifest_type(const char *type, const char *body, size_t len)
 {
 	json_t	*doc, *mt;
 	char	*t = NULL;
@@ -276,7 +276,7 @@ mf_store(struct mf_req *mf)
 		free(msg);
 		return;
 	}
-	if ((type = mirror_manifest_type(mf->mf_type, body, len)) == NULL) {
+	if ((type = proxy_manifest_type(mf->mf_type, body, len)) == NULL) {
 		xasprintf(&msg, "upstream %s sent no manifest for %s:%s",
 		    mf->mf_up->up_ns, mf->mf_repo, mf->mf_ref);
 		mf_answer(mf, NULL, 502, "UNKNOWN", msg);

@@ -57,6 +57,12 @@ struct evhttp_request;
 /* GET or HEAD of an upstream manifest by tag or digest. */
 void	proxy_mirror_manifest(struct evhttp_request *, struct store *,
 	    const struct nm_upstream *, const char *repo, const char *ref);
+/*
+ * The media type of a manifest or index document: its Content-Type without
+ * parameters, else its own mediaType; NULL when it is not one.
+ */
+char	*proxy_manifest_type(const char *content_type, const char *body,
+	    size_t len);
 /* GET or HEAD of an upstream blob: stored, joined, or fetched once. */
 void	proxy_mirror_blob(struct evhttp_request *, struct store *,
 	    const struct nm_upstream *, const char *repo, const char *digest);
