@@ -132,7 +132,8 @@ for r in wrong trunc; do
 		i=$((i + 1))
 	done
 	n1=$(up_bad_count GET "/v2/library/$r/blobs/$dg")
-	ok "$r layer: 8 concurrent clients made $((n1 - n0)) upstream fetch(es)"
+	check_eq "$r layer: upstream fetches for 8 concurrent clients" 1 \
+	    $((n1 - n0))
 	up_check_not_stored "$r layer, concurrent" "$DATA" "$dg"
 	check_tmp_empty "$r layer, concurrent"
 done

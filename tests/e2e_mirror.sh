@@ -10,7 +10,8 @@ need curl jq shuf cmp
 
 up_start
 up_selftest
-nm_start --upstream "docker.io=$UP_REG_URL"
+# ghcr.io is served by the same test registry, to check ns routing.
+nm_start --upstream "docker.io=$UP_REG_URL" --upstream "ghcr.io=$UP_REG_URL"
 DATA=$NM_DATA
 
 # Checks no header of the last response is set: no_hdr WHAT HEADER.
@@ -140,6 +141,13 @@ check_eq "GET blob ?ns=docker.io status" 200 "$st"
 check_eq "GET blob ?ns=docker.io OCI-Namespace" docker.io \
     "$(hdr OCI-Namespace)"
 
+# A second configured namespace.
+st=$(http_status "$NM_URL/v2/library/busyv2/manifests/latest?ns=ghcr.io" \
+    -H "$ACCEPT_DOCKER")
+check_eq "GET ?ns=ghcr.io status" 200 "$st"
+check_eq "GET ?ns=ghcr.io OCI-Namespace" ghcr.io "$(hdr OCI-Namespace)"
+check_eq "GET ?ns=ghcr.io digest" "$UP_BUSYV2_DG" "$(nm_sha256 "$NM_BODY")"
+
 # A multi-arch index: only the child a client asks for is fetched.
 docker_manifest library/multi latest "$UP_DIR/m.multi" "$UP_MULTI_DG" \
     "$UP_MULTI_MT"
@@ -185,6 +193,12 @@ while [ "$i" -le 12 ]; do
 	pids="$pids $!"
 	i=$((i + 1))
 done
+# And a Range client (as containerd sends) while the download runs.
+sleep 0.05
+curl -s -o "$NM_WORK/big.range" -w '%{http_code}' --max-time 120 \
+    -H "Range: bytes=20000000-20000099" "$NM_URL$blobpath" \
+    >"$NM_WORK/big.range.st" 2>/dev/null &
+rpid=$!
 i=1
 for p in $pids; do
 	rc=0
@@ -192,23 +206,36 @@ for p in $pids; do
 	check_eq "concurrent client $i curl exit" 0 "$rc"
 	i=$((i + 1))
 done
+rc=0
+wait "$rpid" || rc=$?
+check_eq "concurrent Range client curl exit" 0 "$rc"
+check_eq "concurrent Range client status" 206 "$(cat "$NM_WORK/big.range.st")"
+tail -c +20000001 "$NM_WORK/big1" | head -c 100 >"$NM_WORK/want.range"
+cmp -s "$NM_WORK/big.range" "$NM_WORK/want.range" &&
+    ok "concurrent Range client bytes" ||
+    bad "concurrent Range client bytes differ"
 i=1
 while [ "$i" -le 12 ]; do
 	check_eq "concurrent client $i status" 200 "$(cat "$NM_WORK/big$i.st")"
 	check_eq "concurrent client $i sha256" "$UP_BIG_LAYER" \
 	    "$(nm_sha256 "$NM_WORK/big$i")"
-	rm -f "$NM_WORK/big$i"
 	i=$((i + 1))
 done
+rm -f "$NM_WORK"/big[0-9]*
 check_eq "12 concurrent cold clients: upstream GETs of the big layer" 1 \
     "$(up_reg_count GET "$blobpath")"
 hex=${UP_BIG_LAYER#sha256:}
 [ -f "$DATA/blobs/sha256/$(echo "$hex" | cut -c1-2)/$hex" ] &&
     ok "big layer is in the store" || bad "big layer is not in the store"
 
-# A second pull is served from the store: no new upstream request.
+# The rest of bigimg's first pull (its config); then a second pull is
+# served from the store: no new upstream request.
+docker_blobs library/bigimg "$UP_DIR/m.big"
 r0=$(up_reg_requests)
 docker_blobs library/bigimg "$UP_DIR/m.big"
+st=$(http_status "$NM_URL/v2/library/bigimg/manifests/latest" -I \
+    -H "$ACCEPT_DOCKER")
+check_eq "HEAD bigimg:latest again (tag fresh) status" 200 "$st"
 st=$(http_status "$NM_URL/v2/library/bigimg/manifests/$UP_BIG_DG" \
     -H "$ACCEPT_DOCKER")
 check_eq "bigimg by digest again status" 200 "$st"
@@ -234,8 +261,8 @@ nm_check_error "upstream 401 after auth (private/secret)" 403 "$st" DENIED
 # An unconfigured ns: 404 NAME_UNKNOWN, and no connection to it at all.
 cport=$(nm_free_port)
 up_counter_start "$cport" "$NM_WORK/accepts"
-for q in "ns=127.0.0.1:$cport" "ns=127.0.0.1%3A$cport" ns=ghcr.io \
-    ns=quay.io; do
+for q in "ns=127.0.0.1:$cport" "ns=127.0.0.1%3A$cport" ns=quay.io \
+    ns=ghcr.io.example.com; do
 	st=$(http_status "$NM_URL/v2/library/busyimg/manifests/latest?$q" \
 	    -H "$ACCEPT_DOCKER")
 	nm_check_error "manifest with unconfigured $q" 404 "$st" NAME_UNKNOWN
