@@ -80,6 +80,8 @@ void	*xreallocarray(void *, size_t, size_t);
 char	*xstrdup(const char *);
 int	 xasprintf(char **, const char *, ...) NM_PRINTF(2, 3);
 int	 xvasprintf(char **, const char *, va_list) NM_PRINTF(2, 0);
+/* A copy with every byte outside printable ASCII written as \xHH. */
+char	*xstrvis(const char *);
 
 /* digest.c: SHA-256 through OpenSSL's EVP interface. */
 struct nm_sha256;

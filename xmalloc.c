@@ -77,3 +77,24 @@ xasprintf(char **ret, const char *fmt, ...)
 	va_end(ap);
 	return (n);
 }
+
+/*
+ * A copy of user text that is safe in a log line and in JSON: bytes
+ * outside printable ASCII (and the backslash) become \xHH.
+ */
+char *
+xstrvis(const char *s)
+{
+	const unsigned char	*p;
+	char			*out, *q;
+
+	out = xmalloc(strlen(s) * 4 + 1);
+	for (p = (const unsigned char *)s, q = out; *p != '\0'; p++) {
+		if (*p >= 0x20 && *p < 0x7f && *p != '\\')
+			*q++ = (char)*p;
+		else
+			q += sprintf(q, "\\x%02x", *p);
+	}
+	*q = '\0';
+	return (out);
+}

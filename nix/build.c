@@ -3,7 +3,10 @@
  * the store when the image is known; otherwise one build per distinct
  * request runs in a worker thread (Nix children, layering, tarballs,
  * hashing) and hands its result back to the event loop.  A build whose
- * clients all left still finishes and is stored.
+ * clients all left still finishes and is stored.  How many builds run at
+ * once and their timeout come from the policy's limits, read on the loop
+ * when a build starts; when BUILD_QUEUE_FACTOR times that many builds
+ * already wait, new ones are refused with NIX_EBUSY.
  */
 #include <sys/queue.h>
 #include <sys/time.h>
@@ -19,6 +22,7 @@
 
 #include "nixmirror.h"
 #include "nix/nix.h"
+#include "policy/policy.h"
 #include "store/store.h"
 
 #define BUILD_MT_OCI_CONFIG	"application/vnd.oci.image.config.v1+json"
@@ -26,6 +30,7 @@
 #define BUILD_MT_OCI_MANIFEST	"application/vnd.oci.image.manifest.v1+json"
 #define BUILD_MT_DOCKER_MANIFEST \
 	"application/vnd.docker.distribution.manifest.v2+json"
+#define BUILD_QUEUE_FACTOR	4	/* queued builds per running one */
 
 enum build_state {
 	BUILD_QUEUED,
@@ -52,6 +57,7 @@ struct nix_build {
 	char			*nb_tag;
 	struct nix_request	 nb_req;
 	enum build_state	 nb_state;
+	int			 nb_timeout;	/* seconds per Nix step */
 	struct nix_build_result	 nb_result;
 	pthread_t		 nb_thread;
 	struct event		*nb_done;
@@ -229,6 +235,36 @@ build_refuse(struct nix_build *nb)
 	event_active(nb->nb_done, EV_READ, 0);
 }
 
+/* Whether the queue is full: a new build would wait behind too many. */
+static int
+build_queue_full(int *waiting)
+{
+	struct policy_limits	 pl;
+	struct nix_build	*nb;
+	int			 n = 0;
+
+	policy_limits_get(&pl);
+	TAILQ_FOREACH(nb, &build_list, nb_entry)
+		if (nb->nb_state == BUILD_QUEUED)
+			n++;
+	*waiting = n;
+	return (n >= BUILD_QUEUE_FACTOR * pl.pl_max_concurrent_builds);
+}
+
+/* Refuses a build because the queue is full: cb hears from the loop. */
+static struct nix_waiter *
+build_busy(int waiting, nix_build_cb cb, void *arg)
+{
+	struct nix_build_result	 res;
+
+	memset(&res, 0, sizeof res);
+	res.br_status = NIX_EBUSY;
+	xasprintf(&res.br_cause, "%d image builds are already waiting; try "
+	    "again later", waiting);
+	log_warnx("build queue full: %d waiting", waiting);
+	return (build_found(&res, cb, arg));
+}
+
 /* Finds or starts the build for a request; see nix.h. */
 struct nix_waiter *
 nix_build_get(const struct nix_request *req, const char *tag,
@@ -238,6 +274,7 @@ nix_build_get(const struct nix_request *req, const char *tag,
 	struct nix_build	*nb;
 	struct nix_waiter	*nw;
 	char			 commit[41], *key, *rk;
+	int			 waiting;
 
 	if (build_known_commit(tag, commit) == 0 ||
 	    nm_conf->cf_source != NM_SOURCE_REPO) {
@@ -258,6 +295,10 @@ nix_build_get(const struct nix_request *req, const char *tag,
 	TAILQ_FOREACH(nb, &build_list, nb_entry) {
 		if (nb->nb_state != BUILD_DONE && strcmp(nb->nb_key, key) == 0)
 			break;
+	}
+	if (nb == NULL && !build_stopping && build_queue_full(&waiting)) {
+		free(key);
+		return (build_busy(waiting, cb, arg));
 	}
 	if (nb == NULL) {
 		nb = xcalloc(1, sizeof *nb);
@@ -303,18 +344,22 @@ nix_build_cancel(struct nix_waiter *nw)
 	free(nw);
 }
 
-/* Starts queued builds while there is room. */
+/* Starts queued builds while there is room under the policy's limits. */
 static void
 build_start_queued(void)
 {
+	struct policy_limits	 pl;
 	struct nix_build	*nb;
 
+	policy_limits_get(&pl);
 	TAILQ_FOREACH(nb, &build_list, nb_entry) {
-		if (build_stopping || build_running >= nm_conf->cf_max_builds)
+		if (build_stopping ||
+		    build_running >= pl.pl_max_concurrent_builds)
 			return;
 		if (nb->nb_state != BUILD_QUEUED)
 			continue;
 		nb->nb_state = BUILD_RUNNING;
+		nb->nb_timeout = pl.pl_build_timeout;
 		if (pthread_create(&nb->nb_thread, NULL, build_thread, nb) != 0)
 			fatal("%s: pthread_create", __func__);
 		build_running++;
@@ -505,7 +550,7 @@ build_resolve(struct nix_build *nb, char commit[41], char **cause)
 	if (build_known_commit(nb->nb_tag, commit) == 0)
 		return (NIX_OK);
 	rc = nix_git_resolve(nm_conf->cf_pkgs_repo, nb->nb_tag,
-	    nm_conf->cf_build_timeout, commit, cause);
+	    nb->nb_timeout, commit, cause);
 	if (rc != NIX_OK)
 		return (rc);
 	if (store_tag_put(build_store, nm_conf->cf_pkgs_repo, nb->nb_tag,
@@ -539,8 +584,7 @@ build_image(struct nix_build *nb, const char *key, const char *commit,
 		src.ns_rev = commit;
 
 	memset(&nc, 0, sizeof nc);
-	rc = nix_closure_build(&src, &nb->nb_req, nm_conf->cf_build_timeout,
-	    &nc, cause);
+	rc = nix_closure_build(&src, &nb->nb_req, nb->nb_timeout, &nc, cause);
 	if (rc != NIX_OK)
 		return (rc);
 	nix_layer_group(&nc, build_pop, (size_t)nm_conf->cf_max_layers, &ly);

@@ -71,6 +71,7 @@ struct nix_tarinfo {
 #define NIX_ENOTFOUND	1	/* packages or a revision do not exist (404) */
 #define NIX_EFAIL	2	/* evaluation or build failed (500) */
 #define NIX_ETIMEOUT	3	/* a step ran past the timeout (500) */
+#define NIX_EBUSY	4	/* the build queue is full (429, Retry-After) */
 
 /* nix/name.c */
 /*

@@ -9,6 +9,10 @@
  * ask; each of them is streamed the bytes as they reach the disk, and the
  * last byte of every response is held back until the whole blob matched
  * its digest, so that a bad download fails every transfer it fed.
+ *
+ * A blob over the policy's limits.max_blob_bytes is refused with 403
+ * DENIED: before anything is written when its Content-Length says so,
+ * else as soon as the bytes that arrived pass the limit; nothing is stored.
  */
 #include <sys/types.h>
 #include <sys/queue.h>
@@ -410,6 +414,8 @@ struct dl {
 	struct store_writer	*dl_w;
 	int64_t			 dl_size;	/* Content-Length, or -1 */
 	uint64_t		 dl_have;
+	uint64_t		 dl_max;	/* policy's limit, 0: none */
+	char			*dl_denied;	/* why the policy refused it */
 	int			 dl_status;
 	int			 dl_done;	/* the upstream request ended */
 	struct evbuffer		*dl_errbody;
@@ -439,6 +445,19 @@ static TAILQ_HEAD(, dl)	 mirror_dls = TAILQ_HEAD_INITIALIZER(mirror_dls);
 
 static void	bc_pump(struct bl_client *);
 
+/* Frees a download no client and no upstream request holds any more. */
+static void
+dl_free(struct dl *dl)
+{
+	if (dl->dl_w != NULL)
+		store_writer_abort(dl->dl_w);
+	if (dl->dl_errbody != NULL)
+		evbuffer_free(dl->dl_errbody);
+	free(dl->dl_denied);
+	free(dl->dl_repo);
+	free(dl);
+}
+
 /* Detaches a client from its connection and download, and frees it. */
 static void
 bc_free(struct bl_client *bc)
@@ -452,14 +471,8 @@ bc_free(struct bl_client *bc)
 		close(bc->bc_fd);
 	free(bc->bc_range);
 	free(bc);
-	if (dl->dl_done && TAILQ_EMPTY(&dl->dl_clients)) {
-		if (dl->dl_w != NULL)
-			store_writer_abort(dl->dl_w);
-		if (dl->dl_errbody != NULL)
-			evbuffer_free(dl->dl_errbody);
-		free(dl->dl_repo);
-		free(dl);
-	}
+	if (dl->dl_done && TAILQ_EMPTY(&dl->dl_clients))
+		dl_free(dl);
 }
 
 /* Cuts an aborted client's connection, outside libevent's callbacks. */
@@ -640,16 +653,24 @@ dl_fail(struct dl *dl, int status, const char *err)
 	dl->dl_w = NULL;
 	if (dl->dl_errbody != NULL)
 		upmsg = mirror_error_message(dl->dl_errbody);
-	xasprintf(&msg, "upstream %s (%s) failed for %s: %s", dl->dl_up->up_ns,
-	    dl->dl_up->up_url, dl->dl_digest, err != NULL ? err :
-	    upmsg != NULL ? upmsg : "unexpected status");
+	if (dl->dl_denied != NULL)
+		xasprintf(&msg, "not fetched from %s: %s", dl->dl_up->up_ns,
+		    dl->dl_denied);
+	else
+		xasprintf(&msg, "upstream %s (%s) failed for %s: %s",
+		    dl->dl_up->up_ns, dl->dl_up->up_url, dl->dl_digest,
+		    err != NULL ? err : upmsg != NULL ? upmsg :
+		    "unexpected status");
 	log_warnx("%s", msg);
 	for (bc = TAILQ_FIRST(&dl->dl_clients); bc != NULL; bc = next) {
 		next = TAILQ_NEXT(bc, bc_entry);
 		if (bc->bc_started)
 			bc_abort(bc);
 		else {
-			if (status == 404)
+			if (dl->dl_denied != NULL)
+				proxy_error(bc->bc_req, 403, "DENIED", "%s",
+				    dl->dl_denied);
+			else if (status == 404)
 				proxy_error(bc->bc_req, 404, "BLOB_UNKNOWN",
 				    "blob %s is not known to %s", dl->dl_digest,
 				    dl->dl_up->up_ns);
@@ -667,12 +688,8 @@ dl_fail(struct dl *dl, int status, const char *err)
 	free(msg);
 	/* From now on the last client's bc_free frees the download. */
 	dl->dl_done = 1;
-	if (TAILQ_EMPTY(&dl->dl_clients)) {
-		if (dl->dl_errbody != NULL)
-			evbuffer_free(dl->dl_errbody);
-		free(dl->dl_repo);
-		free(dl);
-	}
+	if (TAILQ_EMPTY(&dl->dl_clients))
+		dl_free(dl);
 }
 
 /* Starts or feeds every client of a download. */
@@ -688,6 +705,20 @@ dl_pump(struct dl *dl)
 		else
 			bc_pump(bc);
 	}
+}
+
+/*
+ * Records that a blob is over the policy's limit, size bytes or (atleast)
+ * more; the caller fails the download.
+ */
+static void
+dl_deny(struct dl *dl, uint64_t size, int atleast)
+{
+	free(dl->dl_denied);
+	xasprintf(&dl->dl_denied, "blob %s is %s%llu bytes, over the policy's "
+	    "limits.max_blob_bytes %llu", dl->dl_digest, atleast ?
+	    "at least " : "", (unsigned long long)size,
+	    (unsigned long long)dl->dl_max);
 }
 
 /* Blob response headers: the size, and a temp file to write into. */
@@ -717,6 +748,11 @@ dl_headers_cb(struct up_req *ur, int status, struct evkeyvalq *h, void *arg)
 		if (errno != 0 || *end != '\0' || end == v || dl->dl_size < 0)
 			return (-1);
 	}
+	if (dl->dl_max > 0 && dl->dl_size >= 0 &&
+	    (uint64_t)dl->dl_size > dl->dl_max) {
+		dl_deny(dl, (uint64_t)dl->dl_size, 0);
+		return (-1);
+	}
 	if ((dl->dl_w = store_writer_new(dl->dl_store, &cause)) == NULL) {
 		log_warnx("%s: %s", __func__, cause);
 		free(cause);
@@ -739,6 +775,12 @@ dl_data_cb(struct up_req *ur, struct evbuffer *buf, void *arg)
 		if (evbuffer_get_length(dl->dl_errbody) < 65536)
 			evbuffer_add_buffer(dl->dl_errbody, buf);
 		return (0);
+	}
+	/* Without a Content-Length the limit is checked before each write. */
+	if (dl->dl_max > 0 && dl->dl_have + evbuffer_get_length(buf) >
+	    dl->dl_max) {
+		dl_deny(dl, dl->dl_have + evbuffer_get_length(buf), 1);
+		return (-1);
 	}
 	while ((n = evbuffer_get_contiguous_space(buf)) > 0) {
 		if (store_writer_write(dl->dl_w, evbuffer_pullup(buf,
@@ -788,8 +830,7 @@ dl_done_cb(struct up_req *ur, int status, const char *err, void *arg)
 	dl->dl_size = (int64_t)dl->dl_have;
 	dl->dl_done = 1;
 	if (TAILQ_EMPTY(&dl->dl_clients)) {
-		free(dl->dl_repo);
-		free(dl);
+		dl_free(dl);
 		return;
 	}
 	dl_pump(dl);
@@ -803,6 +844,7 @@ proxy_mirror_blob(struct evhttp_request *req, struct store *st,
 	static const struct up_callbacks cb = {
 		dl_headers_cb, dl_data_cb, dl_done_cb
 	};
+	struct policy_limits	 pl;
 	struct bl_client	*bc;
 	struct dl		*dl;
 	const char		*range;
@@ -829,6 +871,8 @@ proxy_mirror_blob(struct evhttp_request *req, struct store *st,
 		dl->dl_up = up;
 		dl->dl_repo = xstrdup(repo);
 		dl->dl_size = -1;
+		policy_limits_get(&pl);
+		dl->dl_max = pl.pl_max_blob_bytes;
 		TAILQ_INIT(&dl->dl_clients);
 		TAILQ_INSERT_TAIL(&mirror_dls, dl, dl_entry);
 		log_info("fetching blob %s of %s/%s", digest, up->up_ns, repo);

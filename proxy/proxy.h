@@ -9,6 +9,12 @@
 struct event_base;
 struct store;
 
+/* proxy/guard.c: limits, client checks and TLS under evhttp. */
+struct bufferevent;
+int	proxy_guard_tls(const char *cert, const char *key, char **cause);
+struct bufferevent *proxy_guard_bev(struct event_base *, void *);
+void	proxy_guard_free(void);
+
 /* proxy/server.c */
 /* Binds the listener; 0, or -1 with *cause. */
 int	proxy_server_start(struct event_base *, struct store *,

@@ -54,7 +54,7 @@ proxy_log(struct evhttp_request *req, int status, uint64_t bytes,
 	struct evhttp_connection	*conn;
 	const char			*method, *uri, *host = "-";
 	ev_uint16_t			 port = 0;
-	char				*h = NULL;
+	char				*h = NULL, *vis;
 
 	switch (evhttp_request_get_command(req)) {
 	case EVHTTP_REQ_GET:	method = "GET"; break;
@@ -71,9 +71,11 @@ proxy_log(struct evhttp_request *req, int status, uint64_t bytes,
 			host = h;
 	}
 	uri = evhttp_request_get_uri(req);
+	vis = xstrvis(uri != NULL ? uri : "");
 	log_info("%s %s \"%.200s\" %d %llu%s%s", host, method,
-	    uri != NULL ? uri : "", status, (unsigned long long)bytes, error != NULL ? ": " : "",
+	    vis, status, (unsigned long long)bytes, error != NULL ? ": " : "",
 	    error != NULL ? error : "");
+	free(vis);
 }
 
 /* Sends a reply (body may be NULL) and logs it. */
@@ -99,8 +101,11 @@ proxy_error(struct evhttp_request *req, int status, const char *code,
 	char			*msg, *text, *text2;
 
 	va_start(ap, fmt);
-	xvasprintf(&msg, fmt, ap);
+	xvasprintf(&text, fmt, ap);
 	va_end(ap);
+	/* The message may quote the client's bytes: keep it valid UTF-8. */
+	msg = xstrvis(text);
+	free(text);
 	doc = json_pack("{s:[{s:s,s:s,s:{}}]}", "errors", "code", code,
 	    "message", msg, "detail");
 	if (doc == NULL || (text = json_dumps(doc, JSON_COMPACT)) == NULL)
@@ -261,7 +266,11 @@ route_manifest_built(const struct nix_build_result *res, void *arg)
 	evhttp_connection_set_closecb(rp->rp_conn, NULL, NULL);
 	if (res->br_status == NIX_ENOTFOUND)
 		proxy_error(req, 404, "MANIFEST_UNKNOWN", "%s", res->br_cause);
-	else if (res->br_status != NIX_OK)
+	else if (res->br_status == NIX_EBUSY) {
+		evhttp_add_header(evhttp_request_get_output_headers(req),
+		    "Retry-After", "10");
+		proxy_error(req, 429, "TOOMANYREQUESTS", "%s", res->br_cause);
+	} else if (res->br_status != NIX_OK)
 		proxy_error(req, 500, "UNKNOWN", "%s", res->br_cause);
 	else if (rp->rp_docker)
 		proxy_serve_file(req, rp->rp_store, res->br_docker,
@@ -282,6 +291,32 @@ route_pending_close_cb(struct evhttp_connection *conn, void *arg)
 	log_info("client left while building; the build goes on");
 	nix_build_cancel(rp->rp_waiter);
 	free(rp);
+}
+
+/*
+ * Checks a parsed Nix request against the policy: nix.max_packages, then
+ * nix.allow and nix.deny.  Returns 0, or -1 when 403 DENIED was sent.
+ */
+static int
+route_nix_policy(struct evhttp_request *req, const struct nix_request *nr)
+{
+	struct policy_limits	 pl;
+	char			*why = NULL;
+
+	policy_limits_get(&pl);
+	if (pl.pl_max_packages > 0 &&
+	    nr->nr_npkgs > (size_t)pl.pl_max_packages) {
+		proxy_error(req, 403, "DENIED", "the image has %zu packages, "
+		    "over the policy's nix.max_packages %d", nr->nr_npkgs,
+		    pl.pl_max_packages);
+		return (-1);
+	}
+	if (!policy_nix_allowed(nr->nr_pkgs, nr->nr_npkgs, &why)) {
+		proxy_error(req, 403, "DENIED", "%s", why);
+		free(why);
+		return (-1);
+	}
+	return (0);
 }
 
 /* GET or HEAD of a Nix image's manifest by tag. */
@@ -306,6 +341,10 @@ route_nix_manifest(struct evhttp_request *req, struct store *st,
 	if (nix_name_parse(rest, &nr, &cause) == -1) {
 		proxy_error(req, 400, "NAME_INVALID", "%s", cause);
 		free(cause);
+		return;
+	}
+	if (route_nix_policy(req, &nr) == -1) {
+		nix_request_clear(&nr);
 		return;
 	}
 	rp = xcalloc(1, sizeof *rp);
@@ -352,7 +391,8 @@ struct route_target {
  * direct pulls) a name goes to docker.io; containerd's "ns" names the
  * upstream.  Names under the Nix prefix are ours when they come as Docker
  * Hub names (no ns, or ns=docker.io), and so is every name of --nix-ns.
- * Returns 0, or -1 when an error was sent.
+ * An upstream repository the policy denies gets 403 DENIED here, for
+ * manifests and blobs alike.  Returns 0, or -1 when an error was sent.
  */
 static int
 route_target(struct evhttp_request *req, const char *name, const char *ns,
@@ -360,6 +400,7 @@ route_target(struct evhttp_request *req, const char *name, const char *ns,
 {
 	const char	*pre = nm_conf->cf_nix_prefix;
 	size_t		 plen = strlen(pre);
+	char		*why = NULL;
 	int		 prefixed;
 
 	memset(rt, 0, sizeof *rt);
@@ -385,6 +426,13 @@ route_target(struct evhttp_request *req, const char *name, const char *ns,
 		xasprintf(&rt->rt_repo, "library/%s", name);
 	else
 		rt->rt_repo = xstrdup(name);
+	if (!policy_upstream_allowed(rt->rt_up->up_ns, rt->rt_repo, &why)) {
+		proxy_error(req, 403, "DENIED", "%s", why);
+		free(why);
+		free(rt->rt_repo);
+		rt->rt_repo = NULL;
+		return (-1);
+	}
 	return (0);
 }
 

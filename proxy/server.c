@@ -12,15 +12,48 @@
 
 #include <event2/event.h>
 #include <event2/http.h>
+#include <event2/listener.h>
 
 #include "nixmirror.h"
 #include "proxy/proxy.h"
 
-#define SERVER_MAX_HEADERS	(16 * 1024)
+/* The guard enforces the real head limits (16 KiB) before these. */
+#define SERVER_MAX_HEADERS	(64 * 1024)
 #define SERVER_MAX_BODY		(64 * 1024)
-#define SERVER_TIMEOUT		120
+#define SERVER_TIMEOUT		120	/* idle keep-alive and stalled I/O */
+#define SERVER_ACCEPT_PAUSE_MS	200
 
-static struct evhttp	*server_http;
+static struct evhttp		*server_http;
+static struct evconnlistener	*server_listener;
+static struct event		*server_resume;
+
+/* Accepting again after running out of descriptors. */
+static void
+server_resume_cb(evutil_socket_t fd, short events, void *arg)
+{
+	(void)fd;
+	(void)events;
+	(void)arg;
+	if (server_listener != NULL)
+		evconnlistener_enable(server_listener);
+}
+
+/*
+ * accept() failed: out of descriptors (EMFILE, ENFILE) or memory pauses
+ * accepting for a moment instead of spinning on the listening socket.
+ */
+static void
+server_accept_error_cb(struct evconnlistener *lev, void *arg)
+{
+	struct timeval	 tv = { 0, SERVER_ACCEPT_PAUSE_MS * 1000 };
+	int		 err = EVUTIL_SOCKET_ERROR();
+
+	(void)arg;
+	log_warnx("accept: %s; pausing accepts for %d ms",
+	    evutil_socket_error_to_string(err), SERVER_ACCEPT_PAUSE_MS);
+	evconnlistener_disable(lev);
+	evtimer_add(server_resume, &tv);
+}
 
 /* Splits "ADDR:PORT", ":PORT" or "[V6]:PORT"; the address may be empty. */
 static int
@@ -63,8 +96,9 @@ int
 proxy_server_start(struct event_base *base, struct store *st,
     const char *listen, char **cause)
 {
-	char		 addr[256];
-	unsigned short	 port;
+	struct evhttp_bound_socket	*bound;
+	char				 addr[256];
+	unsigned short			 port;
 
 	if (server_parse_listen(listen, addr, sizeof addr, &port, cause) == -1)
 		return (-1);
@@ -78,13 +112,22 @@ proxy_server_start(struct event_base *base, struct store *st,
 	evhttp_set_timeout(server_http, SERVER_TIMEOUT);
 	evhttp_set_default_content_type(server_http, "application/json");
 	evhttp_set_gencb(server_http, proxy_route, st);
-	if (evhttp_bind_socket(server_http, addr, port) != 0) {
+	if (nm_conf->cf_tls_cert != NULL && proxy_guard_tls(nm_conf->cf_tls_cert,
+	    nm_conf->cf_tls_key, cause) == -1)
+		return (-1);
+	evhttp_set_bevcb(server_http, proxy_guard_bev, NULL);
+	if ((bound = evhttp_bind_socket_with_handle(server_http, addr,
+	    port)) == NULL) {
 		xasprintf(cause, "cannot listen on %s", listen);
 		evhttp_free(server_http);
 		server_http = NULL;
 		return (-1);
 	}
-	log_info("listening on %s", listen);
+	server_listener = evhttp_bound_socket_get_listener(bound);
+	server_resume = evtimer_new(base, server_resume_cb, NULL);
+	evconnlistener_set_error_cb(server_listener, server_accept_error_cb);
+	log_info("listening on %s (%s)", listen, nm_conf->cf_tls_cert != NULL ?
+	    "https" : "http");
 	return (0);
 }
 
@@ -95,4 +138,9 @@ proxy_server_stop(void)
 	if (server_http != NULL)
 		evhttp_free(server_http);
 	server_http = NULL;
+	server_listener = NULL;
+	if (server_resume != NULL)
+		event_free(server_resume);
+	server_resume = NULL;
+	proxy_guard_free();
 }

@@ -77,6 +77,14 @@ static const char *const store_migrations[] = {
 	" checked INTEGER NOT NULL);"
 	"CREATE INDEX upstream_tags_lookup"
 	" ON upstream_tags (ns, repo, tag, id);",
+	/*
+	 * 3: pinned manifests, never evicted by store/gc.c with what they
+	 * reference; an index on last_access for the LRU order.
+	 */
+	"CREATE TABLE pins ("
+	" digest TEXT PRIMARY KEY REFERENCES blobs(digest),"
+	" created INTEGER NOT NULL);"
+	"CREATE INDEX blobs_last_access ON blobs (last_access);",
 };
 #define STORE_NMIGRATIONS \
 	((int)(sizeof store_migrations / sizeof store_migrations[0]))
@@ -357,6 +365,11 @@ store_db_blob_add(struct store *st, const char *digest, uint64_t size,
 	    store_db_stmt(st, __func__, "UPDATE blobs SET media_type = ?"
 	    " WHERE digest = ? AND media_type IS NULL", "tt", media_type,
 	    digest)) == -1)
+		goto out;
+	/* Stored again: it is in use now, so eviction leaves it alone. */
+	if (store_db_run(st, __func__, store_db_stmt(st, __func__,
+	    "UPDATE blobs SET last_access = ? WHERE digest = ?"
+	    " AND last_access < ?", "iti", now, digest, now)) == -1)
 		goto out;
 	rv = 0;
 out:

@@ -96,4 +96,30 @@ void	 store_writer_abort(struct store_writer *);
 /* Removes leftover temp files of an earlier run (done by store_open). */
 void	 store_tmp_clean(struct store *);
 
+/* store/gc.c */
+/* What a garbage collection did; sizes are sums of blobs.size. */
+struct store_gc_result {
+	uint64_t	 sg_before;	/* bytes stored before */
+	uint64_t	 sg_after;	/* bytes stored after */
+	uint64_t	 sg_freed;	/* bytes of evicted blobs and orphans */
+	uint64_t	 sg_blobs;	/* blobs evicted, orphans included */
+	uint64_t	 sg_orphans;	/* files in blobs/ without a row */
+	uint64_t	 sg_lost;	/* rows whose file had gone (dropped) */
+	uint64_t	 sg_kept;	/* blobs pinned, recent or referenced */
+};
+/*
+ * Evicts least-recently-used blobs until the store holds at most max_bytes,
+ * never one that is pinned, used in the last minute, or referenced by a
+ * manifest that stays; removes orphan files.  0, or -1 with *cause.
+ */
+int	 store_gc(struct store *, uint64_t max_bytes, struct store_gc_result *,
+	    char **cause);
+/* Over quota and no gc running: runs store_gc in a detached thread. */
+void	 store_gc_maybe(struct store *, uint64_t max_bytes);
+/* Stops a background gc between batches and waits for it (shutdown). */
+void	 store_gc_wait(void);
+/* Pins a stored manifest (and so what it references), or unpins it. */
+int	 store_pin_put(struct store *, const char *digest);
+int	 store_pin_del(struct store *, const char *digest);
+
 #endif /* STORE_H */

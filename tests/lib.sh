@@ -259,6 +259,10 @@ nm_wait_up()
 		_code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 \
 		    "$NM_URL/v2/" 2>/dev/null) || true
 		[ "$_code" = 200 ] && return 0
+		# A daemon serving https (its test checks the certificate).
+		_code=$(curl -sk -o /dev/null -w '%{http_code}' --max-time 2 \
+		    "https://$NM_ADDR/v2/" 2>/dev/null) || true
+		[ "$_code" = 200 ] && return 0
 		sleep 0.1
 		_i=$((_i + 1))
 	done

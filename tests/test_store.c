@@ -145,7 +145,7 @@ test_sql(const char *sql)
 	return (rc == SQLITE_OK ? 0 : -1);
 }
 
-/* Open, close, reopen: schema at version 2, data and tmp cleaning. */
+/* Open, close, reopen: schema at version 3, data and tmp cleaning. */
 static void
 test_open_reopen(void)
 {
@@ -166,7 +166,7 @@ test_open_reopen(void)
 	    &cause) == 0, "put before reopen");
 	CHECK(store_tag_put(st, "src", "keep", COMMIT_A) == 0, "tag put");
 	store_close(st);
-	CHECK(test_user_version() == 2, "user_version is 2");
+	CHECK(test_user_version() == 3, "user_version is 3");
 
 	snprintf(path, sizeof path, "%s/tmp/blob.leftover", datadir);
 	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
@@ -180,7 +180,7 @@ test_open_reopen(void)
 	if (st == NULL)
 		exit(1);
 	CHECK(test_count("tmp") == 0, "store_open empties tmp");
-	CHECK(test_user_version() == 2, "user_version still 2");
+	CHECK(test_user_version() == 3, "user_version still 3");
 	CHECK(store_blob_stat(st, HELLO_DIGEST, &size, NULL) == 0 &&
 	    size == 12, "blob kept across reopen");
 	CHECK(store_tag_get(st, "src", "keep", -1, commit) == 0 &&
