@@ -430,6 +430,8 @@ build_layer(char *const *paths, size_t n, int custom,
 	/* A cached layer counts only while its blob is still there. */
 	if (store_layer_get(build_store, key, &sl) == 0 &&
 	    store_blob_stat(build_store, sl.sl_digest, &size, NULL) == 0) {
+		/* In use again: keep the quota's collector off it. */
+		store_blob_touch(build_store, sl.sl_digest);
 		memcpy(il->il_digest, sl.sl_digest, NM_DIGEST_SIZE);
 		memcpy(il->il_diffid, sl.sl_diffid, NM_DIGEST_SIZE);
 		il->il_size = sl.sl_size;
