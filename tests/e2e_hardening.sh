@@ -77,6 +77,18 @@ elif what == "per-client":
         s.sendall(b"GET /v2/ HTTP/1.1\r\nHost: x\r\n\r\n")
     codes = [status(s) for s in held]
     print("%d %d" % (codes.count("200"), codes.count("429")))
+elif what == "many":
+    # Holds N idle connections open for a few seconds.
+    held = []
+    for i in range(int(sys.argv[3])):
+        try:
+            held.append(socket.create_connection(("127.0.0.1", port), 2))
+        except OSError:
+            pass
+    time.sleep(2)
+    print(len(held))
+    for s in held:
+        s.close()
 elif what == "raw-name":
     # Bytes that are no name: NUL, 0xff, a control character.
     for path in (b"/v2/nix/he\x00llo/manifests/latest",
@@ -155,6 +167,19 @@ for s in $(/usr/bin/python3 "$NM_WORK/hostile.py" "$PORT" raw-name); do
 	*) bad "raw bytes in a name: $s" ;;
 	esac
 done
+
+# Out of descriptors: accepting pauses instead of spinning, and resumes.
+if command -v prlimit >/dev/null 2>&1; then
+	soft=$(prlimit --nofile --pid "$NM_PID" -o SOFT --noheadings | tr -d ' ')
+	prlimit --nofile=64: --pid "$NM_PID" || bad "prlimit failed"
+	/usr/bin/python3 "$NM_WORK/hostile.py" "$PORT" many 120 >/dev/null
+	grep -q "pausing accepts" "$NM_LOG" ||
+	    bad "no 'pausing accepts' after running out of descriptors"
+	sleep 1
+	st=$(http_status "$NM_URL/v2/")
+	check_eq "serving again after EMFILE" 200 "$st"
+	prlimit --nofile="$soft": --pid "$NM_PID" || bad "prlimit restore failed"
+fi
 
 # Still serving, and the stalled connections are gone.
 st=$(http_status "$NM_URL/v2/nix/hello/manifests/latest" -H "$ACCEPT_OCI")
