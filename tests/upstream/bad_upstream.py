@@ -12,6 +12,11 @@ pseudo-random bytes:
                   closes the connection
   library/badman  the manifest is served with other bytes than its digest
                   (a changed annotation), by tag and by digest
+  library/redir   wants a Bearer token (realm /token on this server); its
+                  layer blob is a 307 to http://localhost:PORT/cdn/<digest>,
+                  another host name, like a CDN
+  library/loop    its layer blob redirects to itself, forever
+  library/ftp     its layer blob redirects to an ftp:// URL
 
 Blobs are found by digest in any repository; what a blob's bytes look like
 depends on the repository it was made for.  Bodies are sent in 64 KiB
@@ -22,7 +27,8 @@ overlap.  The digests are written as JSON to --info:
                     "config": "sha256:..", "layer": "sha256:..",
                     "layer_size": N, "mode": "good"}, ...}
 
-and every request appends "<METHOD> <PATH> <STATUS>" to --log.
+and every request appends "<METHOD> <PATH> <STATUS> auth=<yes|no>" to
+--log (auth: whether an Authorization header came with it).
 Standard library only.
 """
 
@@ -39,7 +45,10 @@ MT_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 MT_CONFIG = "application/vnd.oci.image.config.v1+json"
 MT_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
 MODES = {"library/good": "good", "library/wrong": "wrong",
-         "library/trunc": "trunc", "library/badman": "badman"}
+         "library/trunc": "trunc", "library/badman": "badman",
+         "library/redir": "redir", "library/loop": "loop",
+         "library/ftp": "ftp"}
+TOKEN = "bad-upstream-token"
 CHUNK = 65536
 LOG_LOCK = threading.Lock()
 
@@ -93,7 +102,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def log_req(self, status):
         with LOG_LOCK:
             with open(self.server.cfg.log, "a") as f:
-                f.write("%s %s %d\n" % (self.command, self.path, status))
+                f.write("%s %s %d auth=%s\n" % (
+                    self.command, self.path, status,
+                    "yes" if self.headers.get("Authorization") else "no"))
 
     def error(self, status, code, msg):
         body = json.dumps({"errors": [{"code": code, "message": msg}]})
@@ -127,6 +138,25 @@ class Handler(http.server.BaseHTTPRequestHandler):
         except OSError:
             self.close_connection = True
 
+    def challenge(self, name):
+        """A 401 that sends the client to this server's own token realm."""
+        port = self.server.server_address[1]
+        self.log_req(401)
+        self.send_response(401)
+        self.send_header("WWW-Authenticate",
+                         'Bearer realm="http://127.0.0.1:%d/token",'
+                         'service="bad",scope="repository:%s:pull"'
+                         % (port, name))
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def redirect(self, location):
+        self.log_req(307)
+        self.send_response(307)
+        self.send_header("Location", location)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
     def reply(self, data, media_type, digest, mode="good"):
         self.log_req(200)
         self.send_response(200)
@@ -151,9 +181,30 @@ class Handler(http.server.BaseHTTPRequestHandler):
             if self.command != "HEAD":
                 self.wfile.write(body)
             return
+        if path == "/token":
+            body = json.dumps({"token": TOKEN, "expires_in": 300}).encode()
+            self.log_req(200)
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
+        if path.startswith("/cdn/"):
+            for r in self.server.repos.values():
+                if path[5:] == sha256(r["layer"]):
+                    self.reply(r["layer"], "application/octet-stream",
+                               path[5:])
+                    return
+            self.error(404, "BLOB_UNKNOWN", "blob unknown")
+            return
         for name, repo in self.server.repos.items():
             pre = "/v2/" + name + "/"
             if path.startswith(pre):
+                if repo["mode"] == "redir" and \
+                        self.headers.get("Authorization") != "Bearer " + TOKEN:
+                    self.challenge(name)
+                    return
                 self.serve_repo(repo, path[len(pre):])
                 return
         self.error(404, "NAME_UNKNOWN", "repository name not known")
@@ -175,6 +226,17 @@ class Handler(http.server.BaseHTTPRequestHandler):
         for r in self.server.repos.values():
             if ref == sha256(r["config"]):
                 self.reply(r["config"], "application/octet-stream", ref)
+                return
+            if ref == sha256(r["layer"]) and r["mode"] == "redir":
+                self.redirect("http://localhost:%d/cdn/%s"
+                              % (self.server.server_address[1], ref))
+                return
+            if ref == sha256(r["layer"]) and r["mode"] == "loop":
+                self.redirect(self.path.split("?")[0] + "?hop=%f"
+                              % time.time())
+                return
+            if ref == sha256(r["layer"]) and r["mode"] == "ftp":
+                self.redirect("ftp://127.0.0.1/" + ref)
                 return
             if ref == sha256(r["layer"]):
                 mode = r["mode"] if r["mode"] in ("wrong", "trunc") else "good"
