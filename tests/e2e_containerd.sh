@@ -2,85 +2,15 @@
 # with --plain-http and through a hosts.toml.
 
 . "${NM_TOP:-$(dirname "$0")/..}/tests/lib.sh"
+. "$NM_TOP/tests/lib_containerd.sh"
 
 need containerd ctr runc containerd-shim-runc-v2 curl
 [ "$(id -u)" = 0 ] || skip "containerd needs root here"
 
-CTD=$NM_WORK/ctd
-SOCK=$CTD/containerd.sock
-mkdir -p "$CTD"
-
-# Starts a private containerd and waits for its socket.
-ctd_start()
-{
-	cat >"$CTD/config.toml" <<EOF
-version = 2
-root = "$CTD/root"
-state = "$CTD/state"
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
-
-[grpc]
-  address = "$SOCK"
-
-[ttrpc]
-  address = "$SOCK.ttrpc"
-
-[debug]
-  address = ""
-
-[metrics]
-  address = ""
-
-[plugins."io.containerd.internal.v1.opt"]
-  path = "$CTD/opt"
-EOF
-	NM_LOGS="$NM_LOGS $CTD/containerd.log"
-	containerd --config "$CTD/config.toml" >"$CTD/containerd.log" 2>&1 \
-	    </dev/null &
-	CTD_PID=$!
-	nm_track "$CTD_PID"
-	_i=0
-	while ! ctr --address "$SOCK" version >/dev/null 2>&1; do
-		nm_alive "$CTD_PID" || fail "containerd exited at start"
-		[ "$_i" -lt 300 ] || fail "containerd does not answer in 30 s"
-		sleep 0.1
-		_i=$((_i + 1))
-	done
-	ok "containerd started"
-}
-
-CTR="ctr --address $SOCK --namespace nmtest"
-
-# Runs ctr, logging to a file and failing with its output.
-ctr_do()
-{
-	$CTR "$@" >"$NM_WORK/ctr.out" 2>"$NM_WORK/ctr.err" || {
-		cat "$NM_WORK/ctr.out" "$NM_WORK/ctr.err" >&2
-		fail "ctr $*"
-	}
-}
-
-# Runs an image and prints its standard output: run REF ID [ARGS...]
-run()
-{
-	$CTR run --rm --snapshotter "$SNAP" "$@" \
-	    >"$NM_WORK/run.out" 2>"$NM_WORK/run.err" </dev/null || {
-		cat "$NM_WORK/run.out" "$NM_WORK/run.err" >&2
-		fail "ctr run $*"
-	}
-	cat "$NM_WORK/run.out"
-}
-
 # The daemon is also nixmirror.invalid: names containerd sends with that
 # ns are Nix images (--nix-ns).
 nm_start --build-timeout 120 --nix-ns nixmirror.invalid
-ctd_start
-
-# The overlay snapshotter, unless this kernel or filesystem cannot do it.
-SNAP=overlayfs
-$CTR plugins ls | grep -q 'io.containerd.snapshotter.v1 *overlayfs .* ok' ||
-    SNAP=native
-ok "snapshotter $SNAP"
+ctd_start "$NM_WORK/ctd"
 
 # Pull with --plain-http and run.
 REF=$NM_ADDR/nix/hello:latest
@@ -89,9 +19,9 @@ ok "ctr images pull --plain-http $REF"
 ctr_do images ls -q
 grep -qx "$REF" "$NM_WORK/ctr.out" || fail "$REF not in ctr images ls"
 ok "image listed"
-out=$(run "$REF" t1 /bin/hello)
+out=$(ctd_run "$REF" t1 /bin/hello)
 check_eq "ctr run /bin/hello" "hello from nixmirror" "$out"
-out=$(run "$REF" t2)
+out=$(ctd_run "$REF" t2)
 check_eq "ctr run with the image Cmd" "hello from nixmirror" "$out"
 
 # Pull by digest.
@@ -111,11 +41,11 @@ EOF
 REF2=$NM_ADDR/nix/shell/cowsay:latest
 ctr_do images pull --hosts-dir "$HOSTS" --snapshotter "$SNAP" "$REF2"
 ok "ctr images pull --hosts-dir $REF2"
-out=$(run "$REF2" t4 /bin/cowsay moo)
+out=$(ctd_run "$REF2" t4 /bin/cowsay moo)
 check_eq "ctr run /bin/cowsay moo" "cowsay: moo" "$out"
-out=$(run "$REF2" t5 /bin/sh -c 'test -d /tmp && test -w /tmp && echo tmp-ok')
+out=$(ctd_run "$REF2" t5 /bin/sh -c 'test -d /tmp && test -w /tmp && echo tmp-ok')
 check_eq "/bin/sh runs; /tmp is writable" tmp-ok "$out"
-out=$(run "$REF2" t6 /bin/bash -c 'grep -c ^root: /etc/passwd')
+out=$(ctd_run "$REF2" t6 /bin/bash -c 'grep -c ^root: /etc/passwd')
 check_eq "/bin/bash runs; /etc/passwd has root" 1 "$out"
 
 # ctr falls back to plain HTTP for 127.0.0.1 by itself, so the above does
@@ -131,13 +61,11 @@ EOF
 REF3=nixmirror.invalid/nix/figlet:latest
 ctr_do images pull --hosts-dir "$HOSTS" --snapshotter "$SNAP" "$REF3"
 ok "ctr images pull --hosts-dir $REF3"
-out=$(run "$REF3" t7 /bin/figlet big text)
+out=$(ctd_run "$REF3" t7 /bin/figlet big text)
 check_eq "ctr run /bin/figlet big text" "figlet: big text" "$out"
 
 # Nothing left running; stop containerd and the daemon.
 ctr_do tasks ls -q
 check_eq "no task left" "" "$(cat "$NM_WORK/ctr.out")"
-nm_kill_wait "$CTD_PID" TERM 100 || fail "containerd does not stop"
-wait "$CTD_PID" || true
-nm_untrack "$CTD_PID"
+ctd_stop
 nm_stop

@@ -4,93 +4,11 @@
 # issuer) is gone.
 
 . "${NM_TOP:-$(dirname "$0")/..}/tests/lib.sh"
+. "$NM_TOP/tests/lib_containerd.sh"
 . "$NM_TOP/tests/upstream/lib_upstream.sh"
 
 need containerd ctr runc containerd-shim-runc-v2 curl jq
 [ "$(id -u)" = 0 ] || skip "containerd needs root here"
-
-# Starts a private containerd with its root, state and socket under a dir,
-# and waits for the socket: ctd_start DIR.  Sets CTD, SOCK, CTD_PID, CTR.
-ctd_start()
-{
-	CTD=$1
-	SOCK=$CTD/containerd.sock
-	mkdir -p "$CTD"
-	cat >"$CTD/config.toml" <<EOF
-version = 2
-root = "$CTD/root"
-state = "$CTD/state"
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
-
-[grpc]
-  address = "$SOCK"
-
-[ttrpc]
-  address = "$SOCK.ttrpc"
-
-[debug]
-  address = ""
-
-[metrics]
-  address = ""
-
-[plugins."io.containerd.internal.v1.opt"]
-  path = "$CTD/opt"
-EOF
-	NM_LOGS="$NM_LOGS $CTD/containerd.log"
-	containerd --config "$CTD/config.toml" >"$CTD/containerd.log" 2>&1 \
-	    </dev/null &
-	CTD_PID=$!
-	nm_track "$CTD_PID"
-	_i=0
-	while ! ctr --address "$SOCK" version >/dev/null 2>&1; do
-		nm_alive "$CTD_PID" || fail "containerd exited at start"
-		[ "$_i" -lt 300 ] || fail "containerd does not answer in 30 s"
-		sleep 0.1
-		_i=$((_i + 1))
-	done
-	CTR="ctr --address $SOCK --namespace nmtest"
-	ok "containerd started in $CTD"
-}
-
-# Stops the private containerd.
-ctd_stop()
-{
-	nm_kill_wait "$CTD_PID" TERM 100 || nm_kill_wait "$CTD_PID" KILL 20 ||
-	    fail "containerd does not stop"
-	wait "$CTD_PID" 2>/dev/null || true
-	nm_untrack "$CTD_PID"
-	nm_umount_all
-}
-
-# Runs ctr, failing with its output.
-ctr_do()
-{
-	$CTR "$@" >"$NM_WORK/ctr.out" 2>"$NM_WORK/ctr.err" || {
-		cat "$NM_WORK/ctr.out" "$NM_WORK/ctr.err" >&2
-		fail "ctr $*"
-	}
-}
-
-# Runs an image and prints its standard output: run REF ID [ARGS...]
-run()
-{
-	$CTR run --rm --snapshotter "$SNAP" "$@" \
-	    >"$NM_WORK/run.out" 2>"$NM_WORK/run.err" </dev/null || {
-		cat "$NM_WORK/run.out" "$NM_WORK/run.err" >&2
-		fail "ctr run $*"
-	}
-	cat "$NM_WORK/run.out"
-}
-
-# The overlay snapshotter, unless this kernel or filesystem cannot do it.
-pick_snapshotter()
-{
-	SNAP=overlayfs
-	$CTR plugins ls | grep -q 'io.containerd.snapshotter.v1 *overlayfs .* ok' ||
-	    SNAP=native
-	ok "snapshotter $SNAP"
-}
 
 up_start
 up_selftest
@@ -128,7 +46,6 @@ grep -qF "[host.\"http://$NM_ADDR\"]" "$HOSTS/docker.io/hosts.toml" ||
     fail "the hosts.toml snippet has no [host.\"http://mirror.example:5000\"]"
 
 ctd_start "$NM_WORK/ctd1"
-pick_snapshotter
 REF=docker.io/library/busyimg:latest
 ctr_do images pull --hosts-dir "$HOSTS" --snapshotter "$SNAP" "$REF"
 ok "ctr images pull --hosts-dir $REF"
@@ -139,9 +56,9 @@ ctr_do images ls
 grep -F "$REF" "$NM_WORK/ctr.out" | grep -qF "$UP_BUSY_DG" &&
     ok "containerd has upstream's manifest digest" ||
     bad "containerd's $REF is not $UP_BUSY_DG: $(grep -F "$REF" "$NM_WORK/ctr.out")"
-out=$(run "$REF" t1)
+out=$(ctd_run "$REF" t1)
 check_eq "ctr run with the image Cmd" "$UP_BUSY_LINE" "$out"
-out=$(run "$REF" t2 /bin/sh -c 'echo sh-ok')
+out=$(ctd_run "$REF" t2 /bin/sh -c 'echo sh-ok')
 check_eq "ctr run /bin/sh" sh-ok "$out"
 
 # The token flow happened: nixmirror asked the issuer for a pull token,
@@ -157,7 +74,7 @@ check_eq "registry served nixmirror the busyimg layer once" 1 \
 REFM=docker.io/library/multi:latest
 ctr_do images pull --hosts-dir "$HOSTS" --snapshotter "$SNAP" "$REFM"
 ok "ctr images pull --hosts-dir $REFM"
-out=$(run "$REFM" t3)
+out=$(ctd_run "$REFM" t3)
 check_eq "ctr run the multi-arch image" "$UP_BUSY_LINE" "$out"
 check_eq "arm64 child never fetched upstream" 0 \
     "$(up_reg_mentions "$UP_MULTI_ARM64")"
@@ -166,21 +83,20 @@ check_eq "arm64 child never fetched upstream" 0 \
 # nixmirror's store and runs the image.
 up_registry_stop
 up_token_stop
-ctd_stop
+ctd_stop kill
 ctd_start "$NM_WORK/ctd2"
-pick_snapshotter
 ctr_do images ls -q
 check_eq "fresh containerd has no images" "" "$(cat "$NM_WORK/ctr.out")"
 ctr_do images pull --hosts-dir "$HOSTS" --snapshotter "$SNAP" "$REF"
 ok "ctr images pull $REF with the upstream down"
-out=$(run "$REF" t4)
+out=$(ctd_run "$REF" t4)
 check_eq "ctr run with the upstream down" "$UP_BUSY_LINE" "$out"
 ctr_do images pull --hosts-dir "$HOSTS" --snapshotter "$SNAP" "$REFM"
 ok "ctr images pull $REFM with the upstream down"
 
 ctr_do tasks ls -q
 check_eq "no task left" "" "$(cat "$NM_WORK/ctr.out")"
-ctd_stop
+ctd_stop kill
 st=$(http_status "$NM_URL/v2/")
 check_eq "/v2/ still answers" 200 "$st"
 nm_stop

@@ -3,6 +3,7 @@
 # when given the CA, with no insecure or skip_verify setting anywhere.
 
 . "${NM_TOP:-$(dirname "$0")/..}/tests/lib.sh"
+. "$NM_TOP/tests/lib_containerd.sh"
 
 need openssl curl skopeo containerd ctr runc
 [ "$(id -u)" = 0 ] || skip "containerd needs root here"
@@ -81,9 +82,7 @@ skopeo copy --src-cert-dir "$PKI/certs" \
 ok "skopeo copies nix/figlet over https"
 
 # containerd with a hosts.toml naming the CA (no skip_verify).
-CTD=$NM_WORK/ctd
-SOCK=$CTD/containerd.sock
-mkdir -p "$CTD" "$NM_WORK/hosts/$NM_ADDR"
+mkdir -p "$NM_WORK/hosts/$NM_ADDR"
 cat >"$NM_WORK/hosts/$NM_ADDR/hosts.toml" <<EOF
 server = "https://$NM_ADDR"
 
@@ -91,44 +90,12 @@ server = "https://$NM_ADDR"
   capabilities = ["pull", "resolve"]
   ca = "$PKI/ca.pem"
 EOF
-cat >"$CTD/config.toml" <<EOF
-version = 2
-root = "$CTD/root"
-state = "$CTD/state"
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
-
-[grpc]
-  address = "$SOCK"
-
-[ttrpc]
-  address = "$SOCK.ttrpc"
-
-[plugins."io.containerd.internal.v1.opt"]
-  path = "$CTD/opt"
-EOF
-NM_LOGS="$NM_LOGS $CTD/containerd.log"
-containerd --config "$CTD/config.toml" >"$CTD/containerd.log" 2>&1 </dev/null &
-CTD_PID=$!
-nm_track "$CTD_PID"
-i=0
-until ctr --address "$SOCK" version >/dev/null 2>&1; do
-	i=$((i + 1))
-	[ $i -lt 100 ] || fail "containerd does not start"
-	sleep 0.1
-done
-SNAP=overlayfs
-ctr --address "$SOCK" plugins ls 2>/dev/null | grep overlayfs | grep -q ok ||
-    SNAP=native
+ctd_start "$NM_WORK/ctd"
 REF=$NM_ADDR/nix/hello:latest
-ctr --address "$SOCK" images pull --hosts-dir "$NM_WORK/hosts" \
-    --snapshotter "$SNAP" "$REF" >"$NM_WORK/ctr.log" 2>&1 ||
-    fail "ctr pull over https: $(tail -5 "$NM_WORK/ctr.log")"
+ctr_do images pull --hosts-dir "$NM_WORK/hosts" --snapshotter "$SNAP" "$REF"
 ok "containerd pulls over https with the CA from hosts.toml"
-out=$(ctr --address "$SOCK" run --rm --snapshotter "$SNAP" "$REF" tls1 \
-    /bin/hello 2>&1)
+out=$(ctd_run "$REF" tls1 /bin/hello)
 check_eq "the image pulled over https runs" "hello from nixmirror" "$out"
-nm_kill_wait "$CTD_PID" TERM 100 || fail "containerd does not stop"
-wait "$CTD_PID" || true
-nm_untrack "$CTD_PID"
+ctd_stop
 
 nm_stop
