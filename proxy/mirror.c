@@ -93,6 +93,19 @@ mirror_serve_manifest(struct evhttp_request *req, struct store *st,
 	return (0);
 }
 
+/*
+ * A client's connection is being freed.  When evhttp saw the client's EOF
+ * or a timeout before the response was whole, it detached the request
+ * from the connection and leaves it to us: free it.  Otherwise evhttp
+ * frees it right after this callback.
+ */
+static void
+mirror_req_orphan(struct evhttp_request *req)
+{
+	if (req != NULL && evhttp_request_get_connection(req) == NULL)
+		evhttp_request_free(req);
+}
+
 /* The client went away; the fetch goes on and stores what it gets. */
 static void
 mf_close_cb(struct evhttp_connection *conn, void *arg)
@@ -100,6 +113,7 @@ mf_close_cb(struct evhttp_connection *conn, void *arg)
 	struct mf_req	*mf = arg;
 
 	(void)conn;
+	mirror_req_orphan(mf->mf_req);
 	mf->mf_req = NULL;
 }
 
@@ -128,9 +142,13 @@ mf_answer(struct mf_req *mf, const char *digest, int status,
 	if (req != NULL) {
 		evhttp_connection_set_closecb(mf->mf_conn, NULL, NULL);
 		mf->mf_req = NULL;
-		if (digest == NULL ||
-		    mirror_serve_manifest(req, mf->mf_store, digest) == -1)
+		if (digest == NULL)
 			proxy_error(req, status, code, "%s", msg);
+		else if (mirror_serve_manifest(req, mf->mf_store, digest) == -1)
+			/* Evicted or removed since it was looked up. */
+			proxy_error(req, 500, "UNKNOWN", "stored manifest %s of "
+			    "%s:%s cannot be read", digest, mf->mf_repo,
+			    mf->mf_ref);
 	}
 	mf_free(mf);
 }
@@ -514,13 +532,16 @@ bc_close_cb(struct evhttp_connection *conn, void *arg)
 	struct bl_client	*bc = arg;
 
 	(void)conn;
-	if (bc->bc_dying) {
-		bc->bc_conn = NULL;
-		return;
-	}
+	bc->bc_conn = NULL;
+	if (!bc->bc_dying && bc->bc_started)
+		proxy_log(bc->bc_req, bc->bc_status, bc->bc_sent,
+		    "client left mid-transfer");
+	mirror_req_orphan(bc->bc_req);
+	bc->bc_req = NULL;
+	if (bc->bc_dying)
+		return;		/* bc_abort_cb frees it */
 	log_debug("client of %s left after %llu bytes", bc->bc_dl->dl_digest,
 	    (unsigned long long)bc->bc_sent);
-	bc->bc_conn = NULL;
 	bc_free(bc);
 }
 
@@ -600,6 +621,7 @@ bc_pump(struct bl_client *bc)
 	struct dl			*dl = bc->bc_dl;
 	struct evbuffer			*buf;
 	struct evbuffer_file_segment	*seg;
+	struct evhttp_request		*req;
 	uint64_t			 limit, n;
 
 	if (!bc->bc_started || bc->bc_busy || bc->bc_dying)
@@ -607,8 +629,14 @@ bc_pump(struct bl_client *bc)
 	if (bc->bc_off > bc->bc_end) {
 		proxy_log(bc->bc_req, bc->bc_status, bc->bc_sent,
 		    "streamed from upstream");
-		evhttp_send_reply_end(bc->bc_req);
+		/*
+		 * The client is freed first: with "Connection: close" the end
+		 * may free the connection at once, and its close callback
+		 * must not find the client any more.
+		 */
+		req = bc->bc_req;
 		bc_free(bc);
+		evhttp_send_reply_end(req);
 		return;
 	}
 	if (dl->dl_state == DL_VERIFIED)
@@ -645,7 +673,7 @@ static void
 dl_fail(struct dl *dl, int status, const char *err)
 {
 	struct bl_client	*bc, *next;
-	char			*msg, *upmsg = NULL;
+	char			*msg, *upmsg = NULL, *vis;
 
 	TAILQ_REMOVE(&mirror_dls, dl, dl_entry);
 	if (dl->dl_w != NULL)
@@ -661,7 +689,9 @@ dl_fail(struct dl *dl, int status, const char *err)
 		    dl->dl_up->up_ns, dl->dl_up->up_url, dl->dl_digest,
 		    err != NULL ? err : upmsg != NULL ? upmsg :
 		    "unexpected status");
-	log_warnx("%s", msg);
+	vis = xstrvis(msg);	/* it may quote the upstream's bytes */
+	log_warnx("%s", vis);
+	free(vis);
 	for (bc = TAILQ_FIRST(&dl->dl_clients); bc != NULL; bc = next) {
 		next = TAILQ_NEXT(bc, bc_entry);
 		if (bc->bc_started)

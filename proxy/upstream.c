@@ -415,8 +415,14 @@ up_schedule(struct up_req *ur, int ms)
 static void
 up_error_set(struct up_req *ur, const char *what)
 {
-	if (ur->ur_error == NULL)
-		xasprintf(&ur->ur_error, "%s: %s", ur->ur_url, what);
+	char	*text;
+
+	if (ur->ur_error != NULL)
+		return;
+	/* The URL may come from an upstream's Location: keep logs clean. */
+	xasprintf(&text, "%s: %s", ur->ur_url, what);
+	ur->ur_error = xstrvis(text);
+	free(text);
 }
 
 /* Logs the rate-limit headers an upstream sends. */
@@ -424,10 +430,14 @@ static void
 up_log_ratelimit(struct up_req *ur, struct evkeyvalq *hdrs)
 {
 	const char	*rem;
+	char		*vis;
 
-	if ((rem = evhttp_find_header(hdrs, "ratelimit-remaining")) != NULL)
+	if ((rem = evhttp_find_header(hdrs, "ratelimit-remaining")) != NULL) {
+		vis = xstrvis(rem);
 		log_info("upstream %s: ratelimit-remaining %.64s",
-		    ur->ur_up->up_ns, rem);
+		    ur->ur_up->up_ns, vis);
+		free(vis);
+	}
 }
 
 /* The response headers: decide whether this response is the final one. */

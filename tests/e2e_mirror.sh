@@ -160,6 +160,17 @@ check_eq "GET amd64 child status" 200 "$st"
 cmp -s "$NM_BODY" "$UP_DIR/m.amd64" && ok "amd64 child bytes are upstream's" ||
     bad "amd64 child bytes differ from upstream's"
 check_eq "amd64 child Content-Type" "$MT_OCI" "$(hdr Content-Type)"
+# An uncached blob streamed to a client that sends "Connection: close":
+# the end of the response frees the connection at once (this once crashed
+# the daemon with a double free).
+amd64_config=$(jq -r .config.digest "$UP_DIR/m.amd64")
+st=$(http_status "$NM_URL/v2/library/multi/blobs/$amd64_config" \
+    -H 'Connection: close')
+check_eq "uncached blob with Connection: close: status" 200 "$st"
+check_eq "uncached blob with Connection: close: digest of the bytes" \
+    "$amd64_config" "$(nm_sha256 "$NM_BODY")"
+check_eq "the daemon still answers after it" 200 \
+    "$(http_status "$NM_URL/v2/")"
 docker_blobs library/multi "$UP_DIR/m.amd64"
 check_eq "arm64 child manifest never fetched upstream" 0 \
     "$(up_reg_mentions "$UP_MULTI_ARM64")"
