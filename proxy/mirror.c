@@ -18,6 +18,7 @@
 #include <sys/queue.h>
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -244,6 +245,27 @@ mf_data_cb(struct up_req *ur, struct evbuffer *buf, void *arg)
 	return (0);
 }
 
+/*
+ * Whether text is a bare media type, "type/subtype" of RFC 6838's
+ * restricted names (it is served back as Content-Type): at most 127
+ * characters each, no spaces, controls or parameters.
+ */
+static int
+mirror_media_type_valid(const char *t)
+{
+	static const char	 ok[] = "abcdefghijklmnopqrstuvwxyz"
+	    "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!#$&-^_.+";
+	const char		*slash;
+	size_t			 a, b;
+
+	if ((slash = strchr(t, '/')) == NULL)
+		return (0);
+	a = (size_t)(slash - t);
+	b = strlen(slash + 1);
+	return (a > 0 && a <= 127 && b > 0 && b <= 127 &&
+	    strspn(t, ok) == a && strspn(slash + 1, ok) == b);
+}
+
 /* A media type without parameters, or NULL when it is not a manifest's. */
 char *
 proxy_manifest_type(const char *type, const char *body, size_t len)
@@ -267,8 +289,8 @@ proxy_manifest_type(const char *type, const char *body, size_t len)
 			json_decref(doc);
 		}
 	}
-	if (t != NULL && strstr(t, "manifest") == NULL &&
-	    strstr(t, "index") == NULL) {
+	if (t != NULL && ((strstr(t, "manifest") == NULL &&
+	    strstr(t, "index") == NULL) || !mirror_media_type_valid(t))) {
 		free(t);
 		t = NULL;
 	}
@@ -437,6 +459,12 @@ struct dl {
 	int			 dl_status;
 	int			 dl_done;	/* the upstream request ended */
 	struct evbuffer		*dl_errbody;
+	struct event_base	*dl_base;
+	/* The commit (fsync, rename) runs in a thread, off the loop. */
+	pthread_t		 dl_thread;
+	struct event		*dl_committed;
+	int			 dl_rc;
+	char			*dl_cause;
 	TAILQ_HEAD(, bl_client)	 dl_clients;
 	TAILQ_ENTRY(dl)		 dl_entry;
 };
@@ -825,32 +853,39 @@ dl_data_cb(struct up_req *ur, struct evbuffer *buf, void *arg)
 	return (0);
 }
 
-/* The upstream request ended: verify and commit, or fail everyone. */
-static void
-dl_done_cb(struct up_req *ur, int status, const char *err, void *arg)
+/* The commit thread: fsync, verify the digest, rename, record. */
+static void *
+dl_commit_thread(void *arg)
 {
 	struct dl	*dl = arg;
-	char		 digest[NM_DIGEST_SIZE], *cause = NULL, *why;
-	int		 rc;
+	char		 digest[NM_DIGEST_SIZE];
 
-	(void)ur;
-	if (err != NULL || status != 200) {
-		dl_fail(dl, err != NULL && status == 200 ? 0 : status, err);
-		return;
-	}
-	if (dl->dl_size >= 0 && dl->dl_have != (uint64_t)dl->dl_size) {
-		dl_fail(dl, 0, "the body is shorter than its Content-Length");
-		return;
-	}
-	/* XXX the fsyncs of the commit run on the loop. */
-	rc = store_writer_commit(dl->dl_w, dl->dl_digest,
-	    "application/octet-stream", digest, &cause);
-	dl->dl_w = NULL;
-	if (rc == -1) {
-		xasprintf(&why, "not stored: %s", cause);
+	dl->dl_rc = store_writer_commit(dl->dl_w, dl->dl_digest,
+	    "application/octet-stream", digest, &dl->dl_cause);
+	event_active(dl->dl_committed, EV_READ, 0);
+	return (NULL);
+}
+
+/* Back on the loop after the commit: serve the rest, or fail everyone. */
+static void
+dl_committed_cb(evutil_socket_t fd, short events, void *arg)
+{
+	struct dl	*dl = arg;
+	char		*why;
+
+	(void)fd;
+	(void)events;
+	pthread_join(dl->dl_thread, NULL);
+	event_free(dl->dl_committed);
+	dl->dl_committed = NULL;
+	dl->dl_w = NULL;	/* the commit freed it */
+	if (dl->dl_rc == -1) {
+		xasprintf(&why, "not stored: %s", dl->dl_cause != NULL ?
+		    dl->dl_cause : "commit failed");
+		free(dl->dl_cause);
+		dl->dl_cause = NULL;
 		dl_fail(dl, 0, why);
 		free(why);
-		free(cause);
 		return;
 	}
 	log_info("stored blob %s of %s/%s (%llu bytes)", dl->dl_digest,
@@ -866,7 +901,32 @@ dl_done_cb(struct up_req *ur, int status, const char *err, void *arg)
 	dl_pump(dl);
 }
 
-/* GET or HEAD of an upstream blob; see proxy.h. */
+/* The upstream request ended: verify and commit, or fail everyone. */
+static void
+dl_done_cb(struct up_req *ur, int status, const char *err, void *arg)
+{
+	struct dl	*dl = arg;
+
+	(void)ur;
+	if (err != NULL || status != 200) {
+		dl_fail(dl, err != NULL && status == 200 ? 0 : status, err);
+		return;
+	}
+	if (dl->dl_size >= 0 && dl->dl_have != (uint64_t)dl->dl_size) {
+		dl_fail(dl, 0, "the body is shorter than its Content-Length");
+		return;
+	}
+	/*
+	 * Hashing is done (it ran as the bytes came); the fsync and rename
+	 * of a blob of any size go to a thread, and the loop goes on.
+	 */
+	dl->dl_committed = event_new(dl->dl_base, -1, 0, dl_committed_cb, dl);
+	if (dl->dl_committed == NULL ||
+	    pthread_create(&dl->dl_thread, NULL, dl_commit_thread, dl) != 0)
+		fatalx("%s: cannot start the commit", __func__);
+}
+
+/* GET or HEAD of an upstream blob; see proxy.h. *//* GET or HEAD of an upstream blob; see proxy.h. */
 void
 proxy_mirror_blob(struct evhttp_request *req, struct store *st,
     const struct nm_upstream *up, const char *repo, const char *digest)
@@ -900,6 +960,8 @@ proxy_mirror_blob(struct evhttp_request *req, struct store *st,
 		dl->dl_store = st;
 		dl->dl_up = up;
 		dl->dl_repo = xstrdup(repo);
+		dl->dl_base = evhttp_connection_get_base(
+		    evhttp_request_get_connection(req));
 		dl->dl_size = -1;
 		policy_limits_get(&pl);
 		dl->dl_max = pl.pl_max_blob_bytes;

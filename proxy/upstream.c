@@ -87,7 +87,9 @@ struct up_req {
 	char			*ur_challenge;
 	char			*ur_error;	/* why the last try failed */
 	struct up_conn		*ur_conn;
+	struct evhttp_request	*ur_req;	/* the try in flight, or NULL */
 	struct event		*ur_timer;
+	struct event		*ur_cut;	/* cancels a refused transfer */
 	struct up_callbacks	 ur_cb;
 	void			*ur_arg;
 	/* A token request collects its body here for its parent. */
@@ -332,14 +334,17 @@ up_conn_tls(const char *host)
 	struct bufferevent	*bev;
 	struct in6_addr		 a6;
 	SSL			*ssl;
+	char			 sni[256];
 	int			 ip;
 
 	if ((ssl = SSL_new(up_ssl)) == NULL)
 		return (NULL);
 	ip = inet_pton(AF_INET, host, &a6) == 1 ||
 	    inet_pton(AF_INET6, host, &a6) == 1;
+	/* The macro casts its argument: give it a copy it may own. */
+	snprintf(sni, sizeof sni, "%s", host);
 	if (!ip)
-		SSL_set_tlsext_host_name(ssl, host);
+		SSL_set_tlsext_host_name(ssl, sni);
 	if ((ip ? X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), host) :
 	    SSL_set1_host(ssl, host)) != 1) {
 		SSL_free(ssl);
@@ -490,10 +495,38 @@ up_chunk_cb(struct evhttp_request *req, void *arg)
 	}
 	if (ur->ur_state == UP_DELIVER && ur->ur_cb.uc_data != NULL &&
 	    ur->ur_error == NULL) {
-		if (ur->ur_cb.uc_data(ur, buf, ur->ur_arg) == -1)
+		if (ur->ur_cb.uc_data(ur, buf, ur->ur_arg) == -1) {
 			up_error_set(ur, "transfer aborted");
+			/* Cut it from the loop, outside libevent's callback. */
+			event_active(ur->ur_cut, EV_TIMEOUT, 0);
+		}
 	}
 	evbuffer_drain(buf, evbuffer_get_length(buf));
+}
+
+/*
+ * A refused body: cancel the request instead of reading (maybe endless)
+ * bytes only to throw them away.  The connection is reset, so it is not
+ * kept; libevent calls no callback of the request any more.
+ */
+static void
+up_cut_cb(evutil_socket_t fd, short events, void *arg)
+{
+	struct up_req	*ur = arg;
+	struct up_conn	*co = ur->ur_conn;
+
+	(void)fd;
+	(void)events;
+	if (ur->ur_req == NULL)
+		return;		/* it ended by itself in between */
+	evhttp_cancel_request(ur->ur_req);
+	ur->ur_req = NULL;
+	ur->ur_conn = NULL;
+	if (co != NULL) {
+		co->co_dead = 1;
+		up_conn_release(co);
+	}
+	up_finish(ur, ur->ur_error);
 }
 
 /* A failed try: connection error, timeout, early close. */
@@ -583,6 +616,7 @@ up_done_cb(struct evhttp_request *req, void *arg)
 {
 	struct up_req	*ur = arg;
 
+	ur->ur_req = NULL;
 	up_conn_release(ur->ur_conn);
 	ur->ur_conn = NULL;
 	if (req == NULL || evhttp_request_get_response_code(req) == 0)
@@ -660,6 +694,7 @@ up_send(struct up_req *ur)
 		return;
 	}
 	req = evhttp_request_new(up_done_cb, ur);
+	ur->ur_req = req;
 	evhttp_request_set_header_cb(req, up_header_cb);
 	evhttp_request_set_chunked_cb(req, up_chunk_cb);
 	evhttp_request_set_error_cb(req, up_error_cb);
@@ -675,10 +710,16 @@ up_send(struct up_req *ur)
 	if (evhttp_make_request(ur->ur_conn->co_evcon, req, ur->ur_method,
 	    target) == -1) {
 		/* libevent has freed req. */
+		ur->ur_req = NULL;
 		up_conn_release(ur->ur_conn);
 		ur->ur_conn = NULL;
 		up_error_set(ur, "cannot send the request");
-		up_schedule(ur, UP_BACKOFF_MS);
+		if (ur->ur_retries < UP_MAX_RETRIES) {
+			free(ur->ur_error);
+			ur->ur_error = NULL;
+			up_schedule(ur, UP_BACKOFF_MS << ur->ur_retries++);
+		} else
+			up_finish(ur, ur->ur_error);
 	}
 	evhttp_uri_free(uri);
 	free(target);
@@ -700,6 +741,7 @@ up_req_new(const struct nm_upstream *up, int head, const char *url,
 		ur->ur_cb = *cb;
 	ur->ur_arg = arg;
 	ur->ur_timer = evtimer_new(up_base, up_timer_cb, ur);
+	ur->ur_cut = event_new(up_base, -1, 0, up_cut_cb, ur);
 	return (ur);
 }
 
@@ -710,6 +752,7 @@ up_finish(struct up_req *ur, const char *err)
 	if (ur->ur_cb.uc_done != NULL)
 		ur->ur_cb.uc_done(ur, ur->ur_status, err, ur->ur_arg);
 	event_free(ur->ur_timer);
+	event_free(ur->ur_cut);
 	if (ur->ur_body != NULL)
 		evbuffer_free(ur->ur_body);
 	free(ur->ur_url);
