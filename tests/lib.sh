@@ -213,6 +213,25 @@ nm_untrack()
 nm_start()
 {
 	[ -x "$NM_BIN" ] || fail "no daemon binary $NM_BIN"
+	NM_NDAEMON=$((NM_NDAEMON + 1))
+	NM_DATA=$NM_WORK/data$NM_NDAEMON
+	mkdir -p "$NM_DATA"
+	nm_launch "$@"
+}
+
+# Starts a daemon again on the data dir of the previous one (stop that one
+# first), with new args; sets what nm_start sets.  nm_restart [ARGS...]
+nm_restart()
+{
+	[ -n "${NM_DATA:-}" ] || fail "nm_restart before nm_start"
+	NM_NDAEMON=$((NM_NDAEMON + 1))
+	nm_launch "$@"
+}
+
+# Runs a daemon on NM_DATA with a fresh log and a free port, and waits for
+# it (nm_start and nm_restart).
+nm_launch()
+{
 	_pkgs=1
 	for _a; do
 		case $_a in
@@ -222,11 +241,8 @@ nm_start()
 	if [ "$_pkgs" = 1 ]; then
 		set -- --pkgs-path "$NM_PKGS" "$@"
 	fi
-	NM_NDAEMON=$((NM_NDAEMON + 1))
-	NM_DATA=$NM_WORK/data$NM_NDAEMON
 	NM_LOG=$NM_WORK/daemon$NM_NDAEMON.log
 	NM_LOGS="$NM_LOGS $NM_LOG"
-	mkdir -p "$NM_DATA"
 	_try=0
 	while :; do
 		NM_PORT=$(nm_free_port)
@@ -407,41 +423,3 @@ nm_unpack()
 	done
 }
 
-# Starts a daemon again on the data dir of the previous one (stop that one
-# first), with new args; sets what nm_start sets.  nm_restart [ARGS...]
-nm_restart()
-{
-	[ -n "${NM_DATA:-}" ] || fail "nm_restart before nm_start"
-	_pkgs=1
-	for _a; do
-		case $_a in
-		--pkgs-path|--pkgs-repo|--pkgs-path=*|--pkgs-repo=*) _pkgs=0 ;;
-		esac
-	done
-	if [ "$_pkgs" = 1 ]; then
-		set -- --pkgs-path "$NM_PKGS" "$@"
-	fi
-	NM_NDAEMON=$((NM_NDAEMON + 1))
-	NM_LOG=$NM_WORK/daemon$NM_NDAEMON.log
-	NM_LOGS="$NM_LOGS $NM_LOG"
-	_try=0
-	while :; do
-		NM_PORT=$(nm_free_port)
-		NM_ADDR=127.0.0.1:$NM_PORT
-		NM_URL=http://$NM_ADDR
-		# No test may reach past loopback: unless the test names its
-		# own, docker.io's upstream is a closed loopback port (the
-		# first --upstream of a namespace wins).
-		NIXMIRROR_OFFLINE=1 "$NM_BIN" serve --listen "$NM_ADDR" \
-		    --data "$NM_DATA" "$@" --upstream docker.io=http://127.0.0.1:9 \
-		    >>"$NM_LOG" 2>&1 </dev/null &
-		NM_PID=$!
-		nm_track "$NM_PID"
-		if nm_wait_up; then
-			return 0
-		fi
-		_try=$((_try + 1))
-		nm_alive "$NM_PID" && fail "daemon does not answer /v2/ in 30 s"
-		[ "$_try" -lt 3 ] || fail "daemon exited at start"
-	done
-}
