@@ -305,12 +305,22 @@ store_writer_commit(struct store_writer *sw, const char *expect,
 	}
 	if (store_writer_digest(sw, expect, d, &size, cause) == -1)
 		goto fail;
-	if (store_writer_place(sw, d, size, &placed, cause) == -1)
+	/*
+	 * Placing the file and recording its row happen under the store
+	 * lock, which gc holds while it deletes rows and unlinks files: a
+	 * file found in place here cannot be unlinked before its row exists.
+	 */
+	store_lock(sw->sw_store);
+	if (store_writer_place(sw, d, size, &placed, cause) == -1) {
+		store_unlock(sw->sw_store);
 		goto fail;
-	if (store_db_blob_add(sw->sw_store, d, size, media_type) == -1) {
+	}
+	if (store_db_blob_add_locked(sw->sw_store, d, size, media_type) == -1) {
+		store_unlock(sw->sw_store);
 		xasprintf(cause, "cannot record blob %s", d);
 		goto fail;
 	}
+	store_unlock(sw->sw_store);
 	if (digest != NULL)
 		memcpy(digest, d, NM_DIGEST_SIZE);
 	store_writer_free(sw);

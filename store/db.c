@@ -90,8 +90,7 @@ static const char *const store_migrations[] = {
 	((int)(sizeof store_migrations / sizeof store_migrations[0]))
 
 static int		 store_mkdirs(const char *);
-static void		 store_lock(struct store *);
-static void		 store_unlock(struct store *);
+
 static int		 store_db_exec(struct store *, const char *);
 static sqlite3_stmt	*store_db_stmt(struct store *, const char *,
 			    const char *, const char *, ...);
@@ -132,7 +131,7 @@ fail:
 }
 
 /* Takes the store's database lock. */
-static void
+void
 store_lock(struct store *st)
 {
 	if (pthread_mutex_lock(&st->st_mtx) != 0)
@@ -140,7 +139,7 @@ store_lock(struct store *st)
 }
 
 /* Releases the store's database lock. */
-static void
+void
 store_unlock(struct store *st)
 {
 	if (pthread_mutex_unlock(&st->st_mtx) != 0)
@@ -347,15 +346,14 @@ store_close(struct store *st)
 	free(st);
 }
 
-/* Records a blob whose file is in place; 0 or -1. */
+/* Records a blob whose file is in place; the caller holds the store lock. */
 int
-store_db_blob_add(struct store *st, const char *digest, uint64_t size,
+store_db_blob_add_locked(struct store *st, const char *digest, uint64_t size,
     const char *media_type)
 {
 	int64_t	 now = time(NULL);
 	int	 rv = -1;
 
-	store_lock(st);
 	if (store_db_run(st, __func__, store_db_stmt(st, __func__,
 	    "INSERT OR IGNORE INTO blobs (digest, size, media_type, created,"
 	    " last_access) VALUES (?, ?, ?, ?, ?)", "titii", digest,
@@ -373,6 +371,18 @@ store_db_blob_add(struct store *st, const char *digest, uint64_t size,
 		goto out;
 	rv = 0;
 out:
+	return (rv);
+}
+
+/* Records a blob whose file is in place; takes the store lock. */
+int
+store_db_blob_add(struct store *st, const char *digest, uint64_t size,
+    const char *media_type)
+{
+	int	 rv;
+
+	store_lock(st);
+	rv = store_db_blob_add_locked(st, digest, size, media_type);
 	store_unlock(st);
 	return (rv);
 }

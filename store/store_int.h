@@ -21,5 +21,11 @@ struct store {
 /* Records a blob whose file is in place; 0 or -1. */
 int	store_db_blob_add(struct store *, const char *digest, uint64_t size,
 	    const char *media_type);
+/* The same, for a caller that holds the store lock. */
+int	store_db_blob_add_locked(struct store *, const char *digest,
+	    uint64_t size, const char *media_type);
+/* The store lock (SQLite use, and placing blob files against gc). */
+void	store_lock(struct store *);
+void	store_unlock(struct store *);
 
 #endif /* STORE_INT_H */
