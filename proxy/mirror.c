@@ -64,6 +64,14 @@ struct mf_req {
 	char			*mf_type;
 	char			*mf_denied;	/* upstream's message on 401/403 */
 	struct evbuffer		*mf_body;
+	/* The commit runs in a thread; these carry it there and back. */
+	struct event_base	*mf_base;
+	struct event		*mf_committed;
+	pthread_t		 mf_thread;
+	char			*mf_ctype;
+	char			*mf_cause;
+	int			 mf_rc;
+	char			 mf_cdigest[NM_DIGEST_SIZE];
 };
 
 static void	mf_fetch(struct mf_req *, enum mf_phase);
@@ -128,6 +136,8 @@ mf_free(struct mf_req *mf)
 	free(mf->mf_ref);
 	free(mf->mf_type);
 	free(mf->mf_denied);
+	free(mf->mf_ctype);
+	free(mf->mf_cause);
 	if (mf->mf_body != NULL)
 		evbuffer_free(mf->mf_body);
 	free(mf);
@@ -297,12 +307,58 @@ proxy_manifest_type(const char *type, const char *body, size_t len)
 	return (t);
 }
 
+/* The commit thread: the blob, its manifest row and the tag. */
+static void *
+mf_commit_thread(void *arg)
+{
+	struct mf_req	*mf = arg;
+	const char	*body;
+	size_t		 len = evbuffer_get_length(mf->mf_body);
+
+	body = (const char *)evbuffer_pullup(mf->mf_body, -1);
+	mf->mf_rc = 0;
+	if (store_blob_put_mem(mf->mf_store, body, len, mf->mf_ctype,
+	    mf->mf_cdigest, &mf->mf_cause) == -1 ||
+	    store_manifest_put(mf->mf_store, mf->mf_cdigest,
+	    mf->mf_ctype) == -1 || (!mf->mf_bydigest &&
+	    store_utag_put(mf->mf_store, mf->mf_up->up_ns, mf->mf_repo,
+	    mf->mf_ref, mf->mf_cdigest) == -1))
+		mf->mf_rc = -1;
+	event_active(mf->mf_committed, EV_READ, 0);
+	return (NULL);
+}
+
+/* Back on the loop after the commit: answer the client. */
+static void
+mf_committed_cb(evutil_socket_t fd, short events, void *arg)
+{
+	struct mf_req	*mf = arg;
+	char		*msg;
+
+	(void)fd;
+	(void)events;
+	pthread_join(mf->mf_thread, NULL);
+	event_free(mf->mf_committed);
+	mf->mf_committed = NULL;
+	if (mf->mf_rc == -1) {
+		xasprintf(&msg, "cannot store manifest %s: %s", mf->mf_cdigest,
+		    mf->mf_cause != NULL ? mf->mf_cause : "database error");
+		mf_answer(mf, NULL, 500, "UNKNOWN", msg);
+		free(msg);
+		return;
+	}
+	log_info("stored manifest %s of %s/%s:%s (%s, %zu bytes)",
+	    mf->mf_cdigest, mf->mf_up->up_ns, mf->mf_repo, mf->mf_ref,
+	    mf->mf_ctype, evbuffer_get_length(mf->mf_body));
+	mf_answer(mf, mf->mf_cdigest, 0, NULL, NULL);
+}
+
 /* A whole manifest arrived: verify, store, record the tag, serve. */
 static void
 mf_store(struct mf_req *mf)
 {
-	char		 digest[NM_DIGEST_SIZE], stored[NM_DIGEST_SIZE];
-	char		*type, *cause = NULL, *msg;
+	char		 digest[NM_DIGEST_SIZE];
+	char		*type, *msg;
 	const char	*body;
 	size_t		 len = evbuffer_get_length(mf->mf_body);
 
@@ -327,23 +383,12 @@ mf_store(struct mf_req *mf)
 		free(msg);
 		return;
 	}
-	/* XXX the fsyncs of a small commit still run on the loop. */
-	if (store_blob_put_mem(mf->mf_store, body, len, type, stored,
-	    &cause) == -1 || store_manifest_put(mf->mf_store, stored,
-	    type) == -1 || (!mf->mf_bydigest && store_utag_put(mf->mf_store,
-	    mf->mf_up->up_ns, mf->mf_repo, mf->mf_ref, stored) == -1)) {
-		xasprintf(&msg, "cannot store manifest %s: %s", digest,
-		    cause != NULL ? cause : "database error");
-		mf_answer(mf, NULL, 500, "UNKNOWN", msg);
-		free(msg);
-		free(cause);
-		free(type);
-		return;
-	}
-	log_info("stored manifest %s of %s/%s:%s (%s, %zu bytes)", stored,
-	    mf->mf_up->up_ns, mf->mf_repo, mf->mf_ref, type, len);
-	free(type);
-	mf_answer(mf, stored, 0, NULL, NULL);
+	/* The fsyncs and SQLite writes of the commit go to a thread. */
+	mf->mf_ctype = type;
+	mf->mf_committed = event_new(mf->mf_base, -1, 0, mf_committed_cb, mf);
+	if (mf->mf_committed == NULL ||
+	    pthread_create(&mf->mf_thread, NULL, mf_commit_thread, mf) != 0)
+		fatalx("%s: cannot start the commit", __func__);
 }
 
 /* The end of an upstream manifest request. */
@@ -428,6 +473,7 @@ proxy_mirror_manifest(struct evhttp_request *req, struct store *st,
 	mf = xcalloc(1, sizeof *mf);
 	mf->mf_req = req;
 	mf->mf_conn = evhttp_request_get_connection(req);
+	mf->mf_base = evhttp_connection_get_base(mf->mf_conn);
 	mf->mf_store = st;
 	mf->mf_up = up;
 	mf->mf_repo = xstrdup(repo);
