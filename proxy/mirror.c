@@ -624,31 +624,13 @@ static void
 bc_start(struct bl_client *bc)
 {
 	struct dl		*dl = bc->bc_dl;
-	struct evkeyvalq	*oh = evhttp_request_get_output_headers(bc->bc_req);
 	uint64_t		 size = (uint64_t)dl->dl_size, start, end;
-	char			 cr[96];
-	int			 r;
 
-	r = policy_range_parse(bc->bc_range, size, &start, &end);
-	if (r == POLICY_RANGE_UNSAT) {
-		snprintf(cr, sizeof cr, "bytes */%llu", (unsigned long long)size);
-		evhttp_add_header(oh, "Content-Range", cr);
-		proxy_error(bc->bc_req, 416, "BLOB_UNKNOWN", "range outside the "
-		    "blob's %llu bytes", (unsigned long long)size);
+	if ((bc->bc_status = proxy_range(bc->bc_req, bc->bc_range, size,
+	    &start, &end)) == 416) {
 		bc_free(bc);
 		return;
 	}
-	if (r == POLICY_RANGE_NONE) {
-		start = 0;
-		end = size - 1;
-	} else {
-		snprintf(cr, sizeof cr, "bytes %llu-%llu/%llu",
-		    (unsigned long long)start, (unsigned long long)end,
-		    (unsigned long long)size);
-		evhttp_add_header(oh, "Content-Range", cr);
-	}
-	bc->bc_status = r == POLICY_RANGE_OK ? 206 : 200;
-	evhttp_add_header(oh, "Accept-Ranges", "bytes");
 	proxy_headers(bc->bc_req, dl->dl_digest, "application/octet-stream",
 	    size == 0 ? 0 : end - start + 1);
 	if (bc->bc_head || size == 0) {

@@ -82,6 +82,12 @@ void	proxy_error(struct evhttp_request *, int status, const char *code,
 /* Serves a stored blob or manifest (ranged: blobs, with Range). */
 void	proxy_serve_file(struct evhttp_request *, struct store *,
 	    const char *digest, const char *type, int ranged);
+/*
+ * Answers a blob's Range header (Accept-Ranges, Content-Range): 200 and
+ * the whole blob, 206 and the part, or 416 once the error is sent.
+ */
+int	proxy_range(struct evhttp_request *, const char *range, uint64_t size,
+	    uint64_t *start, uint64_t *end);
 /* Adds Content-Type, Content-Length and Docker-Content-Digest. */
 void	proxy_headers(struct evhttp_request *, const char *digest,
 	    const char *type, uint64_t length);

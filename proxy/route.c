@@ -148,6 +148,40 @@ proxy_headers(struct evhttp_request *req, const char *digest,
 }
 
 /*
+ * Answers a blob's Range header: Accept-Ranges, and Content-Range for a
+ * part.  Returns 200 with [start, end] the whole blob, 206 with the part,
+ * or 416 when the error was sent already.
+ */
+int
+proxy_range(struct evhttp_request *req, const char *range, uint64_t size,
+    uint64_t *start, uint64_t *end)
+{
+	struct evkeyvalq	*oh = evhttp_request_get_output_headers(req);
+	char			 cr[96];
+
+	evhttp_add_header(oh, "Accept-Ranges", "bytes");
+	switch (policy_range_parse(range, size, start, end)) {
+	case POLICY_RANGE_UNSAT:
+		snprintf(cr, sizeof cr, "bytes */%llu", (unsigned long long)size);
+		evhttp_add_header(oh, "Content-Range", cr);
+		proxy_error(req, 416, "BLOB_UNKNOWN",
+		    "range \"%.64s\" is outside the blob's %llu bytes", range,
+		    (unsigned long long)size);
+		return (416);
+	case POLICY_RANGE_OK:
+		snprintf(cr, sizeof cr, "bytes %llu-%llu/%llu",
+		    (unsigned long long)*start, (unsigned long long)*end,
+		    (unsigned long long)size);
+		evhttp_add_header(oh, "Content-Range", cr);
+		return (206);
+	default:
+		*start = 0;
+		*end = size > 0 ? size - 1 : 0;
+		return (200);
+	}
+}
+
+/*
  * Serves a stored blob or manifest: the whole file, or one range, straight
  * from the file (sendfile where libevent can).
  */
@@ -155,12 +189,9 @@ void
 proxy_serve_file(struct evhttp_request *req, struct store *st,
     const char *digest, const char *type, int ranged)
 {
-	struct evkeyvalq	*oh = evhttp_request_get_output_headers(req);
 	struct evbuffer		*buf;
-	const char		*range = NULL;
 	uint64_t		 size, start = 0, end = 0;
-	char			 cr[96];
-	int			 fd, head, r = POLICY_RANGE_NONE, status = 200;
+	int			 fd, head, status = 200;
 
 	head = evhttp_request_get_command(req) == EVHTTP_REQ_HEAD;
 	if ((fd = store_blob_open(st, digest, &size)) == -1) {
@@ -168,29 +199,16 @@ proxy_serve_file(struct evhttp_request *req, struct store *st,
 		    "MANIFEST_UNKNOWN", "%s is not known", digest);
 		return;
 	}
-	if (ranged) {
-		evhttp_add_header(oh, "Accept-Ranges", "bytes");
-		range = evhttp_find_header(evhttp_request_get_input_headers(req),
-		    "Range");
-		r = policy_range_parse(range, size, &start, &end);
-	}
-	if (r == POLICY_RANGE_UNSAT) {
+	if (ranged)
+		status = proxy_range(req, evhttp_find_header(
+		    evhttp_request_get_input_headers(req), "Range"), size,
+		    &start, &end);
+	else if (size > 0)
+		end = size - 1;
+	if (status == 416) {
 		close(fd);
-		snprintf(cr, sizeof cr, "bytes */%llu", (unsigned long long)size);
-		evhttp_add_header(oh, "Content-Range", cr);
-		proxy_error(req, 416, "BLOB_UNKNOWN",
-		    "range \"%.64s\" is outside the blob's %llu bytes", range,
-		    (unsigned long long)size);
 		return;
 	}
-	if (r == POLICY_RANGE_OK) {
-		status = 206;
-		snprintf(cr, sizeof cr, "bytes %llu-%llu/%llu",
-		    (unsigned long long)start, (unsigned long long)end,
-		    (unsigned long long)size);
-		evhttp_add_header(oh, "Content-Range", cr);
-	} else if (size > 0)
-		end = size - 1;
 	proxy_headers(req, digest, type, size == 0 ? 0 : end - start + 1);
 	store_blob_touch(st, digest);
 	buf = evbuffer_new();
