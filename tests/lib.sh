@@ -322,7 +322,14 @@ http_status()
 # Prints a header of the last response (the last one if repeated).
 hdr()
 {
-	tr -d '\r' <"$NM_HDRS" | awk -v h="$1" '
+	nm_hdr_of "$NM_HDRS" "$1"
+}
+
+# Prints a header of a file of response headers (the last one if
+# repeated): nm_hdr_of FILE NAME.
+nm_hdr_of()
+{
+	tr -d '\r' <"$1" | awk -v h="$2" '
 	    { i = index($0, ":") }
 	    i > 0 && tolower(substr($0, 1, i - 1)) == tolower(h) {
 		v = substr($0, i + 1); sub(/^[ \t]+/, "", v); last = v

@@ -425,12 +425,7 @@ up_get()
 # A header of a file of response headers: up_hdr FILE NAME.
 up_hdr()
 {
-	tr -d '\r' <"$1" | awk -v h="$2" '
-	    { i = index($0, ":") }
-	    i > 0 && tolower(substr($0, 1, i - 1)) == tolower(h) {
-		v = substr($0, i + 1); sub(/^[ \t]+/, "", v); last = v
-	    }
-	    END { print last }'
+	nm_hdr_of "$1" "$2"
 }
 
 # GETs a manifest from the registry into FILE, as upstream serves it; sets
