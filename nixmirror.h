@@ -78,6 +78,8 @@ void	*xmalloc(size_t);
 void	*xcalloc(size_t, size_t);
 void	*xreallocarray(void *, size_t, size_t);
 char	*xstrdup(const char *);
+/* Frees n strings and the array that holds them (NULL is fine). */
+void	 xstrvfree(char **, size_t);
 int	 xasprintf(char **, const char *, ...) NM_PRINTF(2, 3);
 int	 xvasprintf(char **, const char *, va_list) NM_PRINTF(2, 0);
 /* A copy with every byte outside printable ASCII written as \xHH. */

@@ -56,6 +56,18 @@ xstrdup(const char *s)
 	return (p);
 }
 
+void
+xstrvfree(char **v, size_t n)
+{
+	size_t	 i;
+
+	if (v == NULL)
+		return;
+	for (i = 0; i < n; i++)
+		free(v[i]);
+	free(v);
+}
+
 int
 xvasprintf(char **ret, const char *fmt, va_list ap)
 {

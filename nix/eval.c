@@ -244,11 +244,7 @@ nix_argv_nix(struct nix_argv *na, const char *cmd)
 static void
 nix_argv_clear(struct nix_argv *na)
 {
-	size_t	 i;
-
-	for (i = 0; i < na->na_n; i++)
-		free(na->na_argv[i]);
-	free(na->na_argv);
+	xstrvfree(na->na_argv, na->na_n);
 	memset(na, 0, sizeof *na);
 }
 
@@ -1112,11 +1108,7 @@ nix_closure_clear(struct nix_closure *nc)
 		free(nc->nc_paths[i].np_refs);
 	}
 	free(nc->nc_paths);
-	if (nc->nc_rootpaths != NULL) {
-		for (i = 0; i < nc->nc_nroots; i++)
-			free(nc->nc_rootpaths[i]);
-	}
-	free(nc->nc_rootpaths);
+	xstrvfree(nc->nc_rootpaths, nc->nc_nroots);
 	free(nc->nc_roots);
 	free(nc->nc_cmd);
 	free(nc->nc_cacert);

@@ -171,11 +171,7 @@ fail:
 void
 nix_request_clear(struct nix_request *req)
 {
-	size_t	i;
-
-	for (i = 0; i < req->nr_npkgs; i++)
-		free(req->nr_pkgs[i]);
-	free(req->nr_pkgs);
+	xstrvfree(req->nr_pkgs, req->nr_npkgs);
 	memset(req, 0, sizeof *req);
 }
 

@@ -476,17 +476,6 @@ tar_dir_list(const char *path, char ***namesp, size_t *np, char **cause)
 	return (0);
 }
 
-/* Frees a list of n strings. */
-static void
-tar_strv_free(char **v, size_t n)
-{
-	size_t	 i;
-
-	for (i = 0; i < n; i++)
-		free(v[i]);
-	free(v);
-}
-
 /* Writes a directory and, depth first, everything below it. */
 static int
 tar_walk_dir(struct tar_out *to, const char *path, const struct stat *st,
@@ -505,7 +494,7 @@ tar_walk_dir(struct tar_out *to, const char *path, const struct stat *st,
 		ret = tar_walk(to, child, cause);
 		free(child);
 	}
-	tar_strv_free(names, n);
+	xstrvfree(names, n);
 	return (ret);
 }
 
@@ -613,7 +602,7 @@ tar_paths_sorted(char *const *paths, size_t n, char **cause)
 		    strstr(paths[i], "//") != NULL) {
 			xasprintf(cause, "%s: not a normal absolute path",
 			    paths[i]);
-			tar_strv_free(v, i);
+			xstrvfree(v, i);
 			return (NULL);
 		}
 		v[i] = xstrdup(paths[i]);
@@ -657,8 +646,8 @@ nix_tar_paths(char *const *paths, size_t n, int fd, struct nix_tarinfo *info,
 
 fail:
 	tar_out_free(to);
-	tar_strv_free(dirs, ndirs);
-	tar_strv_free(sorted, n);
+	xstrvfree(dirs, ndirs);
+	xstrvfree(sorted, n);
 	return (ret);
 }
 
@@ -769,7 +758,7 @@ tar_join_dir(struct tar_join *tj, const char *path, const char *rel,
 		free(crel);
 		free(child);
 	}
-	tar_strv_free(names, n);
+	xstrvfree(names, n);
 	return (ret);
 }
 

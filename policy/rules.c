@@ -105,11 +105,7 @@ static int	policy_obj_check(json_t *, const char *, const char *const *,
 static void
 policy_globs_clear(struct policy_globs *pg)
 {
-	size_t	 i;
-
-	for (i = 0; i < pg->pg_n; i++)
-		free(pg->pg_v[i]);
-	free(pg->pg_v);
+	xstrvfree(pg->pg_v, pg->pg_n);
 	memset(pg, 0, sizeof *pg);
 }
 
