@@ -140,6 +140,8 @@ main_serve(void)
 	main_store = st;
 	if ((main_base = event_base_new()) == NULL)
 		fatalx("event_base_new failed");
+	if (work_init(main_base, 0, &cause) == -1)
+		fatalx("%s", cause);
 	nix_build_init(main_base, st, pop);
 	if (proxy_upstream_init(main_base, &cause) == -1)
 		fatalx("%s", cause);
@@ -168,6 +170,8 @@ main_serve(void)
 	event_free(sighup);
 	if (gctimer != NULL)
 		event_free(gctimer);
+	/* Every job ends, and its callback runs, before the base goes. */
+	work_drain();
 	proxy_upstream_free();
 	event_base_free(main_base);
 	store_gc_wait();

@@ -94,4 +94,30 @@ void	 nm_sha256_final(struct nm_sha256 *, char out[NM_DIGEST_SIZE]);
 void	 nm_sha256_free(struct nm_sha256 *);
 void	 nm_sha256_digest(const void *, size_t, char out[NM_DIGEST_SIZE]);
 
+/*
+ * work.c: the one pool of worker threads (at most 72, fewer for tests),
+ * created by main and drained at shutdown.  A job's fn runs in a worker;
+ * its done runs afterwards on the event loop.
+ */
+struct event_base;
+struct work_group;
+typedef void (*work_fn)(void *);
+typedef void (*work_done_fn)(void *);
+int	 work_init(struct event_base *, int max_threads, char **cause);
+/* A short job (a commit); 0, or -1 when it cannot be started. */
+int	 work_submit(work_fn, work_done_fn, void *);
+/* A long job (a build, a gc), which never takes the last threads. */
+int	 work_submit_long(work_fn, work_done_fn, void *);
+/* The number of cores: how many CPU jobs run at once. */
+int	 work_cpus(void);
+/*
+ * CPU jobs that one thread (often a worker itself) hands out and waits
+ * for, running them itself when no other thread is free.
+ */
+struct work_group *work_group_new(void);
+void	 work_group_add(struct work_group *, work_fn, void *);
+void	 work_group_wait(struct work_group *);
+/* Refuses new jobs, finishes and joins everything, runs the last dones. */
+void	 work_drain(void);
+
 #endif /* NIXMIRROR_H */

@@ -76,6 +76,11 @@ void	proxy_mirror_blob(struct evhttp_request *, struct store *,
 /* proxy/route.c */
 /* Dispatches one request to its route. */
 void	proxy_route(struct evhttp_request *, void *);
+
+/* proxy/reply.c: answering a request. */
+/* Sends a reply (body may be NULL) and writes its access log line. */
+void	proxy_reply(struct evhttp_request *, int status, struct evbuffer *,
+	    const char *note);
 /* Sends the OCI error JSON with the given status and code. */
 void	proxy_error(struct evhttp_request *, int status, const char *code,
 	    const char *fmt, ...) NM_PRINTF(4, 5);

@@ -1,0 +1,205 @@
+/*
+ * proxy/reply.c: how the server answers: the OCI error JSON, the headers
+ * of a served blob or manifest, Range, serving a stored file, and the one
+ * access log line of each request.  The dispatcher (route.c) and the
+ * pull-through cache (mirror.c) both answer through these.
+ */
+#include <sys/types.h>
+#include <sys/queue.h>
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+#include <jansson.h>
+
+#include "nixmirror.h"
+#include "policy/policy.h"
+#include "proxy/proxy.h"
+#include "store/store.h"
+
+/* Writes the access log line of a finished request, with a note. */
+void
+proxy_log(struct evhttp_request *req, int status, uint64_t bytes,
+    const char *error)
+{
+	struct evhttp_connection	*conn;
+	const char			*method, *uri, *host = "-";
+	ev_uint16_t			 port = 0;
+	char				*h = NULL, *vis;
+
+	switch (evhttp_request_get_command(req)) {
+	case EVHTTP_REQ_GET:	method = "GET"; break;
+	case EVHTTP_REQ_HEAD:	method = "HEAD"; break;
+	case EVHTTP_REQ_PUT:	method = "PUT"; break;
+	case EVHTTP_REQ_POST:	method = "POST"; break;
+	case EVHTTP_REQ_DELETE:	method = "DELETE"; break;
+	case EVHTTP_REQ_PATCH:	method = "PATCH"; break;
+	default:		method = "OTHER"; break;
+	}
+	if ((conn = evhttp_request_get_connection(req)) != NULL) {
+		evhttp_connection_get_peer(conn, &h, &port);
+		if (h != NULL)
+			host = h;
+	}
+	uri = evhttp_request_get_uri(req);
+	vis = xstrvis(uri != NULL ? uri : "");
+	log_info("%s %s \"%.200s\" %d %llu%s%s", host, method,
+	    vis, status, (unsigned long long)bytes, error != NULL ? ": " : "",
+	    error != NULL ? error : "");
+	free(vis);
+}
+
+/* Sends a reply (body may be NULL) and logs it. */
+void
+proxy_reply(struct evhttp_request *req, int status, struct evbuffer *body,
+    const char *error)
+{
+	size_t	 len = body != NULL ? evbuffer_get_length(body) : 0;
+
+	proxy_log(req, status, len, error);
+	evhttp_send_reply(req, status, NULL, body);
+}
+
+/* Sends the OCI error JSON with the given status and code. */
+void
+proxy_error(struct evhttp_request *req, int status, const char *code,
+    const char *fmt, ...)
+{
+	struct evkeyvalq	*oh = evhttp_request_get_output_headers(req);
+	struct evbuffer		*buf;
+	json_t			*doc;
+	va_list			 ap;
+	char			*msg, *text, *text2;
+
+	va_start(ap, fmt);
+	xvasprintf(&text, fmt, ap);
+	va_end(ap);
+	/* The message may quote the client's bytes: keep it valid UTF-8. */
+	msg = xstrvis(text);
+	free(text);
+	doc = json_pack("{s:[{s:s,s:s,s:{}}]}", "errors", "code", code,
+	    "message", msg, "detail");
+	if (doc == NULL || (text = json_dumps(doc, JSON_COMPACT)) == NULL)
+		fatalx("%s: json", __func__);
+	json_decref(doc);
+	evhttp_remove_header(oh, "Content-Type");
+	evhttp_remove_header(oh, "Docker-Content-Digest");
+	evhttp_add_header(oh, "Content-Type", "application/json");
+	buf = evbuffer_new();
+	if (evhttp_request_get_command(req) != EVHTTP_REQ_HEAD)
+		evbuffer_add(buf, text, strlen(text));
+	else {
+		char	 n[32];
+
+		snprintf(n, sizeof n, "%zu", strlen(text));
+		evhttp_add_header(oh, "Content-Length", n);
+	}
+	xasprintf(&text2, "%s %s", code, msg);
+	proxy_reply(req, status, buf, text2);
+	free(text2);
+	evbuffer_free(buf);
+	free(text);
+	free(msg);
+}
+
+/* Adds the headers every served blob or manifest carries. */
+void
+proxy_headers(struct evhttp_request *req, const char *digest,
+    const char *type, uint64_t length)
+{
+	struct evkeyvalq	*oh = evhttp_request_get_output_headers(req);
+	char			 n[32];
+
+	snprintf(n, sizeof n, "%llu", (unsigned long long)length);
+	evhttp_add_header(oh, "Content-Type", type);
+	evhttp_add_header(oh, "Content-Length", n);
+	evhttp_add_header(oh, "Docker-Content-Digest", digest);
+	evhttp_add_header(oh, "Docker-Distribution-API-Version",
+	    "registry/2.0");
+}
+
+/*
+ * Answers a blob's Range header: Accept-Ranges, and Content-Range for a
+ * part.  Returns 200 with [start, end] the whole blob, 206 with the part,
+ * or 416 when the error was sent already.
+ */
+int
+proxy_range(struct evhttp_request *req, const char *range, uint64_t size,
+    uint64_t *start, uint64_t *end)
+{
+	struct evkeyvalq	*oh = evhttp_request_get_output_headers(req);
+	char			 cr[96];
+
+	evhttp_add_header(oh, "Accept-Ranges", "bytes");
+	switch (policy_range_parse(range, size, start, end)) {
+	case POLICY_RANGE_UNSAT:
+		snprintf(cr, sizeof cr, "bytes */%llu", (unsigned long long)size);
+		evhttp_add_header(oh, "Content-Range", cr);
+		proxy_error(req, 416, "BLOB_UNKNOWN",
+		    "range \"%.64s\" is outside the blob's %llu bytes", range,
+		    (unsigned long long)size);
+		return (416);
+	case POLICY_RANGE_OK:
+		snprintf(cr, sizeof cr, "bytes %llu-%llu/%llu",
+		    (unsigned long long)*start, (unsigned long long)*end,
+		    (unsigned long long)size);
+		evhttp_add_header(oh, "Content-Range", cr);
+		return (206);
+	default:
+		*start = 0;
+		*end = size > 0 ? size - 1 : 0;
+		return (200);
+	}
+}
+
+/*
+ * Serves a stored blob or manifest: the whole file, or one range, straight
+ * from the file (sendfile where libevent can).
+ */
+void
+proxy_serve_file(struct evhttp_request *req, struct store *st,
+    const char *digest, const char *type, int ranged)
+{
+	struct evbuffer		*buf;
+	uint64_t		 size, start = 0, end = 0;
+	int			 fd, head, status = 200;
+
+	head = evhttp_request_get_command(req) == EVHTTP_REQ_HEAD;
+	if ((fd = store_blob_open(st, digest, &size)) == -1) {
+		proxy_error(req, 404, ranged ? "BLOB_UNKNOWN" :
+		    "MANIFEST_UNKNOWN", "%s is not known", digest);
+		return;
+	}
+	if (ranged)
+		status = proxy_range(req, evhttp_find_header(
+		    evhttp_request_get_input_headers(req), "Range"), size,
+		    &start, &end);
+	else if (size > 0)
+		end = size - 1;
+	if (status == 416) {
+		close(fd);
+		return;
+	}
+	proxy_headers(req, digest, type, size == 0 ? 0 : end - start + 1);
+	store_blob_touch(st, digest);
+	buf = evbuffer_new();
+	if (head || size == 0)
+		close(fd);
+	else if (evbuffer_add_file(buf, fd, (ev_off_t)start,
+	    (ev_off_t)(end - start + 1)) == -1) {
+		close(fd);
+		evbuffer_free(buf);
+		proxy_error(req, 500, "UNKNOWN", "cannot read %s", digest);
+		return;
+	}
+	proxy_log(req, status, evbuffer_get_length(buf), NULL);
+	evhttp_send_reply(req, status, status == 206 ? "Partial Content" : "OK",
+	    buf);
+	evbuffer_free(buf);
+}
