@@ -1,8 +1,8 @@
 /*
  * nix/build.c: the build queue.  A request for an image is answered from
  * the store when the image is known; otherwise one build per distinct
- * request runs in a worker thread (Nix children, layering, tarballs,
- * hashing) and hands its result back to the event loop.  A build whose
+ * request runs as a long job of the worker pool (Nix children, layering,
+ * tarballs, hashing) and hands its result back to the event loop.  A build whose
  * clients all left still finishes and is stored.  How many builds run at
  * once and their timeout come from the policy's limits, read on the loop
  * when a build starts; when BUILD_QUEUE_FACTOR times that many builds
@@ -11,7 +11,6 @@
 #include <sys/queue.h>
 #include <sys/time.h>
 
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,8 +33,7 @@
 
 enum build_state {
 	BUILD_QUEUED,
-	BUILD_RUNNING,
-	BUILD_JOINED,	/* worker joined by nix_build_shutdown */
+	BUILD_RUNNING,	/* a job of the worker pool */
 	BUILD_DONE,
 };
 
@@ -59,8 +57,7 @@ struct nix_build {
 	enum build_state	 nb_state;
 	int			 nb_timeout;	/* seconds per Nix step */
 	struct nix_build_result	 nb_result;
-	pthread_t		 nb_thread;
-	struct event		*nb_done;
+	struct event		*nb_done;	/* a result without a job */
 	TAILQ_HEAD(, nix_waiter) nb_waiters;
 	TAILQ_ENTRY(nix_build)	 nb_entry;
 };
@@ -75,7 +72,8 @@ static TAILQ_HEAD(, nix_build)	 build_list = TAILQ_HEAD_INITIALIZER(build_list);
 
 static void	 build_done_cb(evutil_socket_t, short, void *);
 static void	 build_found_cb(evutil_socket_t, short, void *);
-static void	*build_thread(void *);
+static void	 build_job(void *);
+static void	 build_job_done(void *);
 static void	 build_start_queued(void);
 
 /* Sets up the queue. */
@@ -360,10 +358,22 @@ build_start_queued(void)
 			continue;
 		nb->nb_state = BUILD_RUNNING;
 		nb->nb_timeout = pl.pl_build_timeout;
-		if (pthread_create(&nb->nb_thread, NULL, build_thread, nb) != 0)
-			fatal("%s: pthread_create", __func__);
 		build_running++;
+		if (work_submit_long(build_job, build_job_done, nb) == -1) {
+			/* An error for this build's clients, not a fatal. */
+			nb->nb_result.br_status = NIX_EFAIL;
+			nb->nb_result.br_cause =
+			    xstrdup("cannot start the build (no worker)");
+			event_active(nb->nb_done, EV_READ, 0);
+		}
 	}
+}
+
+/* The pool ran the build: finish it on the loop. */
+static void
+build_job_done(void *arg)
+{
+	build_done_cb(-1, 0, arg);
 }
 
 /* Back in the loop: hands the result to every waiter and frees the build. */
@@ -375,8 +385,6 @@ build_done_cb(evutil_socket_t fd, short events, void *arg)
 
 	(void)fd;
 	(void)events;
-	if (nb->nb_state == BUILD_RUNNING)
-		pthread_join(nb->nb_thread, NULL);
 	/* A build refused at shutdown never ran. */
 	if (nb->nb_state != BUILD_QUEUED)
 		build_running--;
@@ -610,9 +618,9 @@ build_image(struct nix_build *nb, const char *key, const char *commit,
 	return (rc);
 }
 
-/* The worker: resolves, looks up or builds, then wakes the loop. */
-static void *
-build_thread(void *arg)
+/* The pool job: resolves, looks up or builds; the loop hears after. */
+static void
+build_job(void *arg)
 {
 	struct nix_build	*nb = arg;
 	struct nix_build_result	*res = &nb->nb_result;
@@ -649,11 +657,13 @@ done:
 	if (res->br_status != NIX_OK && res->br_cause == NULL)
 		res->br_cause = xstrdup("build failed");
 	free(key);
-	event_active(nb->nb_done, EV_READ, 0);
-	return (NULL);
 }
 
-/* Stops the queue: kills Nix children and waits for every worker. */
+/*
+ * Stops the queue: kills Nix children and refuses queued builds.  The
+ * running ones end soon after; work_drain waits for them and finishes
+ * them before the event base goes.
+ */
 void
 nix_build_shutdown(void)
 {
@@ -661,11 +671,7 @@ nix_build_shutdown(void)
 
 	build_stopping = 1;
 	nix_run_killall();
-	TAILQ_FOREACH(nb, &build_list, nb_entry) {
-		if (nb->nb_state == BUILD_RUNNING) {
-			pthread_join(nb->nb_thread, NULL);
-			nb->nb_state = BUILD_JOINED;
-		} else if (nb->nb_state == BUILD_QUEUED)
+	TAILQ_FOREACH(nb, &build_list, nb_entry)
+		if (nb->nb_state == BUILD_QUEUED)
 			build_refuse(nb);
-	}
 }

@@ -34,6 +34,7 @@
 
 #define GUARD_MAX_URI		4096
 #define GUARD_MAX_HEAD		(16 * 1024)
+#define GUARD_MAX_WRITE		(1024 * 1024)	/* bytes per write call */
 #define GUARD_HEAD_TIMEOUT	10
 
 enum guard_state {
@@ -420,6 +421,9 @@ proxy_guard_bev(struct event_base *base, void *arg)
 		bev = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
 	if (bev == NULL)
 		return (NULL);
+	/* Blob bytes go out by sendfile: more than libevent's 16 KiB a call. */
+	if (guard_ssl == NULL)
+		bufferevent_set_max_single_write(bev, GUARD_MAX_WRITE);
 	gd = xcalloc(1, sizeof *gd);
 	gd->gd_bev = bev;
 	gd->gd_state = GUARD_NEW;

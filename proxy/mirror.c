@@ -18,7 +18,6 @@
 #include <sys/queue.h>
 
 #include <errno.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,7 +41,9 @@
 	"application/vnd.docker.distribution.manifest.list.v2+json, " \
 	"application/vnd.docker.distribution.manifest.v2+json"
 #define MIRROR_MAX_MANIFEST	(4 * 1024 * 1024)
-#define MIRROR_CHUNK		(256 * 1024)
+#define MIRROR_FLUSH		(256 * 1024)	/* upstream bytes per write */
+#define MIRROR_PUMP		(256 * 1024)	/* new bytes worth a send */
+#define MIRROR_CHUNK		(4 * 1024 * 1024) /* most bytes per send */
 
 enum mf_phase {
 	MF_CHECK,		/* HEAD of a tag we have */
@@ -64,10 +65,7 @@ struct mf_req {
 	char			*mf_type;
 	char			*mf_denied;	/* upstream's message on 401/403 */
 	struct evbuffer		*mf_body;
-	/* The commit runs in a thread; these carry it there and back. */
-	struct event_base	*mf_base;
-	struct event		*mf_committed;
-	pthread_t		 mf_thread;
+	/* The commit is a job of the worker pool; these carry it. */
 	char			*mf_ctype;
 	char			*mf_cause;
 	int			 mf_rc;
@@ -307,9 +305,9 @@ proxy_manifest_type(const char *type, const char *body, size_t len)
 	return (t);
 }
 
-/* The commit thread: the blob, its manifest row and the tag. */
-static void *
-mf_commit_thread(void *arg)
+/* The commit job: the blob, its manifest row and the tag. */
+static void
+mf_commit_job(void *arg)
 {
 	struct mf_req	*mf = arg;
 	const char	*body;
@@ -324,22 +322,15 @@ mf_commit_thread(void *arg)
 	    store_utag_put(mf->mf_store, mf->mf_up->up_ns, mf->mf_repo,
 	    mf->mf_ref, mf->mf_cdigest) == -1))
 		mf->mf_rc = -1;
-	event_active(mf->mf_committed, EV_READ, 0);
-	return (NULL);
 }
 
 /* Back on the loop after the commit: answer the client. */
 static void
-mf_committed_cb(evutil_socket_t fd, short events, void *arg)
+mf_committed(void *arg)
 {
 	struct mf_req	*mf = arg;
 	char		*msg;
 
-	(void)fd;
-	(void)events;
-	pthread_join(mf->mf_thread, NULL);
-	event_free(mf->mf_committed);
-	mf->mf_committed = NULL;
 	if (mf->mf_rc == -1) {
 		xasprintf(&msg, "cannot store manifest %s: %s", mf->mf_cdigest,
 		    mf->mf_cause != NULL ? mf->mf_cause : "database error");
@@ -383,12 +374,14 @@ mf_store(struct mf_req *mf)
 		free(msg);
 		return;
 	}
-	/* The fsyncs and SQLite writes of the commit go to a thread. */
+	/* The fsyncs and SQLite writes of the commit go to the pool. */
 	mf->mf_ctype = type;
-	mf->mf_committed = event_new(mf->mf_base, -1, 0, mf_committed_cb, mf);
-	if (mf->mf_committed == NULL ||
-	    pthread_create(&mf->mf_thread, NULL, mf_commit_thread, mf) != 0)
-		fatalx("%s: cannot start the commit", __func__);
+	if (work_submit(mf_commit_job, mf_committed, mf) == -1) {
+		xasprintf(&msg, "cannot store manifest %s:%s now: no worker",
+		    mf->mf_repo, mf->mf_ref);
+		mf_answer(mf, NULL, 503, "UNAVAILABLE", msg);
+		free(msg);
+	}
 }
 
 /* The end of an upstream manifest request. */
@@ -473,7 +466,6 @@ proxy_mirror_manifest(struct evhttp_request *req, struct store *st,
 	mf = xcalloc(1, sizeof *mf);
 	mf->mf_req = req;
 	mf->mf_conn = evhttp_request_get_connection(req);
-	mf->mf_base = evhttp_connection_get_base(mf->mf_conn);
 	mf->mf_store = st;
 	mf->mf_up = up;
 	mf->mf_repo = xstrdup(repo);
@@ -502,17 +494,31 @@ struct dl {
 	uint64_t		 dl_have;
 	uint64_t		 dl_max;	/* policy's limit, 0: none */
 	char			*dl_denied;	/* why the policy refused it */
+	uint64_t		 dl_got;	/* dl_have and dl_pending */
+	struct evbuffer		*dl_pending;	/* arrived, not yet written */
 	int			 dl_status;
 	int			 dl_done;	/* the upstream request ended */
 	struct evbuffer		*dl_errbody;
-	struct event_base	*dl_base;
-	/* The commit (fsync, rename) runs in a thread, off the loop. */
-	pthread_t		 dl_thread;
-	struct event		*dl_committed;
+	/* The commit (fsync, rename) is a job of the worker pool. */
 	int			 dl_rc;
 	char			*dl_cause;
 	TAILQ_HEAD(, bl_client)	 dl_clients;
 	TAILQ_ENTRY(dl)		 dl_entry;
+};
+
+enum bc_state {
+	BC_WAITING,		/* no headers sent: the size is not known */
+	BC_IDLE,		/* headers sent, no chunk being written */
+	BC_SENDING,		/* a chunk is being written */
+	BC_CUT,			/* its connection is to be cut */
+};
+
+/* Why a client of a download ends. */
+enum bc_end {
+	BC_END_ANSWERED,	/* a whole reply or an error went out */
+	BC_END_SENT,		/* the streamed response is complete */
+	BC_END_LEFT,		/* the client closed its connection */
+	BC_END_FAILED,		/* the download failed mid-response */
 };
 
 /* One client of a download. */
@@ -521,9 +527,7 @@ struct bl_client {
 	struct evhttp_connection *bc_conn;
 	struct dl		*bc_dl;
 	int			 bc_head;
-	int			 bc_started;	/* headers sent */
-	int			 bc_busy;	/* a chunk is being written */
-	int			 bc_dying;	/* its connection is to be cut */
+	enum bc_state		 bc_state;
 	int			 bc_status;
 	int			 bc_fd;		/* reader of the blob's bytes */
 	uint64_t		 bc_off;	/* next byte to send */
@@ -536,6 +540,7 @@ struct bl_client {
 static TAILQ_HEAD(, dl)	 mirror_dls = TAILQ_HEAD_INITIALIZER(mirror_dls);
 
 static void	bc_pump(struct bl_client *);
+static void	bc_close(struct bl_client *, enum bc_end, const char *);
 
 /* Frees a download no client and no upstream request holds any more. */
 static void
@@ -543,6 +548,8 @@ dl_free(struct dl *dl)
 {
 	if (dl->dl_w != NULL)
 		store_writer_abort(dl->dl_w);
+	if (dl->dl_pending != NULL)
+		evbuffer_free(dl->dl_pending);
 	if (dl->dl_errbody != NULL)
 		evbuffer_free(dl->dl_errbody);
 	free(dl->dl_denied);
@@ -552,7 +559,7 @@ dl_free(struct dl *dl)
 
 /* Detaches a client from its connection and download, and frees it. */
 static void
-bc_free(struct bl_client *bc)
+bc_release(struct bl_client *bc)
 {
 	struct dl	*dl = bc->bc_dl;
 
@@ -567,9 +574,9 @@ bc_free(struct bl_client *bc)
 		dl_free(dl);
 }
 
-/* Cuts an aborted client's connection, outside libevent's callbacks. */
+/* Cuts a failed client's connection, outside libevent's callbacks. */
 static void
-bc_abort_cb(evutil_socket_t fd, short events, void *arg)
+bc_cut_cb(evutil_socket_t fd, short events, void *arg)
 {
 	struct bl_client	*bc = arg;
 
@@ -580,43 +587,64 @@ bc_abort_cb(evutil_socket_t fd, short events, void *arg)
 		evhttp_connection_free(bc->bc_conn);
 		bc->bc_conn = NULL;
 	}
-	bc_free(bc);
+	bc_release(bc);
 }
 
 /*
- * Fails a client whose response has started: its connection is closed
- * before the response is whole, so the client sees a failed transfer.
+ * Ends a client for a reason; the one way a client goes.  A failed client
+ * whose response has started has its connection closed before the
+ * response is whole, so it sees a failed transfer.
  */
 static void
-bc_abort(struct bl_client *bc)
+bc_close(struct bl_client *bc, enum bc_end why, const char *note)
 {
-	if (bc->bc_dying)
-		return;
-	bc->bc_dying = 1;
-	proxy_log(bc->bc_req, bc->bc_status, bc->bc_sent, "transfer cut: "
-	    "the upstream download failed");
-	event_base_once(evhttp_connection_get_base(bc->bc_conn), -1,
-	    EV_TIMEOUT, bc_abort_cb, bc, NULL);
+	struct evhttp_request	*req;
+
+	switch (why) {
+	case BC_END_ANSWERED:
+		bc_release(bc);
+		break;
+	case BC_END_SENT:
+		proxy_log(bc->bc_req, bc->bc_status, bc->bc_sent, note);
+		/*
+		 * The client is freed first: with "Connection: close" the end
+		 * may free the connection at once, and its close callback
+		 * must not find the client any more.
+		 */
+		req = bc->bc_req;
+		bc_release(bc);
+		evhttp_send_reply_end(req);
+		break;
+	case BC_END_LEFT:
+		if (bc->bc_state != BC_CUT && bc->bc_state != BC_WAITING)
+			proxy_log(bc->bc_req, bc->bc_status, bc->bc_sent,
+			    "client left mid-transfer");
+		mirror_req_orphan(bc->bc_req);
+		bc->bc_req = NULL;
+		bc->bc_conn = NULL;
+		if (bc->bc_state == BC_CUT)
+			return;		/* bc_cut_cb frees it */
+		log_debug("client of %s left after %llu bytes",
+		    bc->bc_dl->dl_digest, (unsigned long long)bc->bc_sent);
+		bc_release(bc);
+		break;
+	case BC_END_FAILED:
+		if (bc->bc_state == BC_CUT)
+			return;
+		bc->bc_state = BC_CUT;
+		proxy_log(bc->bc_req, bc->bc_status, bc->bc_sent, note);
+		event_base_once(evhttp_connection_get_base(bc->bc_conn), -1,
+		    EV_TIMEOUT, bc_cut_cb, bc, NULL);
+		break;
+	}
 }
 
 /* The client went away: the download goes on for the others. */
 static void
 bc_close_cb(struct evhttp_connection *conn, void *arg)
 {
-	struct bl_client	*bc = arg;
-
 	(void)conn;
-	bc->bc_conn = NULL;
-	if (!bc->bc_dying && bc->bc_started)
-		proxy_log(bc->bc_req, bc->bc_status, bc->bc_sent,
-		    "client left mid-transfer");
-	mirror_req_orphan(bc->bc_req);
-	bc->bc_req = NULL;
-	if (bc->bc_dying)
-		return;		/* bc_abort_cb frees it */
-	log_debug("client of %s left after %llu bytes", bc->bc_dl->dl_digest,
-	    (unsigned long long)bc->bc_sent);
-	bc_free(bc);
+	bc_close(arg, BC_END_LEFT, NULL);
 }
 
 /* Starts a client's response once the blob's size is known. */
@@ -628,7 +656,7 @@ bc_start(struct bl_client *bc)
 
 	if ((bc->bc_status = proxy_range(bc->bc_req, bc->bc_range, size,
 	    &start, &end)) == 416) {
-		bc_free(bc);
+		bc_close(bc, BC_END_ANSWERED, NULL);
 		return;
 	}
 	proxy_headers(bc->bc_req, dl->dl_digest, "application/octet-stream",
@@ -636,7 +664,7 @@ bc_start(struct bl_client *bc)
 	if (bc->bc_head || size == 0) {
 		proxy_log(bc->bc_req, bc->bc_status, 0, "from upstream");
 		evhttp_send_reply(bc->bc_req, bc->bc_status, NULL, NULL);
-		bc_free(bc);
+		bc_close(bc, BC_END_ANSWERED, NULL);
 		return;
 	}
 	bc->bc_fd = dl->dl_state == DL_VERIFIED ? store_blob_open(dl->dl_store,
@@ -644,12 +672,12 @@ bc_start(struct bl_client *bc)
 	if (bc->bc_fd == -1) {
 		proxy_error(bc->bc_req, 500, "UNKNOWN", "cannot read %s",
 		    dl->dl_digest);
-		bc_free(bc);
+		bc_close(bc, BC_END_ANSWERED, NULL);
 		return;
 	}
 	bc->bc_off = start;
 	bc->bc_end = end;
-	bc->bc_started = 1;
+	bc->bc_state = BC_IDLE;
 	evhttp_send_reply_start(bc->bc_req, bc->bc_status,
 	    bc->bc_status == 206 ? "Partial Content" : "OK");
 	bc_pump(bc);
@@ -662,37 +690,30 @@ bc_sent_cb(struct evhttp_connection *conn, void *arg)
 	struct bl_client	*bc = arg;
 
 	(void)conn;
-	bc->bc_busy = 0;
+	if (bc->bc_state == BC_SENDING)
+		bc->bc_state = BC_IDLE;
 	bc_pump(bc);
 }
 
 /*
- * Sends the client what is on disk, one chunk at a time (so a slow client
- * holds one chunk, never the blob).  Until the blob is verified the last
- * byte of the response is held back: a bad download cannot look whole.
+ * Sends the client what is on disk, one chunk at a time, straight from
+ * the file (so a slow client holds a reference, never the bytes).  While
+ * the download runs a chunk waits until MIRROR_PUMP new bytes are there,
+ * so the cost per response does not grow with the number of reads; and
+ * until the blob is verified the last byte of the response is held back:
+ * a bad download cannot look whole.
  */
 static void
 bc_pump(struct bl_client *bc)
 {
-	struct dl			*dl = bc->bc_dl;
-	struct evbuffer			*buf;
-	struct evbuffer_file_segment	*seg;
-	struct evhttp_request		*req;
-	uint64_t			 limit, n;
+	struct dl	*dl = bc->bc_dl;
+	struct evbuffer	*buf;
+	uint64_t	 limit, n;
 
-	if (!bc->bc_started || bc->bc_busy || bc->bc_dying)
+	if (bc->bc_state != BC_IDLE)
 		return;
 	if (bc->bc_off > bc->bc_end) {
-		proxy_log(bc->bc_req, bc->bc_status, bc->bc_sent,
-		    "streamed from upstream");
-		/*
-		 * The client is freed first: with "Connection: close" the end
-		 * may free the connection at once, and its close callback
-		 * must not find the client any more.
-		 */
-		req = bc->bc_req;
-		bc_free(bc);
-		evhttp_send_reply_end(req);
+		bc_close(bc, BC_END_SENT, "streamed from upstream");
 		return;
 	}
 	if (dl->dl_state == DL_VERIFIED)
@@ -702,24 +723,20 @@ bc_pump(struct bl_client *bc)
 	if (limit <= bc->bc_off)
 		return;
 	n = limit - bc->bc_off;
+	if (dl->dl_state != DL_VERIFIED && n < MIRROR_PUMP)
+		return;
 	if (n > MIRROR_CHUNK)
 		n = MIRROR_CHUNK;
-	seg = evbuffer_file_segment_new(bc->bc_fd, (ev_off_t)bc->bc_off,
-	    (ev_off_t)n, 0);
-	buf = evbuffer_new();
-	if (seg == NULL || evbuffer_add_file_segment(buf, seg, 0,
-	    (ev_off_t)n) == -1) {
-		if (seg != NULL)
-			evbuffer_file_segment_free(seg);
-		evbuffer_free(buf);
+	buf = proxy_file_buffer(bc->bc_fd, bc->bc_off, n);
+	if (buf == NULL) {
 		log_warnx("%s: cannot read %s", __func__, dl->dl_digest);
-		bc_abort(bc);
+		bc_close(bc, BC_END_FAILED, "transfer cut: the blob cannot be "
+		    "read");
 		return;
 	}
-	evbuffer_file_segment_free(seg);
 	bc->bc_off += n;
 	bc->bc_sent += n;
-	bc->bc_busy = 1;
+	bc->bc_state = BC_SENDING;
 	evhttp_send_reply_chunk_with_cb(bc->bc_req, buf, bc_sent_cb, bc);
 	evbuffer_free(buf);
 }
@@ -750,29 +767,30 @@ dl_fail(struct dl *dl, int status, const char *err)
 	free(vis);
 	for (bc = TAILQ_FIRST(&dl->dl_clients); bc != NULL; bc = next) {
 		next = TAILQ_NEXT(bc, bc_entry);
-		if (bc->bc_started)
-			bc_abort(bc);
-		else {
-			if (dl->dl_denied != NULL)
-				proxy_error(bc->bc_req, 403, "DENIED", "%s",
-				    dl->dl_denied);
-			else if (status == 404)
-				proxy_error(bc->bc_req, 404, "BLOB_UNKNOWN",
-				    "blob %s is not known to %s", dl->dl_digest,
-				    dl->dl_up->up_ns);
-			else if (status == 401 || status == 403)
-				proxy_error(bc->bc_req, 403, "DENIED", "upstream "
-				    "%s denied %s: %s", dl->dl_up->up_ns,
-				    dl->dl_repo, upmsg != NULL ? upmsg :
-				    "access denied");
-			else
-				proxy_error(bc->bc_req, 502, "UNKNOWN", "%s", msg);
-			bc_free(bc);
+		if (bc->bc_state != BC_WAITING) {
+			bc_close(bc, BC_END_FAILED, "transfer cut: the upstream "
+			    "download failed");
+			continue;
 		}
+		if (dl->dl_denied != NULL)
+			proxy_error(bc->bc_req, 403, "DENIED", "%s",
+			    dl->dl_denied);
+		else if (status == 404)
+			proxy_error(bc->bc_req, 404, "BLOB_UNKNOWN",
+			    "blob %s is not known to %s", dl->dl_digest,
+			    dl->dl_up->up_ns);
+		else if (status == 401 || status == 403)
+			proxy_error(bc->bc_req, 403, "DENIED", "upstream "
+			    "%s denied %s: %s", dl->dl_up->up_ns,
+			    dl->dl_repo, upmsg != NULL ? upmsg :
+			    "access denied");
+		else
+			proxy_error(bc->bc_req, 502, "UNKNOWN", "%s", msg);
+		bc_close(bc, BC_END_ANSWERED, NULL);
 	}
 	free(upmsg);
 	free(msg);
-	/* From now on the last client's bc_free frees the download. */
+	/* From now on the last client's bc_release frees the download. */
 	dl->dl_done = 1;
 	if (TAILQ_EMPTY(&dl->dl_clients))
 		dl_free(dl);
@@ -786,7 +804,7 @@ dl_pump(struct dl *dl)
 
 	for (bc = TAILQ_FIRST(&dl->dl_clients); bc != NULL; bc = next) {
 		next = TAILQ_NEXT(bc, bc_entry);
-		if (!bc->bc_started && dl->dl_size >= 0)
+		if (bc->bc_state == BC_WAITING && dl->dl_size >= 0)
 			bc_start(bc);
 		else
 			bc_pump(bc);
@@ -844,17 +862,38 @@ dl_headers_cb(struct up_req *ur, int status, struct evkeyvalq *h, void *arg)
 		free(cause);
 		return (-1);
 	}
+	if ((dl->dl_pending = evbuffer_new()) == NULL)
+		return (-1);
 	dl->dl_state = DL_STREAMING;
 	dl_pump(dl);
 	return (0);
 }
 
-/* Blob bytes: onto the disk (hashed on the way), then to the clients. */
+/* Writes the bytes that arrived to the temp file, hashing them; 0 or -1. */
+static int
+dl_flush(struct dl *dl)
+{
+	size_t	 n;
+
+	while ((n = evbuffer_get_contiguous_space(dl->dl_pending)) > 0) {
+		if (store_writer_write(dl->dl_w, evbuffer_pullup(
+		    dl->dl_pending, (ev_ssize_t)n), n) == -1)
+			return (-1);
+		evbuffer_drain(dl->dl_pending, n);
+		dl->dl_have += n;
+	}
+	return (0);
+}
+
+/*
+ * Blob bytes: gathered (the upstream's reads are small), written to the
+ * disk MIRROR_FLUSH at a time, then offered to the clients.
+ */
 static int
 dl_data_cb(struct up_req *ur, struct evbuffer *buf, void *arg)
 {
 	struct dl	*dl = arg;
-	size_t		 n;
+	size_t		 len = evbuffer_get_length(buf);
 
 	(void)ur;
 	if (dl->dl_status != 200) {
@@ -863,49 +902,41 @@ dl_data_cb(struct up_req *ur, struct evbuffer *buf, void *arg)
 		return (0);
 	}
 	/* Without a Content-Length the limit is checked before each write. */
-	if (dl->dl_max > 0 && dl->dl_have + evbuffer_get_length(buf) >
-	    dl->dl_max) {
-		dl_deny(dl, dl->dl_have + evbuffer_get_length(buf), 1);
+	if (dl->dl_max > 0 && dl->dl_got + len > dl->dl_max) {
+		dl_deny(dl, dl->dl_got + len, 1);
 		return (-1);
 	}
-	while ((n = evbuffer_get_contiguous_space(buf)) > 0) {
-		if (store_writer_write(dl->dl_w, evbuffer_pullup(buf,
-		    (ev_ssize_t)n), n) == -1)
-			return (-1);
-		evbuffer_drain(buf, n);
-		dl->dl_have += n;
-	}
-	if (dl->dl_size >= 0 && dl->dl_have > (uint64_t)dl->dl_size)
+	dl->dl_got += len;
+	if (dl->dl_size >= 0 && dl->dl_got > (uint64_t)dl->dl_size)
+		return (-1);
+	evbuffer_add_buffer(dl->dl_pending, buf);
+	if (evbuffer_get_length(dl->dl_pending) < MIRROR_FLUSH &&
+	    (dl->dl_size < 0 || dl->dl_got < (uint64_t)dl->dl_size))
+		return (0);
+	if (dl_flush(dl) == -1)
 		return (-1);
 	dl_pump(dl);
 	return (0);
 }
 
-/* The commit thread: fsync, verify the digest, rename, record. */
-static void *
-dl_commit_thread(void *arg)
+/* The commit job: fsync, verify the digest, rename, record. */
+static void
+dl_commit_job(void *arg)
 {
 	struct dl	*dl = arg;
 	char		 digest[NM_DIGEST_SIZE];
 
 	dl->dl_rc = store_writer_commit(dl->dl_w, dl->dl_digest,
 	    "application/octet-stream", digest, &dl->dl_cause);
-	event_active(dl->dl_committed, EV_READ, 0);
-	return (NULL);
 }
 
 /* Back on the loop after the commit: serve the rest, or fail everyone. */
 static void
-dl_committed_cb(evutil_socket_t fd, short events, void *arg)
+dl_committed(void *arg)
 {
 	struct dl	*dl = arg;
 	char		*why;
 
-	(void)fd;
-	(void)events;
-	pthread_join(dl->dl_thread, NULL);
-	event_free(dl->dl_committed);
-	dl->dl_committed = NULL;
 	dl->dl_w = NULL;	/* the commit freed it */
 	if (dl->dl_rc == -1) {
 		xasprintf(&why, "not stored: %s", dl->dl_cause != NULL ?
@@ -940,18 +971,20 @@ dl_done_cb(struct up_req *ur, int status, const char *err, void *arg)
 		dl_fail(dl, err != NULL && status == 200 ? 0 : status, err);
 		return;
 	}
+	if (dl_flush(dl) == -1) {
+		dl_fail(dl, 0, "cannot write the blob");
+		return;
+	}
 	if (dl->dl_size >= 0 && dl->dl_have != (uint64_t)dl->dl_size) {
 		dl_fail(dl, 0, "the body is shorter than its Content-Length");
 		return;
 	}
 	/*
 	 * Hashing is done (it ran as the bytes came); the fsync and rename
-	 * of a blob of any size go to a thread, and the loop goes on.
+	 * of a blob of any size go to the pool, and the loop goes on.
 	 */
-	dl->dl_committed = event_new(dl->dl_base, -1, 0, dl_committed_cb, dl);
-	if (dl->dl_committed == NULL ||
-	    pthread_create(&dl->dl_thread, NULL, dl_commit_thread, dl) != 0)
-		fatalx("%s: cannot start the commit", __func__);
+	if (work_submit(dl_commit_job, dl_committed, dl) == -1)
+		dl_fail(dl, 0, "cannot start the commit: no worker");
 }
 
 /* GET or HEAD of an upstream blob; see proxy.h. *//* GET or HEAD of an upstream blob; see proxy.h. */
@@ -988,8 +1021,6 @@ proxy_mirror_blob(struct evhttp_request *req, struct store *st,
 		dl->dl_store = st;
 		dl->dl_up = up;
 		dl->dl_repo = xstrdup(repo);
-		dl->dl_base = evhttp_connection_get_base(
-		    evhttp_request_get_connection(req));
 		dl->dl_size = -1;
 		policy_limits_get(&pl);
 		dl->dl_max = pl.pl_max_blob_bytes;

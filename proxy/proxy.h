@@ -84,6 +84,8 @@ void	proxy_reply(struct evhttp_request *, int status, struct evbuffer *,
 /* Sends the OCI error JSON with the given status and code. */
 void	proxy_error(struct evhttp_request *, int status, const char *code,
 	    const char *fmt, ...) NM_PRINTF(4, 5);
+/* len bytes of fd from off, by reference, ready for sendfile; or NULL. */
+struct evbuffer *proxy_file_buffer(int fd, uint64_t off, uint64_t len);
 /* Serves a stored blob or manifest (ranged: blobs, with Range). */
 void	proxy_serve_file(struct evhttp_request *, struct store *,
 	    const char *digest, const char *type, int ranged);

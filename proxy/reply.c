@@ -159,8 +159,49 @@ proxy_range(struct evhttp_request *req, const char *range, uint64_t size,
 }
 
 /*
+ * A buffer for file bytes bound for a client's socket.  On a plain
+ * connection it is marked as draining to a descriptor, so that libevent
+ * hands its file segments to sendfile(2) instead of mapping them; TLS
+ * has to see the bytes, and maps them.
+ */
+static struct evbuffer *
+proxy_body_buffer(void)
+{
+	struct evbuffer	*buf;
+
+	if ((buf = evbuffer_new()) == NULL)
+		fatalx("%s: evbuffer_new", __func__);
+	if (nm_conf->cf_tls_cert == NULL)
+		evbuffer_set_flags(buf, EVBUFFER_FLAG_DRAINS_TO_FD);
+	return (buf);
+}
+
+/*
+ * A buffer holding len bytes of fd from off, by reference (the caller
+ * keeps the descriptor open until the bytes went out); NULL on error.
+ */
+struct evbuffer *
+proxy_file_buffer(int fd, uint64_t off, uint64_t len)
+{
+	struct evbuffer_file_segment	*seg;
+	struct evbuffer			*buf;
+
+	buf = proxy_body_buffer();
+	seg = evbuffer_file_segment_new(fd, (ev_off_t)off, (ev_off_t)len, 0);
+	if (seg == NULL || evbuffer_add_file_segment(buf, seg, 0,
+	    (ev_off_t)len) == -1) {
+		if (seg != NULL)
+			evbuffer_file_segment_free(seg);
+		evbuffer_free(buf);
+		return (NULL);
+	}
+	evbuffer_file_segment_free(seg);	/* buf holds a reference */
+	return (buf);
+}
+
+/*
  * Serves a stored blob or manifest: the whole file, or one range, straight
- * from the file (sendfile where libevent can).
+ * from the file (sendfile on a plain connection).
  */
 void
 proxy_serve_file(struct evhttp_request *req, struct store *st,
@@ -188,7 +229,7 @@ proxy_serve_file(struct evhttp_request *req, struct store *st,
 	}
 	proxy_headers(req, digest, type, size == 0 ? 0 : end - start + 1);
 	store_blob_touch(st, digest);
-	buf = evbuffer_new();
+	buf = proxy_body_buffer();
 	if (head || size == 0)
 		close(fd);
 	else if (evbuffer_add_file(buf, fd, (ev_off_t)start,
