@@ -170,11 +170,14 @@ main_serve(void)
 	event_free(sighup);
 	if (gctimer != NULL)
 		event_free(gctimer);
-	/* Every job ends, and its callback runs, before the base goes. */
+	/*
+	 * A gc stops between batches; every job ends, and its callback
+	 * runs, before the base goes.
+	 */
+	store_gc_wait();
 	work_drain();
 	proxy_upstream_free();
 	event_base_free(main_base);
-	store_gc_wait();
 	store_close(st);
 	close(lockfd);
 	json_decref(pop);

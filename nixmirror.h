@@ -110,6 +110,8 @@ int	 work_submit(work_fn, work_done_fn, void *);
 int	 work_submit_long(work_fn, work_done_fn, void *);
 /* The number of cores: how many CPU jobs run at once. */
 int	 work_cpus(void);
+/* Whether the pool takes jobs (set up, not draining). */
+int	 work_available(void);
 /*
  * CPU jobs that one thread (often a worker itself) hands out and waits
  * for, running them itself when no other thread is free.

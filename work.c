@@ -96,6 +96,18 @@ work_init(struct event_base *base, int max_threads, char **cause)
 	return (0);
 }
 
+/* Whether jobs can be submitted: the pool is set up and not draining. */
+int
+work_available(void)
+{
+	int	 rv;
+
+	pthread_mutex_lock(&work_mtx);
+	rv = work_ready && !work_stopping;
+	pthread_mutex_unlock(&work_mtx);
+	return (rv);
+}
+
 /* How many jobs may run at once on the CPU (the machine's cores). */
 int
 work_cpus(void)

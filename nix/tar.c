@@ -1,8 +1,16 @@
 /*
  * nix/tar.c: layer tarballs: store paths and the customisation layer as
  * reproducible gzip-compressed tar streams, with their digests.
+ *
+ * Compression is parallel, as pigz does it: the tar stream is cut into
+ * blocks of TAR_BLOCK bytes, and the worker pool compresses a batch of
+ * them at once (libdeflate, level 6), each into a gzip member of its own,
+ * while the next batch is read.  The members are written in order, so a
+ * layer is one gzip file of several members (RFC 1952), byte-identical on
+ * any machine and with any number of cores: the cuts depend on the bytes
+ * only.  The tar bytes (diff_id) and the gzip bytes (digest) are hashed on
+ * the way, once.
  */
-#define ZLIB_CONST
 
 #include <sys/types.h>
 #include <sys/stat.h>
@@ -17,12 +25,15 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-#include <zlib.h>
+#include <libdeflate.h>
 
 #include "nixmirror.h"
 #include "nix/nix.h"
 
 #define TAR_CHUNK	(64 * 1024)
+#define TAR_BLOCK	(1024 * 1024)	/* tar bytes per gzip member */
+#define TAR_LEVEL	6
+#define TAR_MAXBATCH	16		/* blocks compressed at once, at most */
 #define TAR_MTIME	1
 
 /* A regular file already written in this layer, for hard links. */
@@ -32,13 +43,31 @@ struct tar_link {
 	char		*tl_name;
 };
 
+/* One block of tar bytes and its gzip member. */
+struct tar_block {
+	struct libdeflate_compressor	*tb_c;
+	unsigned char			*tb_in;
+	size_t				 tb_inlen;
+	unsigned char			*tb_out;
+	size_t				 tb_outsize;
+	size_t				 tb_outlen;	/* 0: failed */
+};
+
+/* A batch of blocks, filled, then compressed by a group of pool jobs. */
+struct tar_batch {
+	struct tar_block	 tb_blocks[TAR_MAXBATCH];
+	size_t			 tb_n;		/* blocks in use */
+	struct work_group	*tb_group;	/* while compressing */
+};
+
 /* The output side: tar bytes in, gzip bytes out to a file descriptor. */
 struct tar_out {
 	struct archive		*to_ar;
 	int			 to_fd;
-	z_stream		 to_zs;
-	int			 to_zinit;
-	gz_header		 to_gzhead;
+	struct tar_batch	 to_batch[2];	/* one fills, one compresses */
+	int			 to_cur;	/* the batch being filled */
+	size_t			 to_nblocks;	/* blocks per batch */
+	uint64_t		 to_tarsize;
 	struct nm_sha256	*to_tarsha;	/* diff_id */
 	struct nm_sha256	*to_gzsha;	/* digest */
 	uint64_t		 to_size;
@@ -47,7 +76,6 @@ struct tar_out {
 	void			*to_links;	/* tsearch tree of tar_link */
 	struct tar_link		**to_linkv;
 	size_t			 to_nlinks;
-	unsigned char		 to_zbuf[TAR_CHUNK];
 	char			 to_rbuf[TAR_CHUNK];
 };
 
@@ -96,59 +124,136 @@ tar_fd_write(int fd, const void *buf, size_t len)
 	return (0);
 }
 
-/* Runs deflate over the pending input and writes what it produced. */
-static int
-tar_out_deflate(struct tar_out *to, int flush)
+/* A pool job: one block into one gzip member. */
+static void
+tar_block_compress(void *arg)
 {
-	size_t	 have;
-	int	 ret;
+	struct tar_block	*tb = arg;
 
-	do {
-		to->to_zs.next_out = to->to_zbuf;
-		to->to_zs.avail_out = sizeof to->to_zbuf;
-		ret = deflate(&to->to_zs, flush);
-		if (ret == Z_STREAM_ERROR) {
-			xasprintf(&to->to_cause, "deflate failed");
-			return (-1);
-		}
-		have = sizeof to->to_zbuf - to->to_zs.avail_out;
-		if (tar_fd_write(to->to_fd, to->to_zbuf, have) == -1) {
+	tb->tb_outlen = libdeflate_gzip_compress(tb->tb_c, tb->tb_in,
+	    tb->tb_inlen, tb->tb_out, tb->tb_outsize);
+}
+
+/* Hands a filled batch to the pool. */
+static void
+tar_batch_start(struct tar_batch *tb)
+{
+	size_t	 i;
+
+	tb->tb_group = work_group_new();
+	for (i = 0; i < tb->tb_n; i++)
+		work_group_add(tb->tb_group, tar_block_compress,
+		    &tb->tb_blocks[i]);
+}
+
+/*
+ * Waits for a batch being compressed (helping with it) and writes its
+ * members in order, hashing them; empties it.  0, or -1 with to_cause.
+ */
+static int
+tar_batch_finish(struct tar_out *to, struct tar_batch *tb)
+{
+	struct tar_block	*b;
+	size_t			 i;
+	int			 rv = 0;
+
+	if (tb->tb_group == NULL)
+		return (0);
+	work_group_wait(tb->tb_group);
+	tb->tb_group = NULL;
+	for (i = 0; i < tb->tb_n; i++) {
+		b = &tb->tb_blocks[i];
+		b->tb_inlen = 0;
+		if (rv == -1)
+			continue;
+		if (b->tb_outlen == 0) {
+			xasprintf(&to->to_cause, "gzip: compression failed");
+			rv = -1;
+		} else if (tar_fd_write(to->to_fd, b->tb_out,
+		    b->tb_outlen) == -1) {
 			xasprintf(&to->to_cause, "write layer: %s",
 			    strerror(errno));
-			return (-1);
+			rv = -1;
+		} else {
+			nm_sha256_update(to->to_gzsha, b->tb_out, b->tb_outlen);
+			to->to_size += b->tb_outlen;
 		}
-		nm_sha256_update(to->to_gzsha, to->to_zbuf, have);
-		to->to_size += have;
-	} while (to->to_zs.avail_out == 0);
-	if (flush == Z_FINISH && ret != Z_STREAM_END) {
-		xasprintf(&to->to_cause, "deflate did not finish");
-		return (-1);
 	}
+	tb->tb_n = 0;
+	return (rv);
+}
+
+/*
+ * The filled batch goes to the pool, after the one before it is written:
+ * the pool compresses one batch while the next one fills.
+ */
+static int
+tar_out_flush(struct tar_out *to)
+{
+	struct tar_batch	*cur = &to->to_batch[to->to_cur];
+	struct tar_batch	*prev = &to->to_batch[!to->to_cur];
+
+	if (tar_batch_finish(to, prev) == -1)
+		return (-1);
+	if (cur->tb_n > 0)
+		tar_batch_start(cur);
+	to->to_cur = !to->to_cur;
 	return (0);
 }
 
-/* The libarchive write callback: hashes, compresses and writes tar bytes. */
+/* The block being filled, with room in it; NULL when out of memory. */
+static struct tar_block *
+tar_out_block(struct tar_out *to)
+{
+	struct tar_batch	*tb = &to->to_batch[to->to_cur];
+	struct tar_block	*b;
+
+	if (tb->tb_n > 0 && tb->tb_blocks[tb->tb_n - 1].tb_inlen < TAR_BLOCK)
+		return (&tb->tb_blocks[tb->tb_n - 1]);
+	if (tb->tb_n == to->to_nblocks) {
+		if (tar_out_flush(to) == -1)
+			return (NULL);
+		tb = &to->to_batch[to->to_cur];
+	}
+	b = &tb->tb_blocks[tb->tb_n++];
+	if (b->tb_c == NULL) {
+		if ((b->tb_c = libdeflate_alloc_compressor(TAR_LEVEL)) == NULL)
+			fatalx("%s: libdeflate_alloc_compressor", __func__);
+		b->tb_outsize = libdeflate_gzip_compress_bound(b->tb_c,
+		    TAR_BLOCK);
+		b->tb_in = xmalloc(TAR_BLOCK);
+		b->tb_out = xmalloc(b->tb_outsize);
+	}
+	b->tb_inlen = 0;
+	return (b);
+}
+
+/* The libarchive write callback: hashes tar bytes and cuts them in blocks. */
 static la_ssize_t
 tar_out_write_cb(struct archive *a, void *arg, const void *buf, size_t len)
 {
-	struct tar_out	*to = arg;
-	const char	*p = buf;
-	size_t		 left = len, n;
+	struct tar_out		*to = arg;
+	struct tar_block	*b;
+	const char		*p = buf;
+	size_t			 left = len, n;
 
 	if (to->to_failed) {
 		archive_set_error(a, EIO, "layer output failed");
 		return (-1);
 	}
 	nm_sha256_update(to->to_tarsha, buf, len);
+	to->to_tarsize += len;
 	while (left > 0) {
-		n = left > TAR_CHUNK ? TAR_CHUNK : left;
-		to->to_zs.next_in = (const Bytef *)p;
-		to->to_zs.avail_in = (uInt)n;
-		if (tar_out_deflate(to, Z_NO_FLUSH) == -1) {
+		if ((b = tar_out_block(to)) == NULL) {
 			to->to_failed = 1;
 			archive_set_error(a, EIO, "%s", to->to_cause);
 			return (-1);
 		}
+		n = TAR_BLOCK - b->tb_inlen;
+		if (n > left)
+			n = left;
+		memcpy(b->tb_in + b->tb_inlen, p, n);
+		b->tb_inlen += n;
 		p += n;
 		left -= n;
 	}
@@ -159,7 +264,8 @@ tar_out_write_cb(struct archive *a, void *arg, const void *buf, size_t len)
 static void
 tar_out_free(struct tar_out *to)
 {
-	size_t	 i;
+	struct tar_batch	*tb;
+	size_t			 i, j;
 
 	if (to == NULL)
 		return;
@@ -168,8 +274,17 @@ tar_out_free(struct tar_out *to)
 		to->to_failed = 1;
 		archive_write_free(to->to_ar);
 	}
-	if (to->to_zinit)
-		deflateEnd(&to->to_zs);
+	for (i = 0; i < 2; i++) {
+		tb = &to->to_batch[i];
+		if (tb->tb_group != NULL)
+			work_group_wait(tb->tb_group);
+		for (j = 0; j < TAR_MAXBATCH; j++) {
+			if (tb->tb_blocks[j].tb_c != NULL)
+				libdeflate_free_compressor(tb->tb_blocks[j].tb_c);
+			free(tb->tb_blocks[j].tb_in);
+			free(tb->tb_blocks[j].tb_out);
+		}
+	}
 	nm_sha256_free(to->to_tarsha);
 	nm_sha256_free(to->to_gzsha);
 	for (i = 0; i < to->to_nlinks; i++) {
@@ -192,18 +307,10 @@ tar_out_new(int fd, char **cause)
 	to->to_fd = fd;
 	to->to_tarsha = nm_sha256_new();
 	to->to_gzsha = nm_sha256_new();
-	if (deflateInit2(&to->to_zs, 6, Z_DEFLATED, 15 + 16, 8,
-	    Z_DEFAULT_STRATEGY) != Z_OK) {
-		xasprintf(cause, "deflateInit2 failed");
-		goto fail;
-	}
-	to->to_zinit = 1;
-	/* A fixed gzip header: no name, mtime 0, OS "Unix" everywhere. */
-	to->to_gzhead.os = 3;
-	if (deflateSetHeader(&to->to_zs, &to->to_gzhead) != Z_OK) {
-		xasprintf(cause, "deflateSetHeader failed");
-		goto fail;
-	}
+	/* Enough blocks per batch to keep every core busy to its end. */
+	to->to_nblocks = 2 * (size_t)work_cpus() + 1;
+	if (to->to_nblocks > TAR_MAXBATCH)
+		to->to_nblocks = TAR_MAXBATCH;
 	if ((to->to_ar = archive_write_new()) == NULL)
 		fatalx("%s: archive_write_new", __func__);
 	if (archive_write_set_format_pax_restricted(to->to_ar) != ARCHIVE_OK ||
@@ -239,10 +346,14 @@ tar_out_finish(struct tar_out *to, struct nix_tarinfo *info, char **cause)
 		tar_out_error(to, "tar", cause);
 		return (-1);
 	}
-	to->to_zs.next_in = NULL;
-	to->to_zs.avail_in = 0;
-	if (tar_out_deflate(to, Z_FINISH) == -1) {
+	/* An empty stream still makes a (one member) gzip file. */
+	if (to->to_tarsize == 0 && tar_out_block(to) == NULL) {
 		xasprintf(cause, "gzip: %s", to->to_cause);
+		return (-1);
+	}
+	if (tar_out_flush(to) == -1 ||
+	    tar_batch_finish(to, &to->to_batch[!to->to_cur]) == -1) {
+		xasprintf(cause, "%s", to->to_cause);
 		return (-1);
 	}
 	nm_sha256_final(to->to_tarsha, info->ti_diffid);

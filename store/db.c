@@ -91,13 +91,6 @@ static const char *const store_migrations[] = {
 
 static int		 store_mkdirs(const char *);
 
-static int		 store_db_exec(struct store *, const char *);
-static sqlite3_stmt	*store_db_stmt(struct store *, const char *,
-			    const char *, const char *, ...);
-static int		 store_db_run(struct store *, const char *,
-			    sqlite3_stmt *);
-static int		 store_db_row(struct store *, const char *,
-			    sqlite3_stmt *);
 static int		 store_db_migrate(struct store *, char **);
 static int		 store_db_open(struct store *, char **);
 static int		 store_copy(char *, size_t, const unsigned char *);
@@ -147,7 +140,7 @@ store_unlock(struct store *st)
 }
 
 /* Runs constant SQL without parameters; lock held or not yet shared. */
-static int
+int
 store_db_exec(struct store *st, const char *sql)
 {
 	char	*err = NULL;
@@ -165,19 +158,39 @@ store_db_exec(struct store *st, const char *sql)
  * Prepares sql and binds its parameters, described by types: 't' a
  * string (NULL binds NULL), 'i' an int64_t.  Lock held; NULL on error.
  */
-static sqlite3_stmt *
+sqlite3_stmt *
 store_db_stmt(struct store *st, const char *fn, const char *sql,
     const char *types, ...)
 {
-	sqlite3_stmt	*stmt = NULL;
-	va_list		 ap;
-	const char	*s;
-	int		 i, rc = SQLITE_OK;
+	struct store_stmt	*ss = NULL;
+	sqlite3_stmt		*stmt = NULL;
+	va_list			 ap;
+	const char		*s;
+	int			 i, rc = SQLITE_OK;
 
-	if (sqlite3_prepare_v2(st->st_db, sql, -1, &stmt, NULL) != SQLITE_OK) {
-		log_warnx("%s: prepare: %s", fn, sqlite3_errmsg(st->st_db));
-		return (NULL);
+	/* A statement of this text prepared before and not in use. */
+	for (i = 0; i < st->st_nstmts; i++) {
+		if (st->st_stmts[i].ss_sql == sql && !st->st_stmts[i].ss_busy) {
+			ss = &st->st_stmts[i];
+			stmt = ss->ss_stmt;
+			break;
+		}
 	}
+	if (stmt == NULL) {
+		if (sqlite3_prepare_v3(st->st_db, sql, -1,
+		    SQLITE_PREPARE_PERSISTENT, &stmt, NULL) != SQLITE_OK) {
+			log_warnx("%s: prepare: %s", fn,
+			    sqlite3_errmsg(st->st_db));
+			return (NULL);
+		}
+		if (st->st_nstmts < STORE_NSTMTS) {
+			ss = &st->st_stmts[st->st_nstmts++];
+			ss->ss_sql = sql;
+			ss->ss_stmt = stmt;
+		}
+	}
+	if (ss != NULL)
+		ss->ss_busy = 1;
 	va_start(ap, types);
 	for (i = 0; types[i] != '\0' && rc == SQLITE_OK; i++) {
 		if (types[i] == 'i')
@@ -191,14 +204,36 @@ store_db_stmt(struct store *st, const char *fn, const char *sql,
 	va_end(ap);
 	if (rc != SQLITE_OK) {
 		log_warnx("%s: bind: %s", fn, sqlite3_errmsg(st->st_db));
-		sqlite3_finalize(stmt);
+		store_db_done(st, stmt);
 		return (NULL);
 	}
 	return (stmt);
 }
 
+/*
+ * Done with a statement of store_db_stmt: a cached one is reset for the
+ * next use, another finalized.  Lock held; stmt may be NULL.
+ */
+void
+store_db_done(struct store *st, sqlite3_stmt *stmt)
+{
+	int	 i;
+
+	if (stmt == NULL)
+		return;
+	for (i = 0; i < st->st_nstmts; i++) {
+		if (st->st_stmts[i].ss_stmt == stmt) {
+			sqlite3_reset(stmt);
+			sqlite3_clear_bindings(stmt);
+			st->st_stmts[i].ss_busy = 0;
+			return;
+		}
+	}
+	store_db_done(st, stmt);
+}
+
 /* Steps a statement that returns no rows to the end and finalizes it. */
-static int
+int
 store_db_run(struct store *st, const char *fn, sqlite3_stmt *stmt)
 {
 	int	 rc;
@@ -209,12 +244,12 @@ store_db_run(struct store *st, const char *fn, sqlite3_stmt *stmt)
 		;
 	if (rc != SQLITE_DONE)
 		log_warnx("%s: %s", fn, sqlite3_errmsg(st->st_db));
-	sqlite3_finalize(stmt);
+	store_db_done(st, stmt);
 	return (rc == SQLITE_DONE ? 0 : -1);
 }
 
 /* Steps to the first row: 0 when there is one, -1 when none or on error. */
-static int
+int
 store_db_row(struct store *st, const char *fn, sqlite3_stmt *stmt)
 {
 	int	 rc;
@@ -248,12 +283,12 @@ store_db_migrate(struct store *st, char **cause)
 
 	stmt = store_db_stmt(st, __func__, "PRAGMA user_version", "");
 	if (store_db_row(st, __func__, stmt) == -1) {
-		sqlite3_finalize(stmt);
+		store_db_done(st, stmt);
 		xasprintf(cause, "cannot read the database version");
 		return (-1);
 	}
 	v = sqlite3_column_int(stmt, 0);
-	sqlite3_finalize(stmt);
+	store_db_done(st, stmt);
 	if (v > STORE_NMIGRATIONS) {
 		xasprintf(cause, "database version %d is newer than %d", v,
 		    STORE_NMIGRATIONS);
@@ -316,7 +351,8 @@ store_open(const char *dir, char **cause)
 	st->st_dir = xstrdup(dir);
 	xasprintf(&st->st_blobs, "%s/blobs/sha256", dir);
 	xasprintf(&st->st_tmp, "%s/tmp", dir);
-	if (pthread_mutex_init(&st->st_mtx, NULL) != 0)
+	if (pthread_mutex_init(&st->st_mtx, NULL) != 0 ||
+	    pthread_mutex_init(&st->st_tmtx, NULL) != 0)
 		fatalx("%s: pthread_mutex_init failed", __func__);
 	if (store_mkdirs(st->st_blobs) == -1 || store_mkdirs(st->st_tmp) == -1) {
 		xasprintf(cause, "%s: %s", dir, strerror(errno));
@@ -335,11 +371,19 @@ fail:
 void
 store_close(struct store *st)
 {
+	int	 i;
+
 	if (st == NULL)
 		return;
+	if (st->st_db != NULL)
+		store_touch_flush(st);
+	for (i = 0; i < st->st_nstmts; i++)
+		sqlite3_finalize(st->st_stmts[i].ss_stmt);
 	if (st->st_db != NULL && sqlite3_close(st->st_db) != SQLITE_OK)
 		log_warnx("%s: %s", __func__, sqlite3_errmsg(st->st_db));
 	pthread_mutex_destroy(&st->st_mtx);
+	pthread_mutex_destroy(&st->st_tmtx);
+	free(st->st_touch);
 	free(st->st_dir);
 	free(st->st_blobs);
 	free(st->st_tmp);
@@ -413,23 +457,85 @@ store_blob_stat(struct store *st, const char *digest, uint64_t *size,
 		}
 		rv = 0;
 	}
-	sqlite3_finalize(stmt);
+	store_db_done(st, stmt);
 	store_unlock(st);
 	free(path);
 	return (rv);
 }
 
-/* Records an access to a blob (for later eviction). */
+/* Writes the batched blob accesses, in one transaction. */
+void
+store_touch_flush(struct store *st)
+{
+	char	(*v)[NM_DIGEST_SIZE];
+	size_t	 i, n;
+	int64_t	 now = (int64_t)time(NULL);
+
+	pthread_mutex_lock(&st->st_tmtx);
+	v = st->st_touch;
+	n = st->st_ntouch;
+	st->st_touch = NULL;
+	st->st_ntouch = st->st_sizetouch = 0;
+	st->st_tqueued = 0;
+	pthread_mutex_unlock(&st->st_tmtx);
+	if (n == 0) {
+		free(v);
+		return;
+	}
+	store_lock(st);
+	if (store_db_exec(st, "BEGIN") == 0) {
+		for (i = 0; i < n; i++)
+			store_db_run(st, __func__, store_db_stmt(st, __func__,
+			    "UPDATE blobs SET last_access = ? WHERE digest = ?",
+			    "it", now, v[i]));
+		if (store_db_exec(st, "COMMIT") == -1)
+			store_db_exec(st, "ROLLBACK");
+	}
+	store_unlock(st);
+	free(v);
+}
+
+/* The pool's job of writing the batched accesses. */
+static void
+store_touch_job(void *arg)
+{
+	store_touch_flush(arg);
+}
+
+/*
+ * Records an access to a blob (for later eviction).  The event loop calls
+ * this for every blob and manifest it serves, so it only notes the digest:
+ * a job of the worker pool writes what gathered in one transaction (or,
+ * without a pool, this call does).
+ */
 void
 store_blob_touch(struct store *st, const char *digest)
 {
+	size_t	 i;
+	int	 queue;
+
 	if (!policy_digest_valid(digest))
 		return;
-	store_lock(st);
-	store_db_run(st, __func__, store_db_stmt(st, __func__,
-	    "UPDATE blobs SET last_access = ? WHERE digest = ?", "it",
-	    (int64_t)time(NULL), digest));
-	store_unlock(st);
+	pthread_mutex_lock(&st->st_tmtx);
+	for (i = 0; i < st->st_ntouch; i++)
+		if (strcmp(st->st_touch[i], digest) == 0)
+			break;
+	if (i == st->st_ntouch) {
+		if (st->st_ntouch == st->st_sizetouch) {
+			st->st_sizetouch = st->st_sizetouch == 0 ? 16 :
+			    st->st_sizetouch * 2;
+			st->st_touch = xreallocarray(st->st_touch,
+			    st->st_sizetouch, sizeof *st->st_touch);
+		}
+		snprintf(st->st_touch[st->st_ntouch++], NM_DIGEST_SIZE, "%s",
+		    digest);
+	}
+	if ((queue = !st->st_tqueued))
+		st->st_tqueued = 1;
+	pthread_mutex_unlock(&st->st_tmtx);
+	if (queue && (!work_available() ||
+	    work_submit(store_touch_job, NULL, st) == -1))
+		store_touch_flush(st);
 }
 
 /* Marks a stored blob as a manifest of the given media type. */
@@ -468,7 +574,7 @@ store_layer_get(struct store *st, const char *key, struct store_layer *sl)
 		sl->sl_size = (uint64_t)sqlite3_column_int64(stmt, 2);
 		rv = 0;
 	}
-	sqlite3_finalize(stmt);
+	store_db_done(st, stmt);
 	store_unlock(st);
 	return (rv);
 }
@@ -507,7 +613,7 @@ store_image_get(struct store *st, const char *key, struct store_image *si)
 		si->si_created = (time_t)sqlite3_column_int64(stmt, 2);
 		rv = 0;
 	}
-	sqlite3_finalize(stmt);
+	store_db_done(st, stmt);
 	store_unlock(st);
 	return (rv);
 }
@@ -564,7 +670,7 @@ store_tag_get(struct store *st, const char *source, const char *tag,
 	if (store_db_row(st, __func__, stmt) == 0 &&
 	    store_copy(commit, 41, sqlite3_column_text(stmt, 0)) == 0)
 		rv = 0;
-	sqlite3_finalize(stmt);
+	store_db_done(st, stmt);
 	store_unlock(st);
 	return (rv);
 }
@@ -589,7 +695,7 @@ store_utag_put(struct store *st, const char *ns, const char *repo,
 	if (store_db_row(st, __func__, stmt) == 0 &&
 	    strcmp((const char *)sqlite3_column_text(stmt, 1), digest) == 0)
 		id = sqlite3_column_int64(stmt, 0);
-	sqlite3_finalize(stmt);
+	store_db_done(st, stmt);
 	if (id != -1)
 		rv = store_db_run(st, __func__, store_db_stmt(st, __func__,
 		    "UPDATE upstream_tags SET checked = ? WHERE id = ?", "ii",
@@ -621,7 +727,7 @@ store_utag_get(struct store *st, const char *ns, const char *repo,
 		*checked = (time_t)sqlite3_column_int64(stmt, 1);
 		rv = 0;
 	}
-	sqlite3_finalize(stmt);
+	store_db_done(st, stmt);
 	store_unlock(st);
 	return (rv);
 }

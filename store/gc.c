@@ -106,8 +106,6 @@ static pthread_cond_t	 gc_cond = PTHREAD_COND_INITIALIZER;
 static int		 gc_running;	/* a gc holds the store */
 static int		 gc_stop;	/* store_gc_wait: stop between batches */
 
-static void	 gc_lock(struct store *);
-static void	 gc_unlock(struct store *);
 static sqlite3_stmt *gc_stmt(struct store *, const char *, const char *);
 static int	 gc_exec(struct store *, const char *, const char *);
 static int	 gc_grace(void);
@@ -130,60 +128,20 @@ static void	 gc_orphans(struct gc_run *);
 static int	 gc_total(struct store *, uint64_t *);
 static int	 gc_run(struct store *, uint64_t, struct store_gc_result *,
 		    char **);
-static void	*gc_thread(void *);
-
-/* Takes the store's database lock. */
-static void
-gc_lock(struct store *st)
-{
-	if (pthread_mutex_lock(&st->st_mtx) != 0)
-		fatalx("%s: pthread_mutex_lock failed", __func__);
-}
-
-/* Releases the store's database lock. */
-static void
-gc_unlock(struct store *st)
-{
-	if (pthread_mutex_unlock(&st->st_mtx) != 0)
-		fatalx("%s: pthread_mutex_unlock failed", __func__);
-}
+static void	 gc_job(void *);
 
 /* Prepares sql with an optional text parameter; lock held; NULL on error. */
 static sqlite3_stmt *
 gc_stmt(struct store *st, const char *sql, const char *arg)
 {
-	sqlite3_stmt	*stmt;
-
-	if (sqlite3_prepare_v2(st->st_db, sql, -1, &stmt, NULL) != SQLITE_OK) {
-		log_warnx("%s: \"%.40s\": %s", __func__, sql,
-		    sqlite3_errmsg(st->st_db));
-		return (NULL);
-	}
-	if (arg != NULL && sqlite3_bind_text(stmt, 1, arg, -1,
-	    SQLITE_TRANSIENT) != SQLITE_OK) {
-		log_warnx("%s: bind: %s", __func__, sqlite3_errmsg(st->st_db));
-		sqlite3_finalize(stmt);
-		return (NULL);
-	}
-	return (stmt);
+	return (store_db_stmt(st, __func__, sql, arg != NULL ? "t" : "", arg));
 }
 
 /* Runs sql that returns no rows, with an optional text parameter. */
 static int
 gc_exec(struct store *st, const char *sql, const char *arg)
 {
-	sqlite3_stmt	*stmt;
-	int		 rc;
-
-	if ((stmt = gc_stmt(st, sql, arg)) == NULL)
-		return (-1);
-	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW)
-		;
-	if (rc != SQLITE_DONE)
-		log_warnx("%s: \"%.40s\": %s", __func__, sql,
-		    sqlite3_errmsg(st->st_db));
-	sqlite3_finalize(stmt);
-	return (rc == SQLITE_DONE ? 0 : -1);
+	return (store_db_run(st, __func__, gc_stmt(st, sql, arg)));
 }
 
 /* Seconds a used blob (or a new orphan file) is safe from gc. */
@@ -252,7 +210,7 @@ gc_load_blobs(struct gc_run *gr)
 
 	do {
 		got = 0;
-		gc_lock(st);
+		store_lock(st);
 		stmt = gc_stmt(st, "SELECT digest, size, last_access FROM blobs"
 		    " WHERE digest > ? ORDER BY digest LIMIT " GC_SCAN_S, last);
 		while (stmt != NULL && (rc = sqlite3_step(stmt)) == SQLITE_ROW) {
@@ -276,8 +234,8 @@ gc_load_blobs(struct gc_run *gr)
 			gb->gb_keep = gb->gb_eff >= gr->gr_cutoff;
 			gr->gr_total += gb->gb_size;
 		}
-		sqlite3_finalize(stmt);
-		gc_unlock(st);
+		store_db_done(st, stmt);
+		store_unlock(st);
 		if (stmt == NULL)
 			return (-1);
 	} while (got == GC_SCAN);
@@ -371,11 +329,11 @@ gc_load_manifests(struct gc_run *gr, int64_t since, int keep)
 	ssize_t		 p;
 	int		 rc, ok;
 
-	gc_lock(st);
+	store_lock(st);
 	if ((stmt = gc_stmt(st, "SELECT digest, media_type FROM manifests"
 	    " WHERE created >= ?", NULL)) != NULL &&
 	    sqlite3_bind_int64(stmt, 1, since) != SQLITE_OK) {
-		sqlite3_finalize(stmt);
+		store_db_done(st, stmt);
 		stmt = NULL;
 	}
 	while (stmt != NULL && (rc = sqlite3_step(stmt)) == SQLITE_ROW) {
@@ -394,8 +352,8 @@ gc_load_manifests(struct gc_run *gr, int64_t since, int keep)
 		    strstr(mt, "manifest.list") != NULL);
 	}
 	ok = stmt != NULL && rc == SQLITE_DONE;
-	sqlite3_finalize(stmt);
-	gc_unlock(st);
+	store_db_done(st, stmt);
+	store_unlock(st);
 	for (i = 0; ok && i < n; i++) {
 		p = keep ? -1 : gc_find(gr, list[i]);
 		if (!keep && p == -1)
@@ -418,7 +376,7 @@ gc_load_pins(struct gc_run *gr)
 	ssize_t		 i;
 	int		 rc;
 
-	gc_lock(gr->gr_st);
+	store_lock(gr->gr_st);
 	stmt = gc_stmt(gr->gr_st, "SELECT digest FROM pins", NULL);
 	while (stmt != NULL && (rc = sqlite3_step(stmt)) == SQLITE_ROW) {
 		const char *d = (const char *)sqlite3_column_text(stmt, 0);
@@ -426,8 +384,8 @@ gc_load_pins(struct gc_run *gr)
 		if (d != NULL && (i = gc_find(gr, d)) != -1)
 			gr->gr_blobs[i].gb_keep = 1;
 	}
-	sqlite3_finalize(stmt);
-	gc_unlock(gr->gr_st);
+	store_db_done(gr->gr_st, stmt);
+	store_unlock(gr->gr_st);
 	return (stmt == NULL ? -1 : 0);
 }
 
@@ -479,7 +437,7 @@ gc_images_check(struct gc_run *gr)
 
 	if ((f = open_memstream(&keys, &len)) == NULL)
 		fatal("%s: open_memstream", __func__);
-	gc_lock(st);
+	store_lock(st);
 	stmt = gc_stmt(st, "SELECT key, docker_digest, oci_digest, created"
 	    " FROM images", NULL);
 	while (stmt != NULL && (rc = sqlite3_step(stmt)) == SQLITE_ROW) {
@@ -494,7 +452,7 @@ gc_images_check(struct gc_run *gr)
 		    gr->gr_blobs[o].gb_lost)
 			fprintf(f, "%s%c", k, '\0');
 	}
-	sqlite3_finalize(stmt);
+	store_db_done(st, stmt);
 	fclose(f);
 	for (i = 0; stmt != NULL && i < len; i += strlen(keys + i) + 1) {
 		log_info("%s: image %s lost a blob: dropped", __func__,
@@ -503,7 +461,7 @@ gc_images_check(struct gc_run *gr)
 		    keys + i) == -1)
 			rv = -1;
 	}
-	gc_unlock(st);
+	store_unlock(st);
 	free(keys);
 	return (stmt == NULL ? -1 : rv);
 }
@@ -570,7 +528,7 @@ gc_still_old(struct gc_run *gr, size_t i)
 	if (sqlite3_step(stmt) == SQLITE_ROW)
 		ok = gb->gb_lost ||
 		    sqlite3_column_int64(stmt, 0) < gr->gr_cutoff;
-	sqlite3_finalize(stmt);
+	store_db_done(gr->gr_st, stmt);
 	if (!ok && !gb->gb_lost) {
 		/* Used meanwhile: it and what it references stay. */
 		gb->gb_keep = 1;
@@ -595,7 +553,7 @@ gc_evict_batch(struct gc_run *gr, const size_t *idx, size_t n)
 	if (gc_load_manifests(gr, gr->gr_start, 1) == -1)
 		return (-1);
 	gc_propagate(gr);
-	gc_lock(st);
+	store_lock(st);
 	if (gc_exec(st, "BEGIN IMMEDIATE", NULL) == -1)
 		goto fail;
 	for (k = 0; k < n; k++) {
@@ -629,10 +587,10 @@ gc_evict_batch(struct gc_run *gr, const size_t *idx, size_t n)
 		gr->gr_res->sg_freed += gb->gb_size;
 		gr->gr_res->sg_blobs++;
 	}
-	gc_unlock(st);
+	store_unlock(st);
 	return (0);
 fail:
-	gc_unlock(st);
+	store_unlock(st);
 	return (-1);
 }
 
@@ -704,17 +662,17 @@ gc_orphans_dir(struct gc_run *gr, const char *sub)
 		    -1 || sb.st_ctime >= gr->gr_cutoff ||
 		    sb.st_mtime >= gr->gr_cutoff)
 			continue;
-		gc_lock(st);
+		store_lock(st);
 		stmt = gc_stmt(st, "SELECT 1 FROM blobs WHERE digest = ?",
 		    digest);
 		row = stmt == NULL || sqlite3_step(stmt) != SQLITE_DONE;
-		sqlite3_finalize(stmt);
+		store_db_done(st, stmt);
 		if (!row && unlinkat(dirfd(d), de->d_name, 0) == 0) {
 			gr->gr_res->sg_orphans++;
 			gr->gr_res->sg_blobs++;
 			gr->gr_res->sg_freed += (uint64_t)sb.st_size;
 		}
-		gc_unlock(st);
+		store_unlock(st);
 	}
 	closedir(d);
 }
@@ -745,14 +703,14 @@ gc_total(struct store *st, uint64_t *total)
 	sqlite3_stmt	*stmt;
 	int		 rv = -1;
 
-	gc_lock(st);
+	store_lock(st);
 	stmt = gc_stmt(st, "SELECT COALESCE(SUM(size), 0) FROM blobs", NULL);
 	if (stmt != NULL && sqlite3_step(stmt) == SQLITE_ROW) {
 		*total = (uint64_t)sqlite3_column_int64(stmt, 0);
 		rv = 0;
 	}
-	sqlite3_finalize(stmt);
-	gc_unlock(st);
+	store_db_done(st, stmt);
+	store_unlock(st);
 	return (rv);
 }
 
@@ -767,6 +725,8 @@ gc_run(struct store *st, uint64_t max_bytes, struct store_gc_result *res,
 
 	memset(res, 0, sizeof *res);
 	memset(&gr, 0, sizeof gr);
+	/* Accesses still batched count before anything is judged old. */
+	store_touch_flush(st);
 	gr.gr_st = st;
 	gr.gr_res = res;
 	gr.gr_start = (int64_t)time(NULL);
@@ -821,8 +781,8 @@ store_gc(struct store *st, uint64_t max_bytes, struct store_gc_result *res,
 }
 
 /* The background collection's thread. */
-static void *
-gc_thread(void *arg)
+static void
+gc_job(void *arg)
 {
 	struct gc_job		*gj = arg;
 	struct store_gc_result	 res;
@@ -849,19 +809,17 @@ gc_thread(void *arg)
 	gc_running = 0;
 	pthread_cond_broadcast(&gc_cond);
 	pthread_mutex_unlock(&gc_mtx);
-	return (NULL);
 }
 
 /*
- * Unless a gc runs: a detached thread that runs one if the store is over
- * quota (the daemon calls this every few seconds from its event loop).
+ * Unless a gc runs: a long job of the worker pool that runs one if the
+ * store is over quota (the daemon calls this every few seconds from its
+ * event loop).
  */
 void
 store_gc_maybe(struct store *st, uint64_t max_bytes)
 {
 	struct gc_job	*gj;
-	pthread_attr_t	 attr;
-	pthread_t	 t;
 
 	pthread_mutex_lock(&gc_mtx);
 	if (gc_running || gc_stop) {
@@ -873,16 +831,14 @@ store_gc_maybe(struct store *st, uint64_t max_bytes)
 	gj = xcalloc(1, sizeof *gj);
 	gj->gj_st = st;
 	gj->gj_max = max_bytes;
-	if (pthread_attr_init(&attr) != 0 ||
-	    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED) != 0 ||
-	    pthread_create(&t, &attr, gc_thread, gj) != 0) {
-		log_warnx("%s: cannot start the gc thread", __func__);
+	if (work_submit_long(gc_job, NULL, gj) == -1) {
+		log_warnx("%s: cannot start a gc: no worker", __func__);
 		free(gj);
 		pthread_mutex_lock(&gc_mtx);
 		gc_running = 0;
+		pthread_cond_broadcast(&gc_cond);
 		pthread_mutex_unlock(&gc_mtx);
 	}
-	pthread_attr_destroy(&attr);
 }
 
 /* Stops a background gc between batches and waits for it (shutdown). */
@@ -905,21 +861,21 @@ store_pin_put(struct store *st, const char *digest)
 
 	if (digest == NULL || !policy_digest_valid(digest))
 		return (-1);
-	gc_lock(st);
+	store_lock(st);
 	if ((stmt = gc_stmt(st, "INSERT OR IGNORE INTO pins (digest, created)"
 	    " SELECT digest, ?2 FROM blobs WHERE digest = ?1", digest)) !=
 	    NULL && sqlite3_bind_int64(stmt, 2, (int64_t)time(NULL)) ==
 	    SQLITE_OK)
 		rc = sqlite3_step(stmt);
-	sqlite3_finalize(stmt);
+	store_db_done(st, stmt);
 	if (rc == SQLITE_DONE) {
 		stmt = gc_stmt(st, "SELECT 1 FROM pins WHERE digest = ?",
 		    digest);
 		rc = stmt != NULL && sqlite3_step(stmt) == SQLITE_ROW ?
 		    SQLITE_DONE : SQLITE_ERROR;
-		sqlite3_finalize(stmt);
+		store_db_done(st, stmt);
 	}
-	gc_unlock(st);
+	store_unlock(st);
 	return (rc == SQLITE_DONE ? 0 : -1);
 }
 
@@ -931,10 +887,10 @@ store_pin_del(struct store *st, const char *digest)
 
 	if (digest == NULL || !policy_digest_valid(digest))
 		return (-1);
-	gc_lock(st);
+	store_lock(st);
 	rv = gc_exec(st, "DELETE FROM pins WHERE digest = ?", digest);
 	if (rv == 0 && sqlite3_changes(st->st_db) == 0)
 		rv = -1;
-	gc_unlock(st);
+	store_unlock(st);
 	return (rv);
 }

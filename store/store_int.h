@@ -9,12 +9,29 @@
 
 #include "store/store.h"
 
+#define STORE_NSTMTS	48	/* prepared statements kept */
+
+/* A prepared statement kept for reuse, by the address of its text. */
+struct store_stmt {
+	const char	*ss_sql;
+	sqlite3_stmt	*ss_stmt;
+	int		 ss_busy;
+};
+
 struct store {
 	char		*st_dir;	/* data directory */
 	char		*st_blobs;	/* DIR/blobs/sha256 */
 	char		*st_tmp;	/* DIR/tmp */
 	sqlite3		*st_db;
 	pthread_mutex_t	 st_mtx;	/* serialises every SQLite use */
+	struct store_stmt st_stmts[STORE_NSTMTS];
+	int		 st_nstmts;
+	/* Blob accesses not yet written, applied in batches off the loop. */
+	pthread_mutex_t	 st_tmtx;
+	char		(*st_touch)[NM_DIGEST_SIZE];
+	size_t		 st_ntouch;
+	size_t		 st_sizetouch;
+	int		 st_tqueued;	/* a job to write them is queued */
 };
 
 /* store/db.c */
@@ -24,6 +41,22 @@ int	store_db_blob_add(struct store *, const char *digest, uint64_t size,
 /* The same, for a caller that holds the store lock. */
 int	store_db_blob_add_locked(struct store *, const char *digest,
 	    uint64_t size, const char *media_type);
+/* Runs constant SQL without parameters; 0 or -1. */
+int	store_db_exec(struct store *, const char *sql);
+/*
+ * Prepares sql with its parameters bound, as types says: 't' a string
+ * (NULL binds NULL), 'i' an int64_t.  Lock held; NULL on error.
+ */
+sqlite3_stmt *store_db_stmt(struct store *, const char *fn, const char *sql,
+	    const char *types, ...);
+/* Resets a statement for reuse (or finalizes it); lock held. */
+void	store_db_done(struct store *, sqlite3_stmt *);
+/* Steps a statement without rows to its end and finalizes it; 0 or -1. */
+int	store_db_run(struct store *, const char *fn, sqlite3_stmt *);
+/* Steps to the first row: 0 when there is one, -1 when none or on error. */
+int	store_db_row(struct store *, const char *fn, sqlite3_stmt *);
+/* Writes the batched blob accesses, in one transaction. */
+void	store_touch_flush(struct store *);
 /* The store lock (SQLite use, and placing blob files against gc). */
 void	store_lock(struct store *);
 void	store_unlock(struct store *);

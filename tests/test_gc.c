@@ -18,6 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <event2/event.h>
 #include <sqlite3.h>
 
 #include "nixmirror.h"
@@ -336,9 +337,13 @@ static void
 test_maybe(struct store *st)
 {
 	struct store_gc_result	 r;
+	struct event_base	*eb;
 	char			 x[NM_DIGEST_SIZE], *cause = NULL;
 	int			 i;
 
+	/* The background gc is a job of the daemon's worker pool. */
+	if ((eb = event_base_new()) == NULL || work_init(eb, 0, &cause) == -1)
+		fatalx("work_init: %s", cause != NULL ? cause : "no base");
 	test_blob(st, 'x', 2000, time(NULL) - 4000, x);
 	CHECK(store_gc(st, UINT64_MAX, &r, &cause) == 0, "gc to measure");
 	store_gc_maybe(st, r.sg_after);
@@ -350,6 +355,8 @@ test_maybe(struct store *st)
 	store_gc_wait();
 	CHECK(!test_file(st, x), "over quota: background gc evicted x");
 	CHECK(test_consistent(st), "consistent after background gc");
+	work_drain();
+	event_base_free(eb);
 }
 
 int

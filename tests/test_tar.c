@@ -14,6 +14,7 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include <event2/event.h>
 #include <jansson.h>
 
 #include "nixmirror.h"
@@ -234,28 +235,40 @@ read_fd(int fd, size_t *lenp)
 	return (buf);
 }
 
-/* Decompresses gzip bytes with zlib. */
+static int	gz_members;	/* members the last gunzip read */
+
+/* Decompresses gzip bytes, every member of them, with zlib. */
 static char *
 gunzip(const char *gz, size_t gzlen, size_t *lenp)
 {
 	z_stream	 zs;
 	char		*out = NULL;
-	size_t		 cap = 0;
+	size_t		 cap = 0, total = 0;
 	int		 ret;
 
+	gz_members = 0;
 	memset(&zs, 0, sizeof zs);
 	if (inflateInit2(&zs, 15 + 16) != Z_OK)
 		fatalx("inflateInit2");
 	zs.next_in = (Bytef *)(uintptr_t)gz;
 	zs.avail_in = (uInt)gzlen;
 	do {
-		cap += 1 << 20;
-		out = xreallocarray(out, cap, 1);
-		zs.next_out = (Bytef *)out + zs.total_out;
-		zs.avail_out = (uInt)(cap - zs.total_out);
+		if (cap - total < (1 << 20)) {
+			cap += 1 << 20;
+			out = xreallocarray(out, cap, 1);
+		}
+		zs.next_out = (Bytef *)out + total;
+		zs.avail_out = (uInt)(cap - total);
 		ret = inflate(&zs, Z_NO_FLUSH);
+		total = (size_t)((char *)zs.next_out - out);
+		if (ret == Z_STREAM_END) {
+			gz_members++;
+			/* RFC 1952: a gzip file is a series of members. */
+			if (zs.avail_in > 0 && inflateReset(&zs) == Z_OK)
+				ret = Z_OK;
+		}
 	} while (ret == Z_OK);
-	*lenp = ret == Z_STREAM_END ? zs.total_out : 0;
+	*lenp = ret == Z_STREAM_END ? total : 0;
 	inflateEnd(&zs);
 	return (out);
 }
@@ -447,6 +460,8 @@ test_paths(void)
 	nm_sha256_digest(l1.l_tar, l1.l_tarlen, digest);
 	CHECK(strcmp(digest, ti1.ti_diffid) == 0);
 	CHECK(strcmp(ti1.ti_digest, ti1.ti_diffid) != 0);
+	/* Blocks of 1 MiB compressed apart: one member each. */
+	CHECK(gz_members == (int)((l1.l_tarlen + (1 << 20) - 1) >> 20));
 	CHECK(l1.l_gzlen > 10 && (unsigned char)l1.l_gz[0] == 0x1f &&
 	    (unsigned char)l1.l_gz[1] == 0x8b && memcmp(l1.l_gz + 4,
 	    "\0\0\0\0", 4) == 0);
@@ -750,12 +765,47 @@ test_manifest(void)
 	free(s2);
 }
 
+/*
+ * The bytes of a layer do not depend on how many cores compress it: one
+ * (no pool: the caller compresses every block) or the machine's (pool).
+ */
+static void
+test_cores(void)
+{
+	struct event_base	*eb;
+	struct nix_tarinfo	 ti1, ti2;
+	struct layer		 l1, l2;
+	char			*paths[2], *cause = NULL;
+
+	xasprintf(&paths[0], "%s/bbb-big", store);
+	xasprintf(&paths[1], "%s/aaa-foo", store);
+	CHECK(make_layer(0, paths, 2, &ti1, &l1) == 0);
+	if ((eb = event_base_new()) == NULL ||
+	    work_init(eb, 0, &cause) == -1)
+		fatalx("work_init: %s", cause != NULL ? cause : "no base");
+	CHECK(make_layer(0, paths, 2, &ti2, &l2) == 0);
+	printf("layer of %zu tar bytes, %d members, with 1 and %d cores\n",
+	    l1.l_tarlen, gz_members, work_cpus());
+	CHECK(l1.l_gzlen == l2.l_gzlen &&
+	    memcmp(l1.l_gz, l2.l_gz, l1.l_gzlen) == 0);
+	CHECK(strcmp(ti1.ti_digest, ti2.ti_digest) == 0 &&
+	    strcmp(ti1.ti_diffid, ti2.ti_diffid) == 0);
+	CHECK(gz_members > 1);
+	work_drain();
+	event_base_free(eb);
+	layer_free(&l1);
+	layer_free(&l2);
+	free(paths[0]);
+	free(paths[1]);
+}
+
 int
 main(void)
 {
 	log_init(0);
 	make_store();
 	test_paths();
+	test_cores();
 	test_paths_errors();
 	test_custom();
 	test_config();
