@@ -14,6 +14,7 @@
 #include <sys/socket.h>
 
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 
 #include <errno.h>
 #include <stdio.h>
@@ -322,6 +323,21 @@ guard_byte(struct guard *gd, unsigned char c)
  * New bytes in a connection's input, before evhttp's read callback sees
  * them: follow the request head; when refused, take the bytes away.
  */
+/*
+ * Turns Nagle's algorithm off on a client's socket: a response's headers
+ * and its file body go out in separate calls (writev, then sendfile), and
+ * the small second one must not wait for the client's delayed ACK.
+ */
+static void
+guard_nodelay(struct guard *gd)
+{
+	int	 fd = bufferevent_getfd(gd->gd_bev), on = 1;
+
+	if (fd != -1 && setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on,
+	    sizeof on) == -1)
+		log_debug("%s: TCP_NODELAY: %s", __func__, strerror(errno));
+}
+
 static void
 guard_input_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info,
     void *arg)
@@ -339,6 +355,7 @@ guard_input_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info,
 		gd->gd_state = GUARD_IDLE;
 		if (guard_admit(gd) == -1)
 			goto refused;
+		guard_nodelay(gd);
 	}
 	if (gd->gd_state == GUARD_CLOSING)
 		goto refused;

@@ -479,6 +479,7 @@ proxy_mirror_manifest(struct evhttp_request *req, struct store *st,
 enum dl_state {
 	DL_WAITING,		/* no response from the upstream yet */
 	DL_STREAMING,		/* bytes arrive into the temp file */
+	DL_CHECKED,		/* whole and digest checked; being committed */
 	DL_VERIFIED,		/* whole, digest checked, stored */
 };
 
@@ -716,14 +717,14 @@ bc_pump(struct bl_client *bc)
 		bc_close(bc, BC_END_SENT, "streamed from upstream");
 		return;
 	}
-	if (dl->dl_state == DL_VERIFIED)
+	if (dl->dl_state >= DL_CHECKED)
 		limit = bc->bc_end + 1;
 	else
 		limit = dl->dl_have < bc->bc_end ? dl->dl_have : bc->bc_end;
 	if (limit <= bc->bc_off)
 		return;
 	n = limit - bc->bc_off;
-	if (dl->dl_state != DL_VERIFIED && n < MIRROR_PUMP)
+	if (dl->dl_state < DL_CHECKED && n < MIRROR_PUMP)
 		return;
 	if (n > MIRROR_CHUNK)
 		n = MIRROR_CHUNK;
@@ -965,6 +966,7 @@ static void
 dl_done_cb(struct up_req *ur, int status, const char *err, void *arg)
 {
 	struct dl	*dl = arg;
+	char		*cause = NULL, *why;
 
 	(void)ur;
 	if (err != NULL || status != 200) {
@@ -980,9 +982,22 @@ dl_done_cb(struct up_req *ur, int status, const char *err, void *arg)
 		return;
 	}
 	/*
-	 * Hashing is done (it ran as the bytes came); the fsync and rename
-	 * of a blob of any size go to the pool, and the loop goes on.
+	 * Hashing is done (it ran as the bytes came): once the digest
+	 * matches, the clients get the rest (the last byte included) from
+	 * the temp file while the fsync and rename of the commit run on the
+	 * pool.  Correct bytes need not wait for the disk.
 	 */
+	if (store_writer_verify(dl->dl_w, dl->dl_digest, &cause) == -1) {
+		xasprintf(&why, "not stored: %s", cause);
+		dl_fail(dl, 0, why);
+		free(why);
+		free(cause);
+		return;
+	}
+	/* Clients open the temp file now: the commit frees the writer. */
+	dl->dl_state = DL_CHECKED;
+	dl->dl_size = (int64_t)dl->dl_have;
+	dl_pump(dl);
 	if (work_submit(dl_commit_job, dl_committed, dl) == -1)
 		dl_fail(dl, 0, "cannot start the commit: no worker");
 }

@@ -36,6 +36,7 @@ struct store_writer {
 	struct nm_sha256	*sw_sha;
 	uint64_t		 sw_size;	/* bytes through write() */
 	int			 sw_fdused;	/* fd handed to the caller */
+	char			 sw_digest[NM_DIGEST_SIZE]; /* once verified */
 };
 
 static void	store_writer_free(struct store_writer *);
@@ -217,8 +218,11 @@ store_writer_digest(struct store_writer *sw, const char *expect,
 		*size = (uint64_t)sb.st_size;
 		return (0);
 	}
-	nm_sha256_final(sw->sw_sha, digest);
-	sw->sw_sha = NULL;
+	if (sw->sw_sha != NULL) {
+		nm_sha256_final(sw->sw_sha, sw->sw_digest);
+		sw->sw_sha = NULL;
+	}
+	memcpy(digest, sw->sw_digest, NM_DIGEST_SIZE);
 	*size = sw->sw_size;
 	if (expect != NULL && strcmp(expect, digest) != 0) {
 		xasprintf(cause, "digest mismatch: expected %s, got %s",
@@ -226,6 +230,24 @@ store_writer_digest(struct store_writer *sw, const char *expect,
 		return (-1);
 	}
 	return (0);
+}
+
+/*
+ * Checks the bytes written so far against expect, before the commit (no
+ * byte may follow); 0, or -1 with *cause on a mismatch.
+ */
+int
+store_writer_verify(struct store_writer *sw, const char *expect,
+    char **cause)
+{
+	char		 d[NM_DIGEST_SIZE];
+	uint64_t	 size;
+
+	if (sw->sw_fdused || expect == NULL) {
+		xasprintf(cause, "nothing to verify");
+		return (-1);
+	}
+	return (store_writer_digest(sw, expect, d, &size, cause));
 }
 
 /* Fsyncs a directory so that renames and creations in it are durable. */

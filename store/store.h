@@ -90,6 +90,12 @@ uint64_t store_writer_size(struct store_writer *);
  */
 int	 store_writer_commit(struct store_writer *, const char *expect,
 	    const char *media_type, char digest[NM_DIGEST_SIZE], char **cause);
+/*
+ * Checks the bytes written through store_writer_write against expect
+ * before the commit, which then trusts it; 0, or -1 with *cause.
+ */
+int	 store_writer_verify(struct store_writer *, const char *expect,
+	    char **cause);
 /* Discards the temp file and frees the writer. */
 void	 store_writer_abort(struct store_writer *);
 
