@@ -2,11 +2,11 @@
  * nix/build.c: the build queue.  A request for an image is answered from
  * the store when the image is known; otherwise one build per distinct
  * request runs as a long job of the worker pool (Nix children, layering,
- * tarballs, hashing) and hands its result back to the event loop.  A build whose
- * clients all left still finishes and is stored.  How many builds run at
- * once and their timeout come from the policy's limits, read on the loop
- * when a build starts; when BUILD_QUEUE_FACTOR times that many builds
- * already wait, new ones are refused with NIX_EBUSY.
+ * tarballs, hashing) and hands its result back to the event loop.  A
+ * build whose clients all left still finishes and is stored.  How many
+ * builds run at once and their timeout come from the policy's limits,
+ * read on the loop when a build starts; when BUILD_QUEUE_FACTOR times
+ * that many builds already wait, new ones are refused with NIX_EBUSY.
  */
 #include <sys/queue.h>
 #include <sys/time.h>

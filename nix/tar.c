@@ -201,7 +201,10 @@ tar_out_flush(struct tar_out *to)
 	return (0);
 }
 
-/* The block being filled, with room in it; NULL when out of memory. */
+/*
+ * The block being filled, with room in it; NULL when the batch before,
+ * written to make room, failed (to_cause says why).
+ */
 static struct tar_block *
 tar_out_block(struct tar_out *to)
 {
@@ -265,6 +268,7 @@ static void
 tar_out_free(struct tar_out *to)
 {
 	struct tar_batch	*tb;
+	struct tar_block	*b;
 	size_t			 i, j;
 
 	if (to == NULL)
@@ -279,10 +283,11 @@ tar_out_free(struct tar_out *to)
 		if (tb->tb_group != NULL)
 			work_group_wait(tb->tb_group);
 		for (j = 0; j < TAR_MAXBATCH; j++) {
-			if (tb->tb_blocks[j].tb_c != NULL)
-				libdeflate_free_compressor(tb->tb_blocks[j].tb_c);
-			free(tb->tb_blocks[j].tb_in);
-			free(tb->tb_blocks[j].tb_out);
+			b = &tb->tb_blocks[j];
+			if (b->tb_c != NULL)
+				libdeflate_free_compressor(b->tb_c);
+			free(b->tb_in);
+			free(b->tb_out);
 		}
 	}
 	nm_sha256_free(to->to_tarsha);

@@ -320,10 +320,6 @@ guard_byte(struct guard *gd, unsigned char c)
 }
 
 /*
- * New bytes in a connection's input, before evhttp's read callback sees
- * them: follow the request head; when refused, take the bytes away.
- */
-/*
  * Turns Nagle's algorithm off on a client's socket: a response's headers
  * and its file body go out in separate calls (writev, then sendfile), and
  * the small second one must not wait for the client's delayed ACK.
@@ -338,6 +334,10 @@ guard_nodelay(struct guard *gd)
 		log_debug("%s: TCP_NODELAY: %s", __func__, strerror(errno));
 }
 
+/*
+ * New bytes in a connection's input, before evhttp's read callback sees
+ * them: follow the request head; when refused, take the bytes away.
+ */
 static void
 guard_input_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info,
     void *arg)

@@ -229,10 +229,10 @@ store_db_done(struct store *st, sqlite3_stmt *stmt)
 			return;
 		}
 	}
-	store_db_done(st, stmt);
+	sqlite3_finalize(stmt);
 }
 
-/* Steps a statement that returns no rows to the end and finalizes it. */
+/* Steps a statement that returns no rows to the end; done with it. */
 int
 store_db_run(struct store *st, const char *fn, sqlite3_stmt *stmt)
 {
