@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,6 +29,8 @@ static struct event_base	*main_base;
 static struct store		*main_store;
 
 #define MAIN_GC_INTERVAL	10	/* seconds between quota checks */
+#define MAIN_TRIM_SLACK	(8 << 20)	/* free heap top kept, bytes */
+#define MAIN_TOP_PAD	(1 << 20)	/* heap grown by at least, bytes */
 
 /* SIGTERM and SIGINT: stop accepting, stop builds, leave the loop. */
 static void
@@ -127,6 +130,13 @@ main_serve(void)
 
 	log_init(nm_conf->cf_debug);
 	signal(SIGPIPE, SIG_IGN);
+	/*
+	 * Streams free and allocate megabytes of buffers all the time; a
+	 * heap top given back to the kernel at every free is faulted in
+	 * again at the next allocation (a fifth of a cold download's CPU).
+	 */
+	mallopt(M_TRIM_THRESHOLD, MAIN_TRIM_SLACK);
+	mallopt(M_TOP_PAD, MAIN_TOP_PAD);
 	if (evthread_use_pthreads() == -1)
 		fatalx("evthread_use_pthreads failed");
 	if (policy_load(nm_conf->cf_policy, &cause) == -1)

@@ -42,6 +42,7 @@
 	"application/vnd.docker.distribution.manifest.v2+json"
 #define MIRROR_MAX_MANIFEST	(4 * 1024 * 1024)
 #define MIRROR_FLUSH		(256 * 1024)	/* upstream bytes per write */
+#define MIRROR_BACKLOG		(4 * 1024 * 1024) /* unwritten: stop reading */
 #define MIRROR_PUMP		(256 * 1024)	/* new bytes worth a send */
 #define MIRROR_CHUNK		(4 * 1024 * 1024) /* most bytes per send */
 
@@ -495,8 +496,20 @@ struct dl {
 	uint64_t		 dl_have;
 	uint64_t		 dl_max;	/* policy's limit, 0: none */
 	char			*dl_denied;	/* why the policy refused it */
-	uint64_t		 dl_got;	/* dl_have and dl_pending */
+	uint64_t		 dl_got;	/* dl_have, writing, pending */
 	struct evbuffer		*dl_pending;	/* arrived, not yet written */
+	/*
+	 * Bytes are hashed and written by a pool job, one at a time, while
+	 * the loop reads on; the upstream is paused while a backlog waits.
+	 */
+	struct evbuffer		*dl_writing;	/* the job's bytes */
+	int			 dl_wbusy;	/* a write job runs */
+	int			 dl_wrc;	/* its result */
+	size_t			 dl_wlen;	/* bytes it wrote */
+	int			 dl_paused;	/* upstream reading stopped */
+	int			 dl_ended;	/* whole body arrived */
+	int			 dl_failed;	/* failed while a job ran */
+	struct up_req		*dl_ur;		/* the upstream request */
 	int			 dl_status;
 	int			 dl_done;	/* the upstream request ended */
 	struct evbuffer		*dl_errbody;
@@ -551,11 +564,21 @@ dl_free(struct dl *dl)
 		store_writer_abort(dl->dl_w);
 	if (dl->dl_pending != NULL)
 		evbuffer_free(dl->dl_pending);
+	if (dl->dl_writing != NULL)
+		evbuffer_free(dl->dl_writing);
 	if (dl->dl_errbody != NULL)
 		evbuffer_free(dl->dl_errbody);
 	free(dl->dl_denied);
 	free(dl->dl_repo);
 	free(dl);
+}
+
+/* Frees a download once it ended and no client and no job hold it. */
+static void
+dl_release(struct dl *dl)
+{
+	if (dl->dl_done && TAILQ_EMPTY(&dl->dl_clients) && !dl->dl_wbusy)
+		dl_free(dl);
 }
 
 /* Detaches a client from its connection and download, and frees it. */
@@ -571,8 +594,7 @@ bc_release(struct bl_client *bc)
 		close(bc->bc_fd);
 	free(bc->bc_range);
 	free(bc);
-	if (dl->dl_done && TAILQ_EMPTY(&dl->dl_clients))
-		dl_free(dl);
+	dl_release(dl);
 }
 
 /* Cuts a failed client's connection, outside libevent's callbacks. */
@@ -750,9 +772,13 @@ dl_fail(struct dl *dl, int status, const char *err)
 	char			*msg, *upmsg = NULL, *vis;
 
 	TAILQ_REMOVE(&mirror_dls, dl, dl_entry);
-	if (dl->dl_w != NULL)
+	/* A running write job still uses the writer: it ends it. */
+	if (dl->dl_wbusy)
+		dl->dl_failed = 1;
+	else {
 		store_writer_abort(dl->dl_w);
-	dl->dl_w = NULL;
+		dl->dl_w = NULL;
+	}
 	if (dl->dl_errbody != NULL)
 		upmsg = mirror_error_message(dl->dl_errbody);
 	if (dl->dl_denied != NULL)
@@ -793,8 +819,7 @@ dl_fail(struct dl *dl, int status, const char *err)
 	free(msg);
 	/* From now on the last client's bc_release frees the download. */
 	dl->dl_done = 1;
-	if (TAILQ_EMPTY(&dl->dl_clients))
-		dl_free(dl);
+	dl_release(dl);
 }
 
 /* Starts or feeds every client of a download. */
@@ -863,32 +888,97 @@ dl_headers_cb(struct up_req *ur, int status, struct evkeyvalq *h, void *arg)
 		free(cause);
 		return (-1);
 	}
-	if ((dl->dl_pending = evbuffer_new()) == NULL)
+	if ((dl->dl_pending = evbuffer_new()) == NULL ||
+	    (dl->dl_writing = evbuffer_new()) == NULL)
 		return (-1);
 	dl->dl_state = DL_STREAMING;
 	dl_pump(dl);
 	return (0);
 }
 
-/* Writes the bytes that arrived to the temp file, hashing them; 0 or -1. */
-static int
-dl_flush(struct dl *dl)
+/* The write job: hashes and writes the bytes handed over, in order. */
+static void
+dl_write_job(void *arg)
 {
-	size_t	 n;
+	struct dl	*dl = arg;
+	size_t		 n;
 
-	while ((n = evbuffer_get_contiguous_space(dl->dl_pending)) > 0) {
+	dl->dl_wrc = 0;
+	dl->dl_wlen = 0;
+	while ((n = evbuffer_get_contiguous_space(dl->dl_writing)) > 0) {
 		if (store_writer_write(dl->dl_w, evbuffer_pullup(
-		    dl->dl_pending, (ev_ssize_t)n), n) == -1)
-			return (-1);
-		evbuffer_drain(dl->dl_pending, n);
-		dl->dl_have += n;
+		    dl->dl_writing, (ev_ssize_t)n), n) == -1) {
+			dl->dl_wrc = -1;
+			break;
+		}
+		evbuffer_drain(dl->dl_writing, n);
+		dl->dl_wlen += n;
 	}
-	return (0);
+}
+
+static void	dl_written(void *);
+static void	dl_finish(struct dl *);
+
+/*
+ * Hands what arrived to a write job, unless one runs; when the body is
+ * whole and written, finishes the download.
+ */
+static void
+dl_write_next(struct dl *dl)
+{
+	if (dl->dl_wbusy || dl->dl_wrc == -1)
+		return;
+	if (evbuffer_get_length(dl->dl_pending) == 0) {
+		if (dl->dl_ended)
+			dl_finish(dl);
+		return;
+	}
+	evbuffer_add_buffer(dl->dl_writing, dl->dl_pending);
+	dl->dl_wbusy = 1;
+	if (work_submit(dl_write_job, dl_written, dl) == -1) {
+		/* No worker: write on the loop rather than lose the blob. */
+		dl_write_job(dl);
+		dl_written(dl);
+	}
+}
+
+/* Back on the loop after a write job: offer the bytes, write on. */
+static void
+dl_written(void *arg)
+{
+	struct dl	*dl = arg;
+
+	dl->dl_wbusy = 0;
+	if (dl->dl_failed) {
+		/* dl_fail ran meanwhile and answered the clients. */
+		store_writer_abort(dl->dl_w);
+		dl->dl_w = NULL;
+		dl_release(dl);
+		return;
+	}
+	if (dl->dl_wrc == -1) {
+		evbuffer_drain(dl->dl_writing,
+		    evbuffer_get_length(dl->dl_writing));
+		if (dl->dl_ur != NULL)
+			proxy_upstream_abort(dl->dl_ur,
+			    "cannot write the blob");	/* dl_fail follows */
+		else
+			dl_fail(dl, 0, "cannot write the blob");
+		return;
+	}
+	dl->dl_have += dl->dl_wlen;
+	if (dl->dl_paused && dl->dl_ur != NULL) {
+		dl->dl_paused = 0;
+		proxy_upstream_pause(dl->dl_ur, 0);
+	}
+	dl_pump(dl);
+	dl_write_next(dl);
 }
 
 /*
- * Blob bytes: gathered (the upstream's reads are small), written to the
- * disk MIRROR_FLUSH at a time, then offered to the clients.
+ * Blob bytes: gathered (the upstream's reads are small) and handed to the
+ * pool MIRROR_FLUSH or more at a time; the clients are offered them once
+ * written.
  */
 static int
 dl_data_cb(struct up_req *ur, struct evbuffer *buf, void *arg)
@@ -896,12 +986,13 @@ dl_data_cb(struct up_req *ur, struct evbuffer *buf, void *arg)
 	struct dl	*dl = arg;
 	size_t		 len = evbuffer_get_length(buf);
 
-	(void)ur;
 	if (dl->dl_status != 200) {
 		if (evbuffer_get_length(dl->dl_errbody) < 65536)
 			evbuffer_add_buffer(dl->dl_errbody, buf);
 		return (0);
 	}
+	if (dl->dl_wrc == -1)
+		return (-1);	/* a write failed: the transfer is cut */
 	/* Without a Content-Length the limit is checked before each write. */
 	if (dl->dl_max > 0 && dl->dl_got + len > dl->dl_max) {
 		dl_deny(dl, dl->dl_got + len, 1);
@@ -914,9 +1005,12 @@ dl_data_cb(struct up_req *ur, struct evbuffer *buf, void *arg)
 	if (evbuffer_get_length(dl->dl_pending) < MIRROR_FLUSH &&
 	    (dl->dl_size < 0 || dl->dl_got < (uint64_t)dl->dl_size))
 		return (0);
-	if (dl_flush(dl) == -1)
-		return (-1);
-	dl_pump(dl);
+	dl_write_next(dl);
+	if (dl->dl_wbusy && !dl->dl_paused &&
+	    evbuffer_get_length(dl->dl_pending) >= MIRROR_BACKLOG) {
+		dl->dl_paused = 1;
+		proxy_upstream_pause(ur, 1);
+	}
 	return (0);
 }
 
@@ -955,32 +1049,38 @@ dl_committed(void *arg)
 	dl->dl_size = (int64_t)dl->dl_have;
 	dl->dl_done = 1;
 	if (TAILQ_EMPTY(&dl->dl_clients)) {
-		dl_free(dl);
+		dl_release(dl);
 		return;
 	}
 	dl_pump(dl);
 }
 
-/* The upstream request ended: verify and commit, or fail everyone. */
+/* The upstream request ended: write the rest, or fail everyone. */
 static void
 dl_done_cb(struct up_req *ur, int status, const char *err, void *arg)
 {
 	struct dl	*dl = arg;
-	char		*cause = NULL, *why;
 
 	(void)ur;
+	dl->dl_ur = NULL;
 	if (err != NULL || status != 200) {
 		dl_fail(dl, err != NULL && status == 200 ? 0 : status, err);
 		return;
 	}
-	if (dl_flush(dl) == -1) {
-		dl_fail(dl, 0, "cannot write the blob");
-		return;
-	}
-	if (dl->dl_size >= 0 && dl->dl_have != (uint64_t)dl->dl_size) {
+	if (dl->dl_size >= 0 && dl->dl_got != (uint64_t)dl->dl_size) {
 		dl_fail(dl, 0, "the body is shorter than its Content-Length");
 		return;
 	}
+	dl->dl_ended = 1;
+	dl_write_next(dl);
+}
+
+/* Every byte is written: verify, and commit on the pool. */
+static void
+dl_finish(struct dl *dl)
+{
+	char	*cause = NULL, *why;
+
 	/*
 	 * Hashing is done (it ran as the bytes came): once the digest
 	 * matches, the clients get the rest (the last byte included) from
@@ -1002,7 +1102,7 @@ dl_done_cb(struct up_req *ur, int status, const char *err, void *arg)
 		dl_fail(dl, 0, "cannot start the commit: no worker");
 }
 
-/* GET or HEAD of an upstream blob; see proxy.h. *//* GET or HEAD of an upstream blob; see proxy.h. */
+/* GET or HEAD of an upstream blob; see proxy.h. */
 void
 proxy_mirror_blob(struct evhttp_request *req, struct store *st,
     const struct nm_upstream *up, const char *repo, const char *digest)
@@ -1056,7 +1156,8 @@ proxy_mirror_blob(struct evhttp_request *req, struct store *st,
 	evhttp_connection_set_closecb(bc->bc_conn, bc_close_cb, bc);
 	if (fresh) {
 		xasprintf(&what, "blobs/%s", digest);
-		proxy_upstream_fetch(up, 0, repo, what, NULL, &cb, dl);
+		dl->dl_ur = proxy_upstream_fetch(up, 0, repo, what, NULL,
+		    &cb, dl);
 		free(what);
 	} else if (dl->dl_state == DL_STREAMING && dl->dl_size >= 0)
 		bc_start(bc);

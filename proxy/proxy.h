@@ -51,6 +51,13 @@ void	proxy_upstream_free(void);
 struct up_req *proxy_upstream_fetch(const struct nm_upstream *, int head,
 	    const char *repo, const char *what, const char *accept,
 	    const struct up_callbacks *, void *);
+/* Stops (paused) or restarts reading a response's body. */
+void	proxy_upstream_pause(struct up_req *, int paused);
+/*
+ * Ends a transfer early: its uc_done follows, from the loop, with an
+ * error naming why.
+ */
+void	proxy_upstream_abort(struct up_req *, const char *why);
 /*
  * Parses a WWW-Authenticate challenge into its scheme and the realm,
  * service and scope parameters (each NULL when absent; caller frees).

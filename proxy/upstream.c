@@ -765,6 +765,33 @@ up_finish(struct up_req *ur, const char *err)
 	free(ur);
 }
 
+/*
+ * Stops or restarts reading the response body (flow control for a caller
+ * whose disk is slower than the upstream); see proxy.h.
+ */
+void
+proxy_upstream_pause(struct up_req *ur, int paused)
+{
+	struct bufferevent	*bev;
+
+	if (ur->ur_req == NULL || ur->ur_conn == NULL ||
+	    (bev = evhttp_connection_get_bufferevent(
+	    ur->ur_conn->co_evcon)) == NULL)
+		return;
+	if (paused)
+		bufferevent_disable(bev, EV_READ);
+	else
+		bufferevent_enable(bev, EV_READ);
+}
+
+/* Ends a transfer early, from the loop; see proxy.h. */
+void
+proxy_upstream_abort(struct up_req *ur, const char *why)
+{
+	up_error_set(ur, why);
+	event_active(ur->ur_cut, EV_TIMEOUT, 0);
+}
+
 /* Fetches /v2/<repo>/<what> from an upstream; see proxy.h. */
 struct up_req *
 proxy_upstream_fetch(const struct nm_upstream *up, int head,
