@@ -31,6 +31,7 @@ static struct store		*main_store;
 #define MAIN_GC_INTERVAL	10	/* seconds between quota checks */
 #define MAIN_TRIM_SLACK	(8 << 20)	/* free heap top kept, bytes */
 #define MAIN_TOP_PAD	(1 << 20)	/* heap grown by at least, bytes */
+#define MAIN_MMAP_MIN	(1 << 20)	/* smaller blocks come from the heap */
 
 /* SIGTERM and SIGINT: stop accepting, stop builds, leave the loop. */
 static void
@@ -134,9 +135,13 @@ main_serve(void)
 	 * Streams free and allocate megabytes of buffers all the time; a
 	 * heap top given back to the kernel at every free is faulted in
 	 * again at the next allocation (a fifth of a cold download's CPU).
+	 * Setting these stops glibc's own tuning, so the 256 KiB read
+	 * buffers would each be an mmap and a munmap: they are kept below
+	 * the threshold for that.
 	 */
 	mallopt(M_TRIM_THRESHOLD, MAIN_TRIM_SLACK);
 	mallopt(M_TOP_PAD, MAIN_TOP_PAD);
+	mallopt(M_MMAP_THRESHOLD, MAIN_MMAP_MIN);
 	if (evthread_use_pthreads() == -1)
 		fatalx("evthread_use_pthreads failed");
 	if (policy_load(nm_conf->cf_policy, &cause) == -1)

@@ -503,6 +503,9 @@ struct dl {
 	 * the loop reads on; the upstream is paused while a backlog waits.
 	 */
 	struct evbuffer		*dl_writing;	/* the job's bytes */
+	struct iovec		*dl_iov;	/* dl_writing's chunks */
+	int			 dl_niov;
+	int			 dl_iovcap;
 	int			 dl_wbusy;	/* a write job runs */
 	int			 dl_wrc;	/* its result */
 	size_t			 dl_wlen;	/* bytes it wrote */
@@ -566,6 +569,7 @@ dl_free(struct dl *dl)
 		evbuffer_free(dl->dl_pending);
 	if (dl->dl_writing != NULL)
 		evbuffer_free(dl->dl_writing);
+	free(dl->dl_iov);
 	if (dl->dl_errbody != NULL)
 		evbuffer_free(dl->dl_errbody);
 	free(dl->dl_denied);
@@ -896,24 +900,39 @@ dl_headers_cb(struct up_req *ur, int status, struct evkeyvalq *h, void *arg)
 	return (0);
 }
 
-/* The write job: hashes and writes the bytes handed over, in order. */
+/* A write job's other half: hashes the bytes while they are written. */
+static void
+dl_hash_job(void *arg)
+{
+	struct dl	*dl = arg;
+
+	store_writer_hash(dl->dl_w, dl->dl_iov, dl->dl_niov);
+}
+
+/*
+ * The write job: writes the bytes handed over while a second worker
+ * hashes them (the two take about as long), then drops them.
+ */
 static void
 dl_write_job(void *arg)
 {
-	struct dl	*dl = arg;
-	size_t		 n;
+	struct dl		*dl = arg;
+	struct work_group	*wg;
+	int			 n;
 
-	dl->dl_wrc = 0;
-	dl->dl_wlen = 0;
-	while ((n = evbuffer_get_contiguous_space(dl->dl_writing)) > 0) {
-		if (store_writer_write(dl->dl_w, evbuffer_pullup(
-		    dl->dl_writing, (ev_ssize_t)n), n) == -1) {
-			dl->dl_wrc = -1;
-			break;
-		}
-		evbuffer_drain(dl->dl_writing, n);
-		dl->dl_wlen += n;
+	dl->dl_wlen = evbuffer_get_length(dl->dl_writing);
+	n = evbuffer_peek(dl->dl_writing, -1, NULL, NULL, 0);
+	if (n > dl->dl_iovcap) {
+		dl->dl_iov = xreallocarray(dl->dl_iov, (size_t)n,
+		    sizeof *dl->dl_iov);
+		dl->dl_iovcap = n;
 	}
+	dl->dl_niov = evbuffer_peek(dl->dl_writing, -1, NULL, dl->dl_iov, n);
+	wg = work_group_new();
+	work_group_add(wg, dl_hash_job, dl);
+	dl->dl_wrc = store_writer_put(dl->dl_w, dl->dl_iov, dl->dl_niov);
+	work_group_wait(wg);
+	evbuffer_drain(dl->dl_writing, dl->dl_wlen);
 }
 
 static void	dl_written(void *);

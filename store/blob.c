@@ -14,6 +14,7 @@
 
 #include <sys/stat.h>
 #include <sys/types.h>
+#include <sys/uio.h>
 
 #include <dirent.h>
 #include <errno.h>
@@ -28,6 +29,8 @@
 #include "policy/policy.h"
 #include "store/store.h"
 #include "store/store_int.h"
+
+#define STORE_IOV_MAX	64	/* vectors per writev */
 
 struct store_writer {
 	struct store		*sw_store;
@@ -166,6 +169,53 @@ store_writer_write(struct store_writer *sw, const void *buf, size_t len)
 		}
 		p += n;
 		len -= (size_t)n;
+	}
+	return (0);
+}
+
+/*
+ * Hashes bytes that store_writer_put writes, maybe in another thread at
+ * the same time; see store.h.
+ */
+void
+store_writer_hash(struct store_writer *sw, const struct iovec *iov, int n)
+{
+	int	 i;
+
+	for (i = 0; i < n; i++) {
+		nm_sha256_update(sw->sw_sha, iov[i].iov_base, iov[i].iov_len);
+		sw->sw_size += iov[i].iov_len;
+	}
+}
+
+/* Writes bytes without hashing them; 0, or -1 with errno set. */
+int
+store_writer_put(struct store_writer *sw, const struct iovec *iov, int n)
+{
+	struct iovec	 part[STORE_IOV_MAX];
+	ssize_t		 w;
+	size_t		 off = 0;
+	int		 i, k;
+
+	for (i = 0; i < n; ) {
+		/* Up to STORE_IOV_MAX vectors, the first one off bytes in. */
+		for (k = 0; k < STORE_IOV_MAX && i + k < n; k++)
+			part[k] = iov[i + k];
+		part[0].iov_base = (char *)part[0].iov_base + off;
+		part[0].iov_len -= off;
+		if ((w = writev(sw->sw_fd, part, k)) == -1) {
+			if (errno == EINTR)
+				continue;
+			log_warn("%s: %s", __func__, sw->sw_path);
+			return (-1);
+		}
+		/* Steps over what was written. */
+		while (i < n && (size_t)w >= iov[i].iov_len - off) {
+			w -= (ssize_t)(iov[i].iov_len - off);
+			off = 0;
+			i++;
+		}
+		off += (size_t)w;
 	}
 	return (0);
 }

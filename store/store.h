@@ -13,6 +13,7 @@
 #include "nixmirror.h"
 
 struct store;
+struct iovec;
 struct store_writer;
 
 /* store/db.c */
@@ -80,6 +81,13 @@ struct store_writer *store_writer_new(struct store *, char **cause);
 /* The temp file's descriptor, for writers that write it themselves. */
 int	 store_writer_fd(struct store_writer *);
 int	 store_writer_write(struct store_writer *, const void *, size_t);
+/*
+ * The two halves of store_writer_write, for a caller that hashes in one
+ * thread while another writes the same bytes: store_writer_hash hashes
+ * and counts them, store_writer_put writes them (0, or -1 with errno).
+ */
+void	 store_writer_hash(struct store_writer *, const struct iovec *, int);
+int	 store_writer_put(struct store_writer *, const struct iovec *, int);
 /* A read-only descriptor of the temp file, for readers that follow it. */
 int	 store_writer_reader(struct store_writer *);
 uint64_t store_writer_size(struct store_writer *);

@@ -7,6 +7,7 @@
 #endif
 #include <sys/stat.h>
 #include <sys/types.h>
+#include <sys/uio.h>
 
 #include <dirent.h>
 #include <errno.h>
@@ -33,6 +34,7 @@
 #define COMMIT_OLD	"3333333333333333333333333333333333333333"
 #define NTHREADS	4
 #define NBLOBS		50
+#define SPLIT_NVEC	150	/* vectors in one split write */
 
 static int		 npass, nfail;
 static char		 datadir[] = "/tmp/test_store.XXXXXX";
@@ -55,6 +57,7 @@ static int	 test_sql(const char *);
 static void	 test_open_reopen(void);
 static void	 test_put_mem(struct store *);
 static void	 test_writer(struct store *);
+static void	 test_writer_split(struct store *);
 static void	 test_invalid(struct store *);
 static void	 test_meta(struct store *);
 static void	 test_tags(struct store *);
@@ -300,6 +303,78 @@ test_writer(struct store *st)
 	    "writer for abort");
 	store_writer_abort(sw);
 	CHECK(test_count("tmp") == 0, "abort removes temp file");
+}
+
+/* store_writer_hash in a thread while store_writer_put writes. */
+struct split_arg {
+	struct store_writer	*sw;
+	struct iovec		*iov;
+	int			 n;
+};
+
+static void *
+test_split_hash(void *arg)
+{
+	struct split_arg	*sa = arg;
+
+	store_writer_hash(sa->sw, sa->iov, sa->n);
+	return (NULL);
+}
+
+static void
+test_writer_split(struct store *st)
+{
+	struct iovec		 iov[SPLIT_NVEC];
+	struct split_arg	 sa;
+	pthread_t		 t;
+	char			 want[NM_DIGEST_SIZE], d[NM_DIGEST_SIZE];
+	char			*all, *back, *cause = NULL;
+	size_t			 total = 0, off = 0, len;
+	uint64_t		 size = 0;
+	ssize_t			 r;
+	int			 i, fd, put;
+
+	/* More vectors than one writev takes, of odd sizes, some empty. */
+	for (i = 0; i < SPLIT_NVEC; i++)
+		total += (size_t)(i * 7919) % 40000;
+	all = xmalloc(total);
+	for (off = 0; off < total; off++)
+		all[off] = (char)(off * 2654435761u >> 13);
+	for (i = 0, off = 0; i < SPLIT_NVEC; i++) {
+		len = (size_t)(i * 7919) % 40000;
+		iov[i].iov_base = all + off;
+		iov[i].iov_len = len;
+		off += len;
+	}
+	nm_sha256_digest(all, total, want);
+	sa.sw = store_writer_new(st, &cause);
+	CHECK(sa.sw != NULL, "split writer");
+	if (sa.sw == NULL) {
+		free(all);
+		return;
+	}
+	sa.iov = iov;
+	sa.n = SPLIT_NVEC;
+	CHECK(pthread_create(&t, NULL, test_split_hash, &sa) == 0,
+	    "hash thread");
+	put = store_writer_put(sa.sw, iov, SPLIT_NVEC);
+	pthread_join(t, NULL);
+	CHECK(put == 0 && store_writer_size(sa.sw) == total, "split put");
+	CHECK(store_writer_commit(sa.sw, want, NULL, d, &cause) == 0 &&
+	    strcmp(d, want) == 0, "split commit verifies the digest");
+	CHECK(store_blob_stat(st, want, &size, NULL) == 0 && size == total,
+	    "split blob size");
+	back = xmalloc(total);
+	fd = store_blob_open(st, want, NULL);
+	for (off = 0; fd != -1 && off < total; off += (size_t)r)
+		if ((r = read(fd, back + off, total - off)) <= 0)
+			break;
+	CHECK(fd != -1 && off == total && memcmp(all, back, total) == 0,
+	    "split blob holds the bytes in order");
+	if (fd != -1)
+		close(fd);
+	free(back);
+	free(all);
 }
 
 /* Digests that are not sha256 + 64 lowercase hex never reach a path. */
@@ -585,6 +660,7 @@ main(void)
 	}
 	test_put_mem(st);
 	test_writer(st);
+	test_writer_split(st);
 	test_invalid(st);
 	test_meta(st);
 	test_tags(st);
