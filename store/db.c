@@ -1,9 +1,12 @@
 /*
  * store/db.c: the SQLite metadata database under the data directory.
  *
- * One connection is shared by the event loop and the build workers; a
- * mutex serialises every use of it, so a statement's prepare, steps and
- * sqlite3_errmsg() are never interleaved with another thread's.  Values
+ * Two connections: one that writes, shared by the event loop and the
+ * workers, and one that only reads, for the loop's hot lookups (a blob's
+ * row, a tag).  A mutex of each serialises its use, so a statement's
+ * prepare, steps and sqlite3_errmsg() are never interleaved with another
+ * thread's; in WAL mode the reader sees every commit and never waits for
+ * the writer, who may hold its lock across a checkpoint's fsync.  Values
  * are always bound, never spliced into SQL.
  *
  * The database runs in WAL mode with synchronous=NORMAL: a commit is
@@ -94,6 +97,7 @@ static int		 store_mkdirs(const char *);
 static int		 store_db_migrate(struct store *, char **);
 static int		 store_db_open(struct store *, char **);
 static int		 store_copy(char *, size_t, const unsigned char *);
+static void		 store_conn_done(struct store_conn *, sqlite3_stmt *);
 
 /* Creates a directory and its missing parents, mode 0755. */
 static int
@@ -139,15 +143,35 @@ store_unlock(struct store *st)
 		fatalx("%s: pthread_mutex_unlock failed", __func__);
 }
 
+/*
+ * Takes the lock of the reading connection.  It is never held across a
+ * write, an fsync or a checkpoint, so the loop's lookups do not wait on
+ * a worker's commit.
+ */
+void
+store_rlock(struct store *st)
+{
+	if (pthread_mutex_lock(&st->st_rmtx) != 0)
+		fatalx("%s: pthread_mutex_lock failed", __func__);
+}
+
+/* Releases the lock of the reading connection. */
+void
+store_runlock(struct store *st)
+{
+	if (pthread_mutex_unlock(&st->st_rmtx) != 0)
+		fatalx("%s: pthread_mutex_unlock failed", __func__);
+}
+
 /* Runs constant SQL without parameters; lock held or not yet shared. */
 int
 store_db_exec(struct store *st, const char *sql)
 {
 	char	*err = NULL;
 
-	if (sqlite3_exec(st->st_db, sql, NULL, NULL, &err) != SQLITE_OK) {
+	if (sqlite3_exec(st->st_w.sc_db, sql, NULL, NULL, &err) != SQLITE_OK) {
 		log_warnx("%s: \"%.40s\": %s", __func__, sql,
-		    err != NULL ? err : sqlite3_errmsg(st->st_db));
+		    err != NULL ? err : sqlite3_errmsg(st->st_w.sc_db));
 		sqlite3_free(err);
 		return (-1);
 	}
@@ -155,43 +179,43 @@ store_db_exec(struct store *st, const char *sql)
 }
 
 /*
- * Prepares sql and binds its parameters, described by types: 't' a
- * string (NULL binds NULL), 'i' an int64_t.  Lock held; NULL on error.
+ * Prepares sql on a connection (or takes its statement of that text kept
+ * from before) and binds its parameters, described by types: 't' a
+ * string (NULL binds NULL), 'i' an int64_t.  The connection's lock is
+ * held; NULL on error.
  */
-sqlite3_stmt *
-store_db_stmt(struct store *st, const char *fn, const char *sql,
-    const char *types, ...)
+static sqlite3_stmt *
+store_conn_stmt(struct store_conn *sc, const char *fn, const char *sql,
+    const char *types, va_list ap)
 {
 	struct store_stmt	*ss = NULL;
 	sqlite3_stmt		*stmt = NULL;
-	va_list			 ap;
 	const char		*s;
 	int			 i, rc = SQLITE_OK;
 
 	/* A statement of this text prepared before and not in use. */
-	for (i = 0; i < st->st_nstmts; i++) {
-		if (st->st_stmts[i].ss_sql == sql && !st->st_stmts[i].ss_busy) {
-			ss = &st->st_stmts[i];
+	for (i = 0; i < sc->sc_nstmts; i++) {
+		if (sc->sc_stmts[i].ss_sql == sql && !sc->sc_stmts[i].ss_busy) {
+			ss = &sc->sc_stmts[i];
 			stmt = ss->ss_stmt;
 			break;
 		}
 	}
 	if (stmt == NULL) {
-		if (sqlite3_prepare_v3(st->st_db, sql, -1,
+		if (sqlite3_prepare_v3(sc->sc_db, sql, -1,
 		    SQLITE_PREPARE_PERSISTENT, &stmt, NULL) != SQLITE_OK) {
 			log_warnx("%s: prepare: %s", fn,
-			    sqlite3_errmsg(st->st_db));
+			    sqlite3_errmsg(sc->sc_db));
 			return (NULL);
 		}
-		if (st->st_nstmts < STORE_NSTMTS) {
-			ss = &st->st_stmts[st->st_nstmts++];
+		if (sc->sc_nstmts < STORE_NSTMTS) {
+			ss = &sc->sc_stmts[sc->sc_nstmts++];
 			ss->ss_sql = sql;
 			ss->ss_stmt = stmt;
 		}
 	}
 	if (ss != NULL)
 		ss->ss_busy = 1;
-	va_start(ap, types);
 	for (i = 0; types[i] != '\0' && rc == SQLITE_OK; i++) {
 		if (types[i] == 'i')
 			rc = sqlite3_bind_int64(stmt, i + 1, va_arg(ap, int64_t));
@@ -201,35 +225,91 @@ store_db_stmt(struct store *st, const char *fn, const char *sql,
 			rc = sqlite3_bind_text(stmt, i + 1, s, -1,
 			    SQLITE_TRANSIENT);
 	}
-	va_end(ap);
 	if (rc != SQLITE_OK) {
-		log_warnx("%s: bind: %s", fn, sqlite3_errmsg(st->st_db));
-		store_db_done(st, stmt);
+		log_warnx("%s: bind: %s", fn, sqlite3_errmsg(sc->sc_db));
+		store_conn_done(sc, stmt);
 		return (NULL);
 	}
 	return (stmt);
 }
 
 /*
- * Done with a statement of store_db_stmt: a cached one is reset for the
+ * Done with a statement of store_conn_stmt: a kept one is reset for the
  * next use, another finalized.  Lock held; stmt may be NULL.
  */
-void
-store_db_done(struct store *st, sqlite3_stmt *stmt)
+static void
+store_conn_done(struct store_conn *sc, sqlite3_stmt *stmt)
 {
 	int	 i;
 
 	if (stmt == NULL)
 		return;
-	for (i = 0; i < st->st_nstmts; i++) {
-		if (st->st_stmts[i].ss_stmt == stmt) {
+	for (i = 0; i < sc->sc_nstmts; i++) {
+		if (sc->sc_stmts[i].ss_stmt == stmt) {
 			sqlite3_reset(stmt);
 			sqlite3_clear_bindings(stmt);
-			st->st_stmts[i].ss_busy = 0;
+			sc->sc_stmts[i].ss_busy = 0;
 			return;
 		}
 	}
 	sqlite3_finalize(stmt);
+}
+
+/* Steps to the first row: 0 when there is one, -1 when none or on error. */
+static int
+store_conn_row(struct store_conn *sc, const char *fn, sqlite3_stmt *stmt)
+{
+	int	 rc;
+
+	if (stmt == NULL)
+		return (-1);
+	if ((rc = sqlite3_step(stmt)) == SQLITE_ROW)
+		return (0);
+	if (rc != SQLITE_DONE)
+		log_warnx("%s: %s", fn, sqlite3_errmsg(sc->sc_db));
+	return (-1);
+}
+
+/* Prepares and binds a statement of the writing connection; see above. */
+sqlite3_stmt *
+store_db_stmt(struct store *st, const char *fn, const char *sql,
+    const char *types, ...)
+{
+	sqlite3_stmt	*stmt;
+	va_list		 ap;
+
+	va_start(ap, types);
+	stmt = store_conn_stmt(&st->st_w, fn, sql, types, ap);
+	va_end(ap);
+	return (stmt);
+}
+
+/* The same on the reading connection; store_rlock held. */
+sqlite3_stmt *
+store_db_rstmt(struct store *st, const char *fn, const char *sql,
+    const char *types, ...)
+{
+	sqlite3_stmt	*stmt;
+	va_list		 ap;
+
+	va_start(ap, types);
+	stmt = store_conn_stmt(&st->st_r, fn, sql, types, ap);
+	va_end(ap);
+	return (stmt);
+}
+
+/* Done with a statement of store_db_stmt; lock held; stmt may be NULL. */
+void
+store_db_done(struct store *st, sqlite3_stmt *stmt)
+{
+	store_conn_done(&st->st_w, stmt);
+}
+
+/* Done with a statement of store_db_rstmt; store_rlock held. */
+void
+store_db_rdone(struct store *st, sqlite3_stmt *stmt)
+{
+	store_conn_done(&st->st_r, stmt);
 }
 
 /* Steps a statement that returns no rows to the end; done with it. */
@@ -243,7 +323,7 @@ store_db_run(struct store *st, const char *fn, sqlite3_stmt *stmt)
 	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW)
 		;
 	if (rc != SQLITE_DONE)
-		log_warnx("%s: %s", fn, sqlite3_errmsg(st->st_db));
+		log_warnx("%s: %s", fn, sqlite3_errmsg(st->st_w.sc_db));
 	store_db_done(st, stmt);
 	return (rc == SQLITE_DONE ? 0 : -1);
 }
@@ -252,15 +332,14 @@ store_db_run(struct store *st, const char *fn, sqlite3_stmt *stmt)
 int
 store_db_row(struct store *st, const char *fn, sqlite3_stmt *stmt)
 {
-	int	 rc;
+	return (store_conn_row(&st->st_w, fn, stmt));
+}
 
-	if (stmt == NULL)
-		return (-1);
-	if ((rc = sqlite3_step(stmt)) == SQLITE_ROW)
-		return (0);
-	if (rc != SQLITE_DONE)
-		log_warnx("%s: %s", fn, sqlite3_errmsg(st->st_db));
-	return (-1);
+/* store_db_row on the reading connection; store_rlock held. */
+int
+store_db_rrow(struct store *st, const char *fn, sqlite3_stmt *stmt)
+{
+	return (store_conn_row(&st->st_r, fn, stmt));
 }
 
 /* Copies a column string into a fixed buffer; -1 if NULL or too long. */
@@ -313,32 +392,64 @@ fail:
 	return (-1);
 }
 
-/* Opens and configures DIR/nixmirror.db. */
+/* Opens DIR/nixmirror.db as one of the store's connections. */
 static int
-store_db_open(struct store *st, char **cause)
+store_conn_open(struct store *st, struct store_conn *sc, char **cause)
 {
 	char	*path;
 	int	 rc;
 
 	xasprintf(&path, "%s/nixmirror.db", st->st_dir);
-	rc = sqlite3_open_v2(path, &st->st_db, SQLITE_OPEN_READWRITE |
+	rc = sqlite3_open_v2(path, &sc->sc_db, SQLITE_OPEN_READWRITE |
 	    SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, NULL);
 	if (rc != SQLITE_OK) {
-		xasprintf(cause, "%s: %s", path, st->st_db != NULL ?
-		    sqlite3_errmsg(st->st_db) : sqlite3_errstr(rc));
+		xasprintf(cause, "%s: %s", path, sc->sc_db != NULL ?
+		    sqlite3_errmsg(sc->sc_db) : sqlite3_errstr(rc));
 		free(path);
 		return (-1);
 	}
 	free(path);
-	if (sqlite3_busy_timeout(st->st_db, 5000) != SQLITE_OK ||
-	    store_db_exec(st, "PRAGMA journal_mode=WAL") == -1 ||
+	if (sqlite3_busy_timeout(sc->sc_db, 5000) != SQLITE_OK) {
+		xasprintf(cause, "cannot configure the database: %s",
+		    sqlite3_errmsg(sc->sc_db));
+		return (-1);
+	}
+	return (0);
+}
+
+/* Closes one of the store's connections and its statements. */
+static void
+store_conn_close(struct store_conn *sc)
+{
+	int	 i;
+
+	for (i = 0; i < sc->sc_nstmts; i++)
+		sqlite3_finalize(sc->sc_stmts[i].ss_stmt);
+	sc->sc_nstmts = 0;
+	if (sc->sc_db != NULL && sqlite3_close(sc->sc_db) != SQLITE_OK)
+		log_warnx("%s: %s", __func__, sqlite3_errmsg(sc->sc_db));
+	sc->sc_db = NULL;
+}
+
+/*
+ * Opens and configures DIR/nixmirror.db: the writing connection, which
+ * brings the schema up to date, then the reading one.
+ */
+static int
+store_db_open(struct store *st, char **cause)
+{
+	if (store_conn_open(st, &st->st_w, cause) == -1)
+		return (-1);
+	if (store_db_exec(st, "PRAGMA journal_mode=WAL") == -1 ||
 	    store_db_exec(st, "PRAGMA synchronous=NORMAL") == -1 ||
 	    store_db_exec(st, "PRAGMA foreign_keys=ON") == -1) {
 		xasprintf(cause, "cannot configure the database: %s",
-		    sqlite3_errmsg(st->st_db));
+		    sqlite3_errmsg(st->st_w.sc_db));
 		return (-1);
 	}
-	return (store_db_migrate(st, cause));
+	if (store_db_migrate(st, cause) == -1)
+		return (-1);
+	return (store_conn_open(st, &st->st_r, cause));
 }
 
 /* Opens (creating and migrating) DIR/nixmirror.db and DIR/blobs. */
@@ -352,6 +463,7 @@ store_open(const char *dir, char **cause)
 	xasprintf(&st->st_blobs, "%s/blobs/sha256", dir);
 	xasprintf(&st->st_tmp, "%s/tmp", dir);
 	if (pthread_mutex_init(&st->st_mtx, NULL) != 0 ||
+	    pthread_mutex_init(&st->st_rmtx, NULL) != 0 ||
 	    pthread_mutex_init(&st->st_tmtx, NULL) != 0)
 		fatalx("%s: pthread_mutex_init failed", __func__);
 	if (store_mkdirs(st->st_blobs) == -1 || store_mkdirs(st->st_tmp) == -1) {
@@ -371,17 +483,14 @@ fail:
 void
 store_close(struct store *st)
 {
-	int	 i;
-
 	if (st == NULL)
 		return;
-	if (st->st_db != NULL)
+	if (st->st_w.sc_db != NULL)
 		store_touch_flush(st);
-	for (i = 0; i < st->st_nstmts; i++)
-		sqlite3_finalize(st->st_stmts[i].ss_stmt);
-	if (st->st_db != NULL && sqlite3_close(st->st_db) != SQLITE_OK)
-		log_warnx("%s: %s", __func__, sqlite3_errmsg(st->st_db));
+	store_conn_close(&st->st_r);
+	store_conn_close(&st->st_w);
 	pthread_mutex_destroy(&st->st_mtx);
+	pthread_mutex_destroy(&st->st_rmtx);
 	pthread_mutex_destroy(&st->st_tmtx);
 	free(st->st_touch);
 	free(st->st_dir);
@@ -444,10 +553,10 @@ store_blob_stat(struct store *st, const char *digest, uint64_t *size,
 
 	if ((path = store_blob_path(st, digest)) == NULL)
 		return (-1);
-	store_lock(st);
-	stmt = store_db_stmt(st, __func__, "SELECT size, media_type FROM blobs"
+	store_rlock(st);
+	stmt = store_db_rstmt(st, __func__, "SELECT size, media_type FROM blobs"
 	    " WHERE digest = ?", "t", digest);
-	if (store_db_row(st, __func__, stmt) == 0 && stat(path, &sb) == 0) {
+	if (store_db_rrow(st, __func__, stmt) == 0 && stat(path, &sb) == 0) {
 		if (size != NULL)
 			*size = (uint64_t)sqlite3_column_int64(stmt, 0);
 		if (media_type != NULL) {
@@ -457,8 +566,8 @@ store_blob_stat(struct store *st, const char *digest, uint64_t *size,
 		}
 		rv = 0;
 	}
-	store_db_done(st, stmt);
-	store_unlock(st);
+	store_db_rdone(st, stmt);
+	store_runlock(st);
 	free(path);
 	return (rv);
 }
@@ -717,17 +826,17 @@ store_utag_get(struct store *st, const char *ns, const char *repo,
 	sqlite3_stmt	*stmt;
 	int		 rv = -1;
 
-	store_lock(st);
-	stmt = store_db_stmt(st, __func__, "SELECT digest, checked FROM"
+	store_rlock(st);
+	stmt = store_db_rstmt(st, __func__, "SELECT digest, checked FROM"
 	    " upstream_tags WHERE ns = ? AND repo = ? AND tag = ?"
 	    " ORDER BY id DESC LIMIT 1", "ttt", ns, repo, tag);
-	if (store_db_row(st, __func__, stmt) == 0 &&
+	if (store_db_rrow(st, __func__, stmt) == 0 &&
 	    store_copy(digest, NM_DIGEST_SIZE,
 	    sqlite3_column_text(stmt, 0)) == 0) {
 		*checked = (time_t)sqlite3_column_int64(stmt, 1);
 		rv = 0;
 	}
-	store_db_done(st, stmt);
-	store_unlock(st);
+	store_db_rdone(st, stmt);
+	store_runlock(st);
 	return (rv);
 }

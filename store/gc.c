@@ -889,7 +889,7 @@ store_pin_del(struct store *st, const char *digest)
 		return (-1);
 	store_lock(st);
 	rv = gc_exec(st, "DELETE FROM pins WHERE digest = ?", digest);
-	if (rv == 0 && sqlite3_changes(st->st_db) == 0)
+	if (rv == 0 && sqlite3_changes(st->st_w.sc_db) == 0)
 		rv = -1;
 	store_unlock(st);
 	return (rv);

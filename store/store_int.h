@@ -18,14 +18,21 @@ struct store_stmt {
 	int		 ss_busy;
 };
 
+/* A database connection and the statements kept for it. */
+struct store_conn {
+	sqlite3			*sc_db;
+	struct store_stmt	 sc_stmts[STORE_NSTMTS];
+	int			 sc_nstmts;
+};
+
 struct store {
 	char		*st_dir;	/* data directory */
 	char		*st_blobs;	/* DIR/blobs/sha256 */
 	char		*st_tmp;	/* DIR/tmp */
-	sqlite3		*st_db;
-	pthread_mutex_t	 st_mtx;	/* serialises every SQLite use */
-	struct store_stmt st_stmts[STORE_NSTMTS];
-	int		 st_nstmts;
+	struct store_conn st_w;		/* writes, and reads of writers */
+	pthread_mutex_t	 st_mtx;	/* serialises st_w */
+	struct store_conn st_r;		/* only reads: the loop's lookups */
+	pthread_mutex_t	 st_rmtx;	/* serialises st_r */
 	/* Blob accesses not yet written, applied in batches off the loop. */
 	pthread_mutex_t	 st_tmtx;
 	char		(*st_touch)[NM_DIGEST_SIZE];
@@ -51,6 +58,11 @@ sqlite3_stmt *store_db_stmt(struct store *, const char *fn, const char *sql,
 	    const char *types, ...);
 /* Resets a statement for reuse (or finalizes it); lock held. */
 void	store_db_done(struct store *, sqlite3_stmt *);
+/* store_db_stmt, store_db_done and store_db_row on the reading connection. */
+sqlite3_stmt *store_db_rstmt(struct store *, const char *fn, const char *sql,
+	    const char *types, ...);
+void	store_db_rdone(struct store *, sqlite3_stmt *);
+int	store_db_rrow(struct store *, const char *fn, sqlite3_stmt *);
 /* Steps a statement without rows to its end and finalizes it; 0 or -1. */
 int	store_db_run(struct store *, const char *fn, sqlite3_stmt *);
 /* Steps to the first row: 0 when there is one, -1 when none or on error. */
@@ -60,5 +72,8 @@ void	store_touch_flush(struct store *);
 /* The store lock (SQLite use, and placing blob files against gc). */
 void	store_lock(struct store *);
 void	store_unlock(struct store *);
+/* The lock of the reading connection. */
+void	store_rlock(struct store *);
+void	store_runlock(struct store *);
 
 #endif /* STORE_INT_H */

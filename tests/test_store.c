@@ -24,6 +24,7 @@
 
 #include "nixmirror.h"
 #include "store/store.h"
+#include "store/store_int.h"	/* store_lock */
 
 #define HELLO_DIGEST \
 	"sha256:a948904f2f0f479b8f8197694b30184b0d2ed1c1cd2a1ec0fb85d299a192a447"
@@ -58,6 +59,7 @@ static void	 test_open_reopen(void);
 static void	 test_put_mem(struct store *);
 static void	 test_writer(struct store *);
 static void	 test_writer_split(struct store *);
+static void	 test_lookup_unblocked(struct store *);
 static void	 test_invalid(struct store *);
 static void	 test_meta(struct store *);
 static void	 test_tags(struct store *);
@@ -303,6 +305,48 @@ test_writer(struct store *st)
 	    "writer for abort");
 	store_writer_abort(sw);
 	CHECK(test_count("tmp") == 0, "abort removes temp file");
+}
+
+/*
+ * A lookup the loop makes (a blob's row, a tag) does not wait for the
+ * writing connection's lock, which a worker holds across commits and
+ * checkpoints.
+ */
+struct lookup_arg {
+	struct store	*st;
+	int		 rv;
+};
+
+static void *
+test_lookup_thread(void *arg)
+{
+	struct lookup_arg	*la = arg;
+	uint64_t		 size = 0;
+
+	la->rv = store_blob_stat(la->st, HELLO_DIGEST, &size, NULL) == 0 &&
+	    size == 12 ? 0 : -1;
+	return (NULL);
+}
+
+static void
+test_lookup_unblocked(struct store *st)
+{
+	struct lookup_arg	 la = { st, 1 };
+	struct timespec		 ts;
+	pthread_t		 t;
+	int			 joined;
+
+	store_lock(st);
+	CHECK(pthread_create(&t, NULL, test_lookup_thread, &la) == 0,
+	    "lookup thread");
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += 10;
+	joined = pthread_timedjoin_np(t, NULL, &ts) == 0;
+	store_unlock(st);
+	if (!joined)
+		pthread_join(t, NULL);
+	CHECK(joined && la.rv == 0,
+	    "blob lookup answers while the writer's lock is held");
 }
 
 /* store_writer_hash in a thread while store_writer_put writes. */
@@ -659,6 +703,7 @@ main(void)
 		return (1);
 	}
 	test_put_mem(st);
+	test_lookup_unblocked(st);
 	test_writer(st);
 	test_writer_split(st);
 	test_invalid(st);
