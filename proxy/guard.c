@@ -17,6 +17,7 @@
 #include <netinet/tcp.h>
 
 #include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -48,6 +49,14 @@ enum guard_state {
 	GUARD_CLOSING,		/* answered by the guard; closing */
 };
 
+enum guard_field {
+	FIELD_START,		/* a header line's first byte */
+	FIELD_NAME,		/* its name */
+	FIELD_VALUE,		/* the value of another header */
+	FIELD_CL,		/* Content-Length's digits, or white space */
+	FIELD_CL_END,		/* white space after them */
+};
+
 struct guard {
 	struct bufferevent	*gd_bev;	/* socket or TLS, evhttp's */
 	struct evbuffer_cb_entry *gd_incb;
@@ -57,6 +66,15 @@ struct guard {
 	size_t			 gd_line;	/* bytes of the current line */
 	char			 gd_method[16];
 	size_t			 gd_mlen;
+	char			 gd_version[16];	/* HTTP/1.1 */
+	size_t			 gd_vlen;
+	int			 gd_lax;	/* no method: evhttp answers */
+	enum guard_field	 gd_field;	/* where in a header line */
+	char			 gd_name[24];	/* its name, lower case */
+	size_t			 gd_nlen;
+	int			 gd_ncl;	/* Content-Length headers */
+	int			 gd_cldigits;	/* digits of the current one */
+	int			 gd_clnonzero;	/* it announces a body */
 	struct sockaddr_storage	 gd_peer;
 	socklen_t		 gd_peerlen;
 	char			 gd_host[64];
@@ -251,6 +269,118 @@ guard_method(struct guard *gd)
 	return (-1);
 }
 
+/* The request line ended: is its version one we speak?  0 or -1. */
+static int
+guard_version(struct guard *gd)
+{
+	const char	*v = gd->gd_version;
+
+	gd->gd_version[gd->gd_vlen] = '\0';
+	if (gd->gd_lax || strcmp(v, "HTTP/1.1") == 0 ||
+	    strcmp(v, "HTTP/1.0") == 0)
+		return (0);
+	if (gd->gd_vlen == 8 && strncmp(v, "HTTP/", 5) == 0 &&
+	    v[5] >= '0' && v[5] <= '9' && v[6] == '.' &&
+	    v[7] >= '0' && v[7] <= '9') {
+		guard_refuse(gd, 505, "HTTP Version Not Supported",
+		    "UNSUPPORTED", "only HTTP/1.0 and HTTP/1.1 are spoken here",
+		    NULL);
+		return (-1);
+	}
+	guard_refuse(gd, 400, "Bad Request", "UNKNOWN",
+	    "the request line has no valid HTTP version", NULL);
+	return (-1);
+}
+
+/* A bad header: 400, and the connection closes; returns -1. */
+static int
+guard_bad_header(struct guard *gd, const char *why)
+{
+	guard_refuse(gd, 400, "Bad Request", "UNKNOWN", why, NULL);
+	return (-1);
+}
+
+/*
+ * Follows one byte of a header line (the line's end excluded).  Returns
+ * 0, or -1 when the guard answered.
+ */
+static int
+guard_header_byte(struct guard *gd, unsigned char c)
+{
+	int	 ws = c == ' ' || c == '\t';
+
+	if (c == '\r')
+		return (0);
+	switch (gd->gd_field) {
+	case FIELD_START:
+		if (ws)
+			return (guard_bad_header(gd,
+			    "a folded header line is not accepted"));
+		gd->gd_field = FIELD_NAME;
+		gd->gd_nlen = 0;
+		/* FALLTHROUGH */
+	case FIELD_NAME:
+		if (ws)
+			return (guard_bad_header(gd,
+			    "white space before a header's colon"));
+		if (c != ':') {
+			if (gd->gd_nlen + 1 < sizeof gd->gd_name)
+				gd->gd_name[gd->gd_nlen] = (char)(c >= 'A' &&
+				    c <= 'Z' ? c - 'A' + 'a' : c);
+			gd->gd_nlen++;
+			return (0);
+		}
+		gd->gd_name[gd->gd_nlen < sizeof gd->gd_name ?
+		    gd->gd_nlen : sizeof gd->gd_name - 1] = '\0';
+		if (strcmp(gd->gd_name, "transfer-encoding") == 0)
+			return (guard_bad_header(gd,
+			    "Transfer-Encoding on a GET or HEAD request"));
+		if (strcmp(gd->gd_name, "content-length") != 0) {
+			gd->gd_field = FIELD_VALUE;
+			return (0);
+		}
+		if (++gd->gd_ncl > 1)
+			return (guard_bad_header(gd,
+			    "more than one Content-Length"));
+		gd->gd_field = FIELD_CL;
+		gd->gd_cldigits = gd->gd_clnonzero = 0;
+		return (0);
+	case FIELD_CL:
+	case FIELD_CL_END:
+		if (ws) {
+			if (gd->gd_cldigits > 0)
+				gd->gd_field = FIELD_CL_END;
+			return (0);
+		}
+		if (c < '0' || c > '9' || gd->gd_field == FIELD_CL_END)
+			return (guard_bad_header(gd,
+			    "Content-Length is not one number"));
+		gd->gd_cldigits++;
+		if (c != '0')
+			gd->gd_clnonzero = 1;
+		return (0);
+	default:
+		return (0);
+	}
+}
+
+/* A header line ended.  0, or -1 when the guard answered. */
+static int
+guard_header_end(struct guard *gd)
+{
+	enum guard_field	 f = gd->gd_field;
+
+	gd->gd_field = FIELD_START;
+	if (f == FIELD_NAME)
+		return (guard_bad_header(gd, "a header line has no colon"));
+	if ((f == FIELD_CL || f == FIELD_CL_END) && gd->gd_cldigits == 0)
+		return (guard_bad_header(gd, "Content-Length is empty"));
+	if ((f == FIELD_CL || f == FIELD_CL_END) && gd->gd_clnonzero)
+		return (guard_bad_header(gd,
+		    "a GET or HEAD request has no body"));
+	return (0);
+}
+
 /*
  * Follows one byte of a request head.  Returns 0, or -1 when the guard
  * answered and the connection is closing.
@@ -265,6 +395,9 @@ guard_byte(struct guard *gd, unsigned char c)
 			return (0);
 		gd->gd_state = GUARD_METHOD;
 		gd->gd_head = gd->gd_uri = gd->gd_line = gd->gd_mlen = 0;
+		gd->gd_vlen = 0;
+		gd->gd_lax = gd->gd_ncl = 0;
+		gd->gd_field = FIELD_START;
 		evtimer_add(gd->gd_timer, &tv);
 	}
 	if (++gd->gd_head > GUARD_MAX_HEAD) {
@@ -283,21 +416,32 @@ guard_byte(struct guard *gd, unsigned char c)
 		} else {
 			/* Not a method: evhttp answers the bad request. */
 			gd->gd_state = GUARD_LINE;
+			gd->gd_lax = 1;
 			return (0);
 		}
 		return (guard_method(gd));
 	case GUARD_URI:
-		if (c == ' ' || c == '\r' || c == '\n')
-			gd->gd_state = c == ' ' ? GUARD_LINE : GUARD_HEADERS;
+		if (c == ' ')
+			gd->gd_state = GUARD_LINE;
+		else if (c == '\r' || c == '\n')
+			return (guard_version(gd));	/* none */
 		else if (++gd->gd_uri > GUARD_MAX_URI) {
 			guard_refuse(gd, 414, "URI Too Long", "UNKNOWN",
 			    "the request URI is over 4 KiB", NULL);
 			return (-1);
 		}
-		if (c == '\n')
-			gd->gd_line = 0;
 		return (0);
 	case GUARD_LINE:
+		if (gd->gd_vlen == SIZE_MAX)
+			;			/* checked at the line's \r */
+		else if (c == '\r' || c == '\n') {
+			if (guard_version(gd) == -1)
+				return (-1);
+			gd->gd_vlen = SIZE_MAX;
+		} else if (gd->gd_vlen + 1 < sizeof gd->gd_version)
+			gd->gd_version[gd->gd_vlen++] = (char)c;
+		else	/* too long: no version of ours */
+			gd->gd_vlen = sizeof gd->gd_version - 1;
 		if (c == '\n') {
 			gd->gd_state = GUARD_HEADERS;
 			gd->gd_line = 0;
@@ -309,11 +453,14 @@ guard_byte(struct guard *gd, unsigned char c)
 				/* An empty line: the head is whole. */
 				gd->gd_state = GUARD_IDLE;
 				evtimer_del(gd->gd_timer);
+				return (0);
 			}
 			gd->gd_line = 0;
-		} else if (c != '\r')
+			return (gd->gd_lax ? 0 : guard_header_end(gd));
+		}
+		if (c != '\r')
 			gd->gd_line++;
-		return (0);
+		return (gd->gd_lax ? 0 : guard_header_byte(gd, c));
 	default:
 		return (0);
 	}

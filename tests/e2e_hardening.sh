@@ -89,6 +89,41 @@ elif what == "many":
     print(len(held))
     for s in held:
         s.close()
+elif what == "strict":
+    # Heads a front proxy could frame differently: status, and whether
+    # the connection was closed after the answer.
+    heads = [
+        b"GET /v2/ HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n"
+        b"Content-Length: 0\r\n\r\n",
+        b"GET /v2/ HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n"
+        b"Content-Length: 7\r\n\r\nGET /v2/",
+        b"GET /v2/ HTTP/1.1\r\nHost: x\r\nContent-Length: 0, 0\r\n\r\n",
+        b"GET /v2/ HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+        b"\r\n0\r\n\r\n",
+        b"GET /v2/ HTTP/1.1\r\nHost: x\r\nContent-Length : 0\r\n\r\n",
+        b"GET /v2/ HTTP/1.1\r\nHost: x\r\nX-A: b\r\n c\r\n\r\n",
+        b"GET /v2/ HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello",
+        b"GET /v2/ HTTP/2.0\r\nHost: x\r\n\r\n",
+        b"GET /v2/ HTTP/1.1x\r\nHost: x\r\n\r\n",
+        b"GET /v2/\r\n\r\n",
+        b"GET /v2/ HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+        b"GET /v2/ HTTP/1.0\r\n\r\n",
+    ]
+    for h in heads:
+        s = conn()
+        s.sendall(h)
+        code = status(s)
+        closed = "open"
+        if code != "200":
+            s.settimeout(5)
+            try:
+                while s.recv(4096):
+                    pass
+                closed = "closed"
+            except OSError:
+                pass
+        print(code, closed)
+        s.close()
 elif what == "raw-name":
     # Bytes that are no name: NUL, 0xff, a control character.
     for path in (b"/v2/nix/he\x00llo/manifests/latest",
@@ -110,6 +145,24 @@ awk -v s="$secs" 'BEGIN { exit !(s < 5) }' ||
     bad "pull beside 300 stalled requests took ${secs}s"
 check_eq "a stalled head gets 408" 408 \
     "$(echo "$out" | awk '/^stalled/ { print $2 }')"
+
+# Strict heads: what a front proxy could frame differently is refused.
+out=$(/usr/bin/python3 "$NM_WORK/hostile.py" "$PORT" strict)
+set -- $out
+for what in "two equal Content-Length" "two conflicting Content-Length" \
+    "a Content-Length list" "Transfer-Encoding on GET" \
+    "white space before the colon" "a folded header line" \
+    "a GET with a body"; do
+	check_eq "$what: 400, connection closed" "400 closed" "$1 $2"
+	shift 2
+done
+check_eq "HTTP/2.0 on the wire: 505, closed" "505 closed" "$1 $2"
+check_eq "HTTP/1.1x: 400, closed" "400 closed" "$3 $4"
+check_eq "no version: 400, closed" "400 closed" "$5 $6"
+check_eq "Content-Length: 0 on GET is fine" 200 "$7"
+check_eq "HTTP/1.0 is fine" 200 "$9"
+grep -q "guard 400 UNKNOWN: more than one Content-Length" "$NM_LOG" ||
+    bad "the duplicate Content-Length is not logged"
 
 # Oversized head and URI.
 big=$(head -c 17000 /dev/zero | tr '\0' a)
