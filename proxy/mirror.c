@@ -976,8 +976,6 @@ dl_written(void *arg)
 		return;
 	}
 	if (dl->dl_wrc == -1) {
-		evbuffer_drain(dl->dl_writing,
-		    evbuffer_get_length(dl->dl_writing));
 		if (dl->dl_ur != NULL)
 			proxy_upstream_abort(dl->dl_ur,
 			    "cannot write the blob");	/* dl_fail follows */
@@ -1010,7 +1008,8 @@ dl_data_cb(struct up_req *ur, struct evbuffer *buf, void *arg)
 			evbuffer_add_buffer(dl->dl_errbody, buf);
 		return (0);
 	}
-	if (dl->dl_wrc == -1)
+	/* dl_wrc is the job's while it runs, and read only after. */
+	if (!dl->dl_wbusy && dl->dl_wrc == -1)
 		return (-1);	/* a write failed: the transfer is cut */
 	/* Without a Content-Length the limit is checked before each write. */
 	if (dl->dl_max > 0 && dl->dl_got + len > dl->dl_max) {

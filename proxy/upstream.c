@@ -513,6 +513,19 @@ up_more_wanted(struct up_req *ur, struct bufferevent **bevp)
 	    (size_t)ur->ur_req->ntoread : UP_READ_AHEAD);
 }
 
+/* Shortens a reservation's vectors to len bytes in all. */
+static void
+up_iov_clamp(struct evbuffer_iovec *vec, int nvec, size_t len)
+{
+	int	 i;
+
+	for (i = 0; i < nvec; i++) {
+		if (vec[i].iov_len > len)
+			vec[i].iov_len = len;
+		len -= vec[i].iov_len;
+	}
+}
+
 /*
  * libevent 2.1 reads a plain socket 4 KiB per loop turn, with three
  * syscalls and a pass through the parser each time: a blob of 64 MiB
@@ -527,9 +540,9 @@ up_more_cb(evutil_socket_t fd, short events, void *arg)
 	struct bufferevent	*bev = NULL;
 	struct evbuffer		*in;
 	struct evbuffer_iovec	 vec[2];
-	size_t			 want, left;
+	size_t			 want;
 	ssize_t			 n;
-	int			 i, nvec;
+	int			 nvec;
 
 	(void)fd;
 	(void)events;
@@ -539,20 +552,10 @@ up_more_cb(evutil_socket_t fd, short events, void *arg)
 	in = bufferevent_get_input(bev);
 	evbuffer_unfreeze(in, 0);
 	nvec = evbuffer_reserve_space(in, (ev_ssize_t)want, vec, 2);
-	left = want;
-	for (i = 0; i < nvec; i++) {
-		if (vec[i].iov_len > left)
-			vec[i].iov_len = left;
-		left -= vec[i].iov_len;
-	}
+	up_iov_clamp(vec, nvec, want);
 	/* Nothing there, the end or an error: libevent's own read sees it. */
 	n = nvec > 0 ? readv(bufferevent_getfd(bev), vec, nvec) : -1;
-	left = n > 0 ? (size_t)n : 0;
-	for (i = 0; i < nvec; i++) {
-		if (vec[i].iov_len > left)
-			vec[i].iov_len = left;
-		left -= vec[i].iov_len;
-	}
+	up_iov_clamp(vec, nvec, n > 0 ? (size_t)n : 0);
 	if (nvec > 0)
 		evbuffer_commit_space(in, vec, n > 0 ? nvec : 0);
 	evbuffer_freeze(in, 0);
