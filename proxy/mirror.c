@@ -49,6 +49,7 @@
 enum mf_phase {
 	MF_CHECK,		/* HEAD of a tag we have */
 	MF_GET,			/* GET of a tag or digest */
+	MF_CONFIRM,		/* HEAD of a digest stored for another repo */
 };
 
 /* One client's manifest request that needs the upstream. */
@@ -319,10 +320,64 @@ mf_commit_job(void *arg)
 	if (store_blob_put_mem(mf->mf_store, body, len, mf->mf_ctype,
 	    mf->mf_cdigest, &mf->mf_cause) == -1 ||
 	    store_manifest_put(mf->mf_store, mf->mf_cdigest,
-	    mf->mf_ctype) == -1 || (!mf->mf_bydigest &&
-	    store_utag_put(mf->mf_store, mf->mf_up->up_ns, mf->mf_repo,
-	    mf->mf_ref, mf->mf_cdigest) == -1))
+	    mf->mf_ctype) == -1 || store_link_manifest(mf->mf_store,
+	    mf->mf_up->up_ns, mf->mf_repo, mf->mf_cdigest) == -1 ||
+	    (!mf->mf_bydigest && store_utag_put(mf->mf_store,
+	    mf->mf_up->up_ns, mf->mf_repo, mf->mf_ref, mf->mf_cdigest) == -1))
 		mf->mf_rc = -1;
+}
+
+/* The link job of a confirmed manifest: it and what it references. */
+static void
+mf_link_job(void *arg)
+{
+	struct mf_req	*mf = arg;
+
+	mf->mf_rc = store_link_manifest(mf->mf_store, mf->mf_up->up_ns,
+	    mf->mf_repo, mf->mf_ref);
+}
+
+/* Back on the loop after the link: serve the stored manifest. */
+static void
+mf_linked(void *arg)
+{
+	struct mf_req	*mf = arg;
+
+	if (mf->mf_rc == -1)
+		log_warnx("cannot link manifest %s to %s/%s", mf->mf_ref,
+		    mf->mf_up->up_ns, mf->mf_repo);
+	mf_answer(mf, mf->mf_ref, 0, NULL, NULL);
+}
+
+/*
+ * The end of the HEAD that asks whether the upstream holds a manifest
+ * stored for another repository under this one: link and serve it, or
+ * pass on the upstream's 401, 403 or 404.  When the upstream cannot say,
+ * the manifest is not known here.
+ */
+static void
+mf_confirmed(struct mf_req *mf, int status, const char *err)
+{
+	char	*msg;
+
+	if (err == NULL && status == 200) {
+		if (work_submit(mf_link_job, mf_linked, mf) == -1) {
+			mf_link_job(mf);
+			mf_linked(mf);
+		}
+		return;
+	}
+	if (err == NULL && (status == 401 || status == 403 || status == 404)) {
+		mf_fail(mf, status, err);
+		return;
+	}
+	log_warnx("upstream %s cannot confirm manifest %s of %s: %s",
+	    mf->mf_up->up_ns, mf->mf_ref, mf->mf_repo, err != NULL ? err :
+	    "unexpected status");
+	xasprintf(&msg, "manifest %s is not known in %s, and upstream %s "
+	    "cannot confirm it now", mf->mf_ref, mf->mf_repo, mf->mf_up->up_ns);
+	mf_answer(mf, NULL, 404, "MANIFEST_UNKNOWN", msg);
+	free(msg);
 }
 
 /* Back on the loop after the commit: answer the client. */
@@ -392,6 +447,10 @@ mf_done_cb(struct up_req *ur, int status, const char *err, void *arg)
 	struct mf_req	*mf = arg;
 
 	(void)ur;
+	if (mf->mf_phase == MF_CONFIRM) {
+		mf_confirmed(mf, status, err);
+		return;
+	}
 	if (mf->mf_phase == MF_CHECK && err == NULL && status == 200) {
 		if (mf->mf_updigest[0] != '\0' &&
 		    strcmp(mf->mf_updigest, mf->mf_stored) == 0) {
@@ -425,7 +484,7 @@ mf_fetch(struct mf_req *mf, enum mf_phase phase)
 		evbuffer_free(mf->mf_body);
 	mf->mf_body = evbuffer_new();
 	xasprintf(&what, "manifests/%s", mf->mf_ref);
-	proxy_upstream_fetch(mf->mf_up, phase == MF_CHECK, mf->mf_repo, what,
+	proxy_upstream_fetch(mf->mf_up, phase != MF_GET, mf->mf_repo, what,
 	    MIRROR_ACCEPT, &cb, mf);
 	free(what);
 }
@@ -438,15 +497,23 @@ proxy_mirror_manifest(struct evhttp_request *req, struct store *st,
 	struct mf_req	*mf;
 	char		 stored[NM_DIGEST_SIZE] = "", *type;
 	time_t		 checked = 0;
-	int		 bydigest = policy_digest_valid(ref);
+	int		 bydigest = policy_digest_valid(ref), unlinked = 0;
 
+	/*
+	 * A manifest by digest is served when this repository links to it;
+	 * one stored for another repository only once the upstream says
+	 * this one holds it too.  A tag's manifest was fetched for it.
+	 */
 	if (bydigest) {
 		if ((type = mirror_stored_type(st, ref)) != NULL &&
 		    (strstr(type, "manifest") != NULL ||
 		    strstr(type, "index") != NULL)) {
-			proxy_serve_file(req, st, ref, type, 0);
-			free(type);
-			return;
+			if (store_link_has(st, up->up_ns, repo, ref)) {
+				proxy_serve_file(req, st, ref, type, 0);
+				free(type);
+				return;
+			}
+			unlinked = 1;
 		}
 		free(type);
 	} else if (store_utag_get(st, up->up_ns, repo, ref, stored,
@@ -460,8 +527,9 @@ proxy_mirror_manifest(struct evhttp_request *req, struct store *st,
 	} else
 		stored[0] = '\0';
 	if (nm_conf->cf_offline) {
-		proxy_error(req, 404, "MANIFEST_UNKNOWN", "%s:%s of %s is not "
-		    "stored, and the mirror is offline", repo, ref, up->up_ns);
+		proxy_error(req, 404, "MANIFEST_UNKNOWN", "%s%s%s of %s is not "
+		    "stored, and the mirror is offline", repo, bydigest ? "@" :
+		    ":", ref, up->up_ns);
 		return;
 	}
 	mf = xcalloc(1, sizeof *mf);
@@ -474,7 +542,8 @@ proxy_mirror_manifest(struct evhttp_request *req, struct store *st,
 	mf->mf_bydigest = bydigest;
 	memcpy(mf->mf_stored, stored, sizeof mf->mf_stored);
 	evhttp_connection_set_closecb(mf->mf_conn, mf_close_cb, mf);
-	mf_fetch(mf, stored[0] != '\0' ? MF_CHECK : MF_GET);
+	mf_fetch(mf, unlinked ? MF_CONFIRM : stored[0] != '\0' ? MF_CHECK :
+	    MF_GET);
 }
 
 enum dl_state {
@@ -1041,6 +1110,10 @@ dl_commit_job(void *arg)
 
 	dl->dl_rc = store_writer_commit(dl->dl_w, dl->dl_digest,
 	    "application/octet-stream", digest, &dl->dl_cause);
+	if (dl->dl_rc == 0 && store_link_put(dl->dl_store, dl->dl_up->up_ns,
+	    dl->dl_repo, dl->dl_digest) == -1)
+		log_warnx("cannot link blob %s to %s/%s", dl->dl_digest,
+		    dl->dl_up->up_ns, dl->dl_repo);
 }
 
 /* Back on the loop after the commit: serve the rest, or fail everyone. */
@@ -1120,10 +1193,222 @@ dl_finish(struct dl *dl)
 		dl_fail(dl, 0, "cannot start the commit: no worker");
 }
 
-/* GET or HEAD of an upstream blob; see proxy.h. */
-void
-proxy_mirror_blob(struct evhttp_request *req, struct store *st,
+/*
+ * A blob request under a repository that does not link to the digest:
+ * stored or downloading for another repository, or a HEAD of a blob not
+ * stored.  A HEAD asks the repository's upstream whether it holds it.
+ */
+struct cf_req {
+	struct evhttp_request	*cf_req;	/* NULL once the client left */
+	struct evhttp_connection *cf_conn;
+	struct store		*cf_store;
+	const struct nm_upstream *cf_up;
+	char			*cf_repo;
+	char			 cf_digest[NM_DIGEST_SIZE];
+	int64_t			 cf_size;	/* upstream's length, or -1 */
+	struct evbuffer		*cf_errbody;
+	int			 cf_status;
+	char			*cf_err;
+	int			 cf_rc;
+};
+
+static void	mirror_blob(struct evhttp_request *, struct store *,
+		    const struct nm_upstream *, const char *, const char *,
+		    int);
+
+/* The client left while the upstream was asked. */
+static void
+cf_close_cb(struct evhttp_connection *conn, void *arg)
+{
+	struct cf_req	*cf = arg;
+
+	(void)conn;
+	mirror_req_orphan(cf->cf_req);
+	cf->cf_req = NULL;
+}
+
+static void
+cf_free(struct cf_req *cf)
+{
+	if (cf->cf_req != NULL)
+		evhttp_connection_set_closecb(cf->cf_conn, NULL, NULL);
+	if (cf->cf_errbody != NULL)
+		evbuffer_free(cf->cf_errbody);
+	free(cf->cf_repo);
+	free(cf->cf_err);
+	free(cf);
+}
+
+/* The HEAD's status and the blob's length. */
+static int
+cf_headers_cb(struct up_req *ur, int status, struct evkeyvalq *h, void *arg)
+{
+	struct cf_req	*cf = arg;
+	const char	*v;
+	char		*end;
+
+	(void)ur;
+	cf->cf_size = -1;
+	if (status == 200 && (v = evhttp_find_header(h, "Docker-Content-Digest"))
+	    != NULL && policy_digest_valid(v) && strcmp(v, cf->cf_digest) != 0) {
+		log_warnx("upstream %s announces %s for blob %s",
+		    cf->cf_up->up_ns, v, cf->cf_digest);
+		return (-1);
+	}
+	if (status == 200 && (v = evhttp_find_header(h, "Content-Length")) !=
+	    NULL) {
+		errno = 0;
+		cf->cf_size = (int64_t)strtoll(v, &end, 10);
+		if (errno != 0 || *end != '\0' || end == v || cf->cf_size < 0)
+			cf->cf_size = -1;
+	}
+	return (0);
+}
+
+/* An error body (a HEAD has none; some upstreams send one anyway). */
+static int
+cf_data_cb(struct up_req *ur, struct evbuffer *buf, void *arg)
+{
+	struct cf_req	*cf = arg;
+
+	(void)ur;
+	if (evbuffer_get_length(cf->cf_errbody) < 64 * 1024)
+		evbuffer_add_buffer(cf->cf_errbody, buf);
+	else
+		evbuffer_drain(buf, evbuffer_get_length(buf));
+	return (0);
+}
+
+/* The link job of a confirmed blob. */
+static void
+cf_link_job(void *arg)
+{
+	struct cf_req	*cf = arg;
+
+	cf->cf_rc = store_link_put(cf->cf_store, cf->cf_up->up_ns,
+	    cf->cf_repo, cf->cf_digest);
+}
+
+/*
+ * Back on the loop after the link: a HEAD of a blob neither stored nor
+ * downloading is answered from the upstream's headers; anything else
+ * goes on as a request the repository is known to be allowed.
+ */
+static void
+cf_linked(void *arg)
+{
+	struct cf_req		*cf = arg;
+	struct evhttp_request	*req = cf->cf_req;
+	struct dl		*dl;
+
+	if (cf->cf_rc == -1)
+		log_warnx("cannot link blob %s to %s/%s", cf->cf_digest,
+		    cf->cf_up->up_ns, cf->cf_repo);
+	if (req == NULL) {
+		cf_free(cf);
+		return;
+	}
+	evhttp_connection_set_closecb(cf->cf_conn, NULL, NULL);
+	cf->cf_req = NULL;
+	TAILQ_FOREACH(dl, &mirror_dls, dl_entry)
+		if (strcmp(dl->dl_digest, cf->cf_digest) == 0)
+			break;
+	if (evhttp_request_get_command(req) == EVHTTP_REQ_HEAD &&
+	    dl == NULL && cf->cf_size >= 0 &&
+	    store_blob_stat(cf->cf_store, cf->cf_digest, NULL, NULL) == -1) {
+		proxy_headers(req, cf->cf_digest, "application/octet-stream",
+		    (uint64_t)cf->cf_size);
+		evhttp_add_header(evhttp_request_get_output_headers(req),
+		    "Accept-Ranges", "bytes");
+		proxy_reply(req, 200, NULL, "upstream HEAD");
+	} else
+		mirror_blob(req, cf->cf_store, cf->cf_up, cf->cf_repo,
+		    cf->cf_digest, 1);
+	cf_free(cf);
+}
+
+/*
+ * The end of the HEAD: link and go on, or pass on the upstream's 401, 403
+ * or 404.  When the upstream cannot say, the blob is not known here.
+ */
+static void
+cf_done_cb(struct up_req *ur, int status, const char *err, void *arg)
+{
+	struct cf_req		*cf = arg;
+	struct evhttp_request	*req = cf->cf_req;
+	char			*msg = NULL;
+
+	(void)ur;
+	if (err == NULL && status == 200) {
+		if (work_submit(cf_link_job, cf_linked, cf) == -1) {
+			cf_link_job(cf);
+			cf_linked(cf);
+		}
+		return;
+	}
+	if (req == NULL) {
+		cf_free(cf);
+		return;
+	}
+	evhttp_connection_set_closecb(cf->cf_conn, NULL, NULL);
+	cf->cf_req = NULL;
+	if (err == NULL && (status == 401 || status == 403)) {
+		msg = mirror_error_message(cf->cf_errbody);
+		proxy_error(req, 403, "DENIED", "upstream %s denied %s: %s",
+		    cf->cf_up->up_ns, cf->cf_repo, msg != NULL ? msg :
+		    "access denied");
+	} else if (err == NULL && status == 404)
+		proxy_error(req, 404, "BLOB_UNKNOWN", "blob %s is not known "
+		    "to %s in %s", cf->cf_digest, cf->cf_up->up_ns,
+		    cf->cf_repo);
+	else {
+		log_warnx("upstream %s cannot confirm blob %s of %s: %s",
+		    cf->cf_up->up_ns, cf->cf_digest, cf->cf_repo, err != NULL ?
+		    err : "unexpected status");
+		proxy_error(req, 404, "BLOB_UNKNOWN", "blob %s is not known in "
+		    "%s, and upstream %s cannot confirm it now", cf->cf_digest,
+		    cf->cf_repo, cf->cf_up->up_ns);
+	}
+	free(msg);
+	cf_free(cf);
+}
+
+/* Asks the repository's upstream for a blob with a HEAD. */
+static void
+cf_start(struct evhttp_request *req, struct store *st,
     const struct nm_upstream *up, const char *repo, const char *digest)
+{
+	static const struct up_callbacks cb = {
+		cf_headers_cb, cf_data_cb, cf_done_cb
+	};
+	struct cf_req	*cf;
+	char		*what;
+
+	cf = xcalloc(1, sizeof *cf);
+	cf->cf_req = req;
+	cf->cf_conn = evhttp_request_get_connection(req);
+	cf->cf_store = st;
+	cf->cf_up = up;
+	cf->cf_repo = xstrdup(repo);
+	cf->cf_size = -1;
+	snprintf(cf->cf_digest, sizeof cf->cf_digest, "%s", digest);
+	if ((cf->cf_errbody = evbuffer_new()) == NULL)
+		fatalx("%s: evbuffer_new", __func__);
+	evhttp_connection_set_closecb(cf->cf_conn, cf_close_cb, cf);
+	xasprintf(&what, "blobs/%s", digest);
+	proxy_upstream_fetch(up, 1, repo, what, NULL, &cb, cf);
+	free(what);
+}
+
+/*
+ * A blob request: served from the store when the repository links to it
+ * (or confirmed says the upstream holds it there), joined to the download
+ * of the same repository, or fetched once.  Anything else asks first.
+ */
+static void
+mirror_blob(struct evhttp_request *req, struct store *st,
+    const struct nm_upstream *up, const char *repo, const char *digest,
+    int confirmed)
 {
 	static const struct up_callbacks cb = {
 		dl_headers_cb, dl_data_cb, dl_done_cb
@@ -1134,20 +1419,28 @@ proxy_mirror_blob(struct evhttp_request *req, struct store *st,
 	const char		*range;
 	char			*what;
 	uint64_t		 size;
-	int			 fresh;
+	int			 fresh, stored, head;
 
-	if (store_blob_stat(st, digest, &size, NULL) == 0) {
+	head = evhttp_request_get_command(req) == EVHTTP_REQ_HEAD;
+	stored = store_blob_stat(st, digest, &size, NULL) == 0;
+	if (stored && (confirmed || store_link_has(st, up->up_ns, repo,
+	    digest))) {
 		proxy_serve_file(req, st, digest, "application/octet-stream", 1);
 		return;
 	}
 	if (nm_conf->cf_offline) {
-		proxy_error(req, 404, "BLOB_UNKNOWN", "blob %s is not stored, "
-		    "and the mirror is offline", digest);
+		proxy_error(req, 404, "BLOB_UNKNOWN", "blob %s of %s is not "
+		    "stored, and the mirror is offline", digest, repo);
 		return;
 	}
 	TAILQ_FOREACH(dl, &mirror_dls, dl_entry)
 		if (strcmp(dl->dl_digest, digest) == 0)
 			break;
+	if (!confirmed && (stored || (dl != NULL && (dl->dl_up != up ||
+	    strcmp(dl->dl_repo, repo) != 0)) || (dl == NULL && head))) {
+		cf_start(req, st, up, repo, digest);
+		return;
+	}
 	if ((fresh = dl == NULL)) {
 		dl = xcalloc(1, sizeof *dl);
 		snprintf(dl->dl_digest, sizeof dl->dl_digest, "%s", digest);
@@ -1166,7 +1459,7 @@ proxy_mirror_blob(struct evhttp_request *req, struct store *st,
 	bc->bc_conn = evhttp_request_get_connection(req);
 	bc->bc_dl = dl;
 	bc->bc_fd = -1;
-	bc->bc_head = evhttp_request_get_command(req) == EVHTTP_REQ_HEAD;
+	bc->bc_head = head;
 	range = evhttp_find_header(evhttp_request_get_input_headers(req),
 	    "Range");
 	bc->bc_range = range != NULL ? xstrdup(range) : NULL;
@@ -1179,4 +1472,12 @@ proxy_mirror_blob(struct evhttp_request *req, struct store *st,
 		free(what);
 	} else if (dl->dl_state == DL_STREAMING && dl->dl_size >= 0)
 		bc_start(bc);
+}
+
+/* GET or HEAD of an upstream blob; see proxy.h. */
+void
+proxy_mirror_blob(struct evhttp_request *req, struct store *st,
+    const struct nm_upstream *up, const char *repo, const char *digest)
+{
+	mirror_blob(req, st, up, repo, digest, 0);
 }

@@ -42,6 +42,9 @@ struct route_pending {
 	struct store			*rp_store;
 	struct nix_waiter		*rp_waiter;
 	struct timeval			 rp_start;
+	char				*rp_name;	/* the Nix name */
+	char				 rp_digest[NM_DIGEST_SIZE];
+	int				 rp_rc;
 	int				 rp_head;
 	int				 rp_docker;	/* client takes schema2 */
 };
@@ -93,7 +96,59 @@ route_accepts(struct evhttp_request *req, const char *type, int any)
 	return (any && !seen);
 }
 
-/* Serves the manifest of a finished build in the form the client takes. */
+/* Frees a request that waited for a build. */
+static void
+route_pending_free(struct route_pending *rp)
+{
+	free(rp->rp_name);
+	free(rp);
+}
+
+/* The link job of a built image: its manifest and what it references. */
+static void
+route_link_job(void *arg)
+{
+	struct route_pending	*rp = arg;
+
+	rp->rp_rc = store_link_manifest(rp->rp_store, STORE_NIX_NS,
+	    rp->rp_name, rp->rp_digest);
+}
+
+/* Back on the loop after the link: serve the manifest. */
+static void
+route_linked(void *arg)
+{
+	struct route_pending	*rp = arg;
+
+	if (rp->rp_rc == -1)
+		log_warnx("cannot link manifest %s to %s/%s", rp->rp_digest,
+		    nm_conf->cf_nix_prefix, rp->rp_name);
+	if (rp->rp_req != NULL) {
+		evhttp_connection_set_closecb(rp->rp_conn, NULL, NULL);
+		proxy_serve_file(rp->rp_req, rp->rp_store, rp->rp_digest,
+		    rp->rp_docker ? MT_DOCKER_MANIFEST : MT_OCI_MANIFEST, 0);
+	}
+	route_pending_free(rp);
+}
+
+/* The client left while its image's manifest was being linked. */
+static void
+route_link_close_cb(struct evhttp_connection *conn, void *arg)
+{
+	struct route_pending	*rp = arg;
+
+	(void)conn;
+	if (rp->rp_req != NULL &&
+	    evhttp_request_get_connection(rp->rp_req) == NULL)
+		evhttp_request_free(rp->rp_req);
+	rp->rp_req = NULL;
+}
+
+/*
+ * Serves the manifest of a finished build in the form the client takes,
+ * once the name links to it: the image's layers and config are then
+ * served under this name (and only under the names it was pulled as).
+ */
 static void
 route_manifest_built(const struct nix_build_result *res, void *arg)
 {
@@ -101,6 +156,22 @@ route_manifest_built(const struct nix_build_result *res, void *arg)
 	struct evhttp_request	*req = rp->rp_req;
 
 	evhttp_connection_set_closecb(rp->rp_conn, NULL, NULL);
+	rp->rp_waiter = NULL;
+	if (res->br_status == NIX_OK) {
+		snprintf(rp->rp_digest, sizeof rp->rp_digest, "%s",
+		    rp->rp_docker ? res->br_docker : res->br_oci);
+		if (store_link_has(rp->rp_store, STORE_NIX_NS, rp->rp_name,
+		    rp->rp_digest) || !work_available() ||
+		    work_submit(route_link_job, route_linked, rp) == -1) {
+			if (!store_link_has(rp->rp_store, STORE_NIX_NS,
+			    rp->rp_name, rp->rp_digest))
+				route_link_job(rp);
+			route_linked(rp);
+		} else
+			evhttp_connection_set_closecb(rp->rp_conn,
+			    route_link_close_cb, rp);
+		return;
+	}
 	if (res->br_status == NIX_ENOTFOUND)
 		proxy_error(req, 404, "MANIFEST_UNKNOWN", "%s", res->br_cause);
 	else if (res->br_status == NIX_EBUSY) {
@@ -127,7 +198,7 @@ route_pending_close_cb(struct evhttp_connection *conn, void *arg)
 	(void)conn;
 	log_info("client left while building; the build goes on");
 	nix_build_cancel(rp->rp_waiter);
-	free(rp);
+	route_pending_free(rp);
 }
 
 /*
@@ -189,6 +260,7 @@ route_nix_manifest(struct evhttp_request *req, struct store *st,
 	rp->rp_conn = evhttp_request_get_connection(req);
 	rp->rp_store = st;
 	rp->rp_docker = docker;
+	rp->rp_name = xstrdup(rest);
 	gettimeofday(&rp->rp_start, NULL);
 	rp->rp_waiter = nix_build_get(&nr, tag, route_manifest_built, rp);
 	if (rp->rp_waiter != NULL)
@@ -197,15 +269,43 @@ route_nix_manifest(struct evhttp_request *req, struct store *st,
 	nix_request_clear(&nr);
 }
 
-/* GET or HEAD of a manifest by digest: any stored manifest. */
+/*
+ * Checks a Nix name asked for by digest against the policy, as its tags
+ * are; 0, or -1 when the error was sent.
+ */
+static int
+route_nix_allowed(struct evhttp_request *req, const char *rest)
+{
+	struct nix_request	 nr;
+	char			*cause = NULL;
+	int			 rv;
+
+	memset(&nr, 0, sizeof nr);
+	if (nix_name_parse(rest, &nr, &cause) == -1) {
+		proxy_error(req, 400, "NAME_INVALID", "%s", cause);
+		free(cause);
+		return (-1);
+	}
+	rv = route_nix_policy(req, &nr);
+	nix_request_clear(&nr);
+	return (rv);
+}
+
+/*
+ * GET or HEAD of a Nix image's manifest by digest: one built for this
+ * name and pulled by tag under it before.
+ */
 static void
 route_manifest_digest(struct evhttp_request *req, struct store *st,
-    const char *digest)
+    const char *rest, const char *digest)
 {
 	uint64_t	 size;
 	char		*type = NULL;
 
-	if (store_blob_stat(st, digest, &size, &type) == -1 || type == NULL ||
+	if (route_nix_allowed(req, rest) == -1)
+		return;
+	if (!store_link_has(st, STORE_NIX_NS, rest, digest) ||
+	    store_blob_stat(st, digest, &size, &type) == -1 || type == NULL ||
 	    strstr(type, "manifest") == NULL) {
 		free(type);
 		proxy_error(req, 404, "MANIFEST_UNKNOWN",
@@ -291,7 +391,7 @@ route_manifest(struct evhttp_request *req, struct store *st,
 	if (rt->rt_up != NULL)
 		proxy_mirror_manifest(req, st, rt->rt_up, rt->rt_repo, ref);
 	else if (policy_digest_valid(ref))
-		route_manifest_digest(req, st, ref);
+		route_manifest_digest(req, st, rt->rt_nix, ref);
 	else
 		route_nix_manifest(req, st, rt->rt_nix, ref);
 }
@@ -306,10 +406,20 @@ route_blob(struct evhttp_request *req, struct store *st,
 		    "sha256 digest", digest);
 		return;
 	}
-	if (rt->rt_up != NULL)
+	if (rt->rt_up != NULL) {
 		proxy_mirror_blob(req, st, rt->rt_up, rt->rt_repo, digest);
-	else
-		proxy_serve_file(req, st, digest, "application/octet-stream", 1);
+		return;
+	}
+	/* A Nix image's layer or config, under a name that pulled it. */
+	if (route_nix_allowed(req, rt->rt_nix) == -1)
+		return;
+	if (!store_link_has(st, STORE_NIX_NS, rt->rt_nix, digest)) {
+		proxy_error(req, 404, "BLOB_UNKNOWN", "blob %s is not part of "
+		    "an image pulled as %s/%s", digest, nm_conf->cf_nix_prefix,
+		    rt->rt_nix);
+		return;
+	}
+	proxy_serve_file(req, st, digest, "application/octet-stream", 1);
 }
 
 /*

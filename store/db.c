@@ -88,9 +88,27 @@ static const char *const store_migrations[] = {
 	" digest TEXT PRIMARY KEY REFERENCES blobs(digest),"
 	" created INTEGER NOT NULL);"
 	"CREATE INDEX blobs_last_access ON blobs (last_access);",
+	/*
+	 * 4: repository links (store/link.c): which repository holds a
+	 * digest; backfilled from the tags of the pull-through cache.
+	 */
+	"CREATE TABLE links ("
+	" ns TEXT NOT NULL,"
+	" repo TEXT NOT NULL,"
+	" digest TEXT NOT NULL,"
+	" created INTEGER NOT NULL,"
+	" PRIMARY KEY (ns, repo, digest)) WITHOUT ROWID;"
+	"CREATE INDEX links_digest ON links (digest);",
+};
+/* What a migration does beyond its SQL, in its transaction; or NULL. */
+static int (*const store_migration_steps[])(struct store *) = {
+	NULL, NULL, NULL, store_link_backfill,
 };
 #define STORE_NMIGRATIONS \
 	((int)(sizeof store_migrations / sizeof store_migrations[0]))
+_Static_assert(sizeof store_migration_steps /
+    sizeof store_migration_steps[0] == STORE_NMIGRATIONS,
+    "one step (or NULL) per migration");
 
 static int		 store_mkdirs(const char *);
 
@@ -378,6 +396,8 @@ store_db_migrate(struct store *st, char **cause)
 		if (store_db_exec(st, "BEGIN IMMEDIATE") == -1)
 			goto fail;
 		if (store_db_exec(st, store_migrations[v]) == -1 ||
+		    (store_migration_steps[v] != NULL &&
+		    store_migration_steps[v](st) == -1) ||
 		    store_db_exec(st, sql) == -1 ||
 		    store_db_exec(st, "COMMIT") == -1) {
 			store_db_exec(st, "ROLLBACK");

@@ -492,6 +492,7 @@ gc_delete_rows(struct gc_run *gr, size_t i)
 	static const char *const sql[] = {
 		"DELETE FROM images WHERE docker_digest = ?1 OR oci_digest = ?1",
 		"DELETE FROM upstream_tags WHERE digest = ?",
+		"DELETE FROM links WHERE digest = ?",
 		"DELETE FROM pins WHERE digest = ?",
 		"DELETE FROM manifests WHERE digest = ?",
 		"DELETE FROM layers WHERE digest = ?",

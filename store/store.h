@@ -64,6 +64,22 @@ int	store_utag_put(struct store *, const char *ns, const char *repo,
 int	store_utag_get(struct store *, const char *ns, const char *repo,
 	    const char *tag, char digest[NM_DIGEST_SIZE], time_t *checked);
 
+/* store/link.c: which repository (namespace, name) holds a digest. */
+/* The namespace of the Nix images' links. */
+#define STORE_NIX_NS	"@nix"
+/* Whether (ns, repo) links to digest: 1, else 0. */
+int	store_link_has(struct store *, const char *ns, const char *repo,
+	    const char *digest);
+/* Links one digest to (ns, repo); 0 or -1. */
+int	store_link_put(struct store *, const char *ns, const char *repo,
+	    const char *digest);
+/*
+ * Links a manifest and what it references (config, layers, child
+ * manifests and theirs, where stored) to (ns, repo); 0 or -1.
+ */
+int	store_link_manifest(struct store *, const char *ns, const char *repo,
+	    const char *digest);
+
 /* store/blob.c */
 /* The file path of a blob (need not exist); caller frees. */
 char	*store_blob_path(struct store *, const char *digest);

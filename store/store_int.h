@@ -72,6 +72,8 @@ void	store_touch_flush(struct store *);
 /* The store lock (SQLite use, and placing blob files against gc). */
 void	store_lock(struct store *);
 void	store_unlock(struct store *);
+/* store/link.c: the links backfill of migration 4; lock held. */
+int	store_link_backfill(struct store *);
 /* The lock of the reading connection. */
 void	store_rlock(struct store *);
 void	store_runlock(struct store *);

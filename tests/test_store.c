@@ -150,7 +150,7 @@ test_sql(const char *sql)
 	return (rc == SQLITE_OK ? 0 : -1);
 }
 
-/* Open, close, reopen: schema at version 3, data and tmp cleaning. */
+/* Open, close, reopen: schema at version 4, data and tmp cleaning. */
 static void
 test_open_reopen(void)
 {
@@ -171,7 +171,7 @@ test_open_reopen(void)
 	    &cause) == 0, "put before reopen");
 	CHECK(store_tag_put(st, "src", "keep", COMMIT_A) == 0, "tag put");
 	store_close(st);
-	CHECK(test_user_version() == 3, "user_version is 3");
+	CHECK(test_user_version() == 4, "user_version is 4");
 
 	snprintf(path, sizeof path, "%s/tmp/blob.leftover", datadir);
 	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
@@ -185,7 +185,7 @@ test_open_reopen(void)
 	if (st == NULL)
 		exit(1);
 	CHECK(test_count("tmp") == 0, "store_open empties tmp");
-	CHECK(test_user_version() == 3, "user_version still 3");
+	CHECK(test_user_version() == 4, "user_version still 4");
 	CHECK(store_blob_stat(st, HELLO_DIGEST, &size, NULL) == 0 &&
 	    size == 12, "blob kept across reopen");
 	CHECK(store_tag_get(st, "src", "keep", -1, commit) == 0 &&
@@ -593,6 +593,83 @@ test_utags(struct store *st)
 	    == -1, "a tag cannot point at an unknown blob");
 }
 
+/*
+ * Repository links: a manifest links what it references (an index its
+ * stored children and theirs), repositories and namespaces are separate,
+ * and a store from before links gets them from its tags when it opens.
+ */
+static void
+test_links(struct store **stp)
+{
+	struct store	*st = *stp;
+	char		 cfg[NM_DIGEST_SIZE], lay[NM_DIGEST_SIZE];
+	char		 man[NM_DIGEST_SIZE], idx[NM_DIGEST_SIZE];
+	char		 other[NM_DIGEST_SIZE], *doc, *cause = NULL;
+	const char	*absent = "sha256:"
+	    "1111111111111111111111111111111111111111111111111111111111111111";
+
+	CHECK(store_blob_put_mem(st, "link config", 11, NULL, cfg,
+	    &cause) == 0 && store_blob_put_mem(st, "link layer", 10, NULL,
+	    lay, &cause) == 0 && store_blob_put_mem(st, "link other", 10,
+	    NULL, other, &cause) == 0, "link blobs");
+	xasprintf(&doc, "{\"schemaVersion\":2,\"config\":{\"digest\":\"%s\"},"
+	    "\"layers\":[{\"digest\":\"%s\"},{\"digest\":\"%s\"}]}", cfg, lay,
+	    absent);
+	CHECK(store_blob_put_mem(st, doc, strlen(doc), "application/"
+	    "vnd.oci.image.manifest.v1+json", man, &cause) == 0, "manifest");
+	free(doc);
+	xasprintf(&doc, "{\"schemaVersion\":2,\"manifests\":[{\"digest\":"
+	    "\"%s\"}]}", man);
+	CHECK(store_blob_put_mem(st, doc, strlen(doc), "application/"
+	    "vnd.oci.image.index.v1+json", idx, &cause) == 0, "index");
+	free(doc);
+
+	CHECK(!store_link_has(st, "docker.io", "library/a", idx),
+	    "nothing linked at first");
+	CHECK(store_link_manifest(st, "docker.io", "library/a", idx) == 0,
+	    "link the index");
+	CHECK(store_link_has(st, "docker.io", "library/a", idx) &&
+	    store_link_has(st, "docker.io", "library/a", man) &&
+	    store_link_has(st, "docker.io", "library/a", cfg) &&
+	    store_link_has(st, "docker.io", "library/a", lay) &&
+	    store_link_has(st, "docker.io", "library/a", absent),
+	    "the index links its child and the child's config and layers");
+	CHECK(!store_link_has(st, "docker.io", "library/a", other),
+	    "an unrelated blob is not linked");
+	CHECK(!store_link_has(st, "docker.io", "library/b", lay) &&
+	    !store_link_has(st, "ghcr.io", "library/a", lay) &&
+	    !store_link_has(st, STORE_NIX_NS, "library/a", lay),
+	    "other repositories and namespaces do not see the links");
+	CHECK(store_link_put(st, "docker.io", "library/b", other) == 0 &&
+	    store_link_has(st, "docker.io", "library/b", other) &&
+	    !store_link_has(st, "docker.io", "library/a", other),
+	    "one blob linked to one repository");
+	CHECK(store_link_put(st, "docker.io", "library/b", "sha256:x") == -1,
+	    "an invalid digest is not linked");
+	CHECK(store_link_manifest(st, "docker.io", "library/a", idx) == 0,
+	    "linking again is a no-op");
+
+	/* A store of version 3: its tags give the links. */
+	CHECK(store_utag_put(st, "docker.io", "library/c", "latest", man) == 0,
+	    "tag of library/c");
+	store_close(st);
+	CHECK(test_sql("DROP TABLE links; PRAGMA user_version = 3") == 0,
+	    "back to version 3");
+	*stp = st = store_open(datadir, &cause);
+	if (st == NULL) {
+		printf("store_open: %s\n", cause);
+		exit(1);
+	}
+	CHECK(test_user_version() == 4, "migrated to version 4 again");
+	CHECK(store_link_has(st, "docker.io", "library/c", man) &&
+	    store_link_has(st, "docker.io", "library/c", cfg) &&
+	    store_link_has(st, "docker.io", "library/c", lay),
+	    "the backfill links a tag's manifest and its blobs");
+	CHECK(!store_link_has(st, "docker.io", "library/a", idx) &&
+	    !store_link_has(st, "docker.io", "library/c", other),
+	    "the backfill links nothing else");
+}
+
 struct test_arg {
 	struct store	*ta_store;
 	int		 ta_id;
@@ -710,6 +787,7 @@ main(void)
 	test_meta(st);
 	test_tags(st);
 	test_utags(st);
+	test_links(&st);
 	test_threads(st);
 	store_close(st);
 	nftw(datadir, test_rm_cb, 16, FTW_DEPTH | FTW_PHYS);
