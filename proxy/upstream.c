@@ -44,7 +44,10 @@
 #define UP_MAX_REDIRECTS	5
 #define UP_MAX_RETRIES		2
 #define UP_BACKOFF_MS		250
-#define UP_MAX_TOKEN_BODY	(256 * 1024)
+#define UP_MAX_TOKEN_BODY	(64 * 1024)
+#define UP_MAX_TOKEN		(16 * 1024)	/* longer tokens are refused */
+#define UP_TOKEN_CACHE_MAX	1024		/* tokens kept, at most */
+#define UP_TOKEN_CACHE_BYTES	(4 * 1024 * 1024) /* their bytes, at most */
 #define UP_READ_AHEAD		(256 * 1024)	/* body bytes per read */
 #define UP_TOKEN_DEFAULT_TTL	60
 #define UP_USER_AGENT		"nixmirror/" PACKAGE_VERSION
@@ -63,6 +66,7 @@ struct up_conn {
 struct up_token {
 	char			*tk_key;	/* "ns scope" */
 	char			*tk_token;
+	size_t			 tk_size;	/* bytes of key and token */
 	time_t			 tk_expires;
 	TAILQ_ENTRY(up_token)	 tk_entry;
 };
@@ -106,11 +110,15 @@ static struct event_base	*up_base;
 static struct evdns_base	*up_dns;
 static SSL_CTX			*up_ssl;
 static TAILQ_HEAD(, up_conn)	 up_conns = TAILQ_HEAD_INITIALIZER(up_conns);
-static TAILQ_HEAD(, up_token)	 up_tokens = TAILQ_HEAD_INITIALIZER(up_tokens);
+static TAILQ_HEAD(up_token_head, up_token) up_tokens =
+    TAILQ_HEAD_INITIALIZER(up_tokens);
+static size_t			 up_ntokens;	/* in up_tokens */
+static size_t			 up_token_bytes; /* their tk_size */
 
 static void	up_send(struct up_req *);
 static void	up_finish(struct up_req *, const char *);
 static void	up_token_fetch(struct up_req *);
+static void	up_token_drop(struct up_token *);
 static void	up_more_cb(evutil_socket_t, short, void *);
 
 /* Sets up TLS (system CAs plus --upstream-ca) and the resolver. */
@@ -150,12 +158,8 @@ proxy_upstream_free(void)
 		free(co->co_key);
 		free(co);
 	}
-	while ((tk = TAILQ_FIRST(&up_tokens)) != NULL) {
-		TAILQ_REMOVE(&up_tokens, tk, tk_entry);
-		free(tk->tk_key);
-		free(tk->tk_token);
-		free(tk);
-	}
+	while ((tk = TAILQ_FIRST(&up_tokens)) != NULL)
+		up_token_drop(tk);
 	if (up_ssl != NULL)
 		SSL_CTX_free(up_ssl);
 	if (up_dns != NULL)
@@ -239,7 +243,22 @@ fail:
 	return (-1);
 }
 
-/* A cached token of the upstream for the scope, or NULL. */
+/* Drops a cached token. */
+static void
+up_token_drop(struct up_token *tk)
+{
+	TAILQ_REMOVE(&up_tokens, tk, tk_entry);
+	up_ntokens--;
+	up_token_bytes -= tk->tk_size;
+	free(tk->tk_key);
+	free(tk->tk_token);
+	free(tk);
+}
+
+/*
+ * A cached token of the upstream for the scope, or NULL.  The cache is
+ * kept in least-recently-used order, most recent first.
+ */
 static const char *
 up_token_get(const struct nm_upstream *up, const char *scope)
 {
@@ -251,32 +270,57 @@ up_token_get(const struct nm_upstream *up, const char *scope)
 	xasprintf(&key, "%s %s", up->up_ns, scope != NULL ? scope : "");
 	for (tk = TAILQ_FIRST(&up_tokens); tk != NULL; tk = next) {
 		next = TAILQ_NEXT(tk, tk_entry);
-		if (tk->tk_expires <= now) {
-			TAILQ_REMOVE(&up_tokens, tk, tk_entry);
-			free(tk->tk_key);
-			free(tk->tk_token);
-			free(tk);
-		} else if (strcmp(tk->tk_key, key) == 0)
+		if (tk->tk_expires <= now)
+			up_token_drop(tk);
+		else if (found == NULL && strcmp(tk->tk_key, key) == 0) {
 			found = tk->tk_token;
+			TAILQ_REMOVE(&up_tokens, tk, tk_entry);
+			TAILQ_INSERT_HEAD(&up_tokens, tk, tk_entry);
+		}
 	}
 	free(key);
 	return (found);
 }
 
-/* Caches a token until a little before it expires. */
+/*
+ * Caches a token until a little before it expires, in place of an older
+ * one for the scope.  Past UP_TOKEN_CACHE_MAX tokens or their bytes, the
+ * least recently used go.
+ */
 static void
 up_token_put(const struct nm_upstream *up, const char *scope,
     const char *token, long ttl)
 {
-	struct up_token	*tk;
+	struct up_token	*tk, *old, *next;
+	static time_t	 warned;
+	size_t		 dropped = 0;
 
 	tk = xcalloc(1, sizeof *tk);
 	xasprintf(&tk->tk_key, "%s %s", up->up_ns, scope != NULL ? scope : "");
 	tk->tk_token = xstrdup(token);
+	tk->tk_size = strlen(tk->tk_key) + strlen(tk->tk_token) + sizeof *tk;
 	if (ttl > 30)
 		ttl -= 10;	/* do not use it up to the last second */
 	tk->tk_expires = time(NULL) + ttl;
+	for (old = TAILQ_FIRST(&up_tokens); old != NULL; old = next) {
+		next = TAILQ_NEXT(old, tk_entry);
+		if (strcmp(old->tk_key, tk->tk_key) == 0)
+			up_token_drop(old);
+	}
+	while (!TAILQ_EMPTY(&up_tokens) && (up_ntokens >= UP_TOKEN_CACHE_MAX ||
+	    up_token_bytes + tk->tk_size > UP_TOKEN_CACHE_BYTES)) {
+		up_token_drop(TAILQ_LAST(&up_tokens, up_token_head));
+		dropped++;
+	}
+	if (dropped > 0 && warned != time(NULL)) {
+		warned = time(NULL);
+		log_info("upstream token cache full (%zu tokens, %zu bytes): "
+		    "dropped the least recently used", up_ntokens,
+		    up_token_bytes);
+	}
 	TAILQ_INSERT_HEAD(&up_tokens, tk, tk_entry);
+	up_ntokens++;
+	up_token_bytes += tk->tk_size;
 }
 
 /* The Authorization header a request starts with: a cached token. */
@@ -938,6 +982,17 @@ up_token_done(struct up_req *tr, int status, const char *err, void *arg)
 	if ((tok = json_object_get(doc, "token")) == NULL ||
 	    !json_is_string(tok) || json_string_length(tok) == 0)
 		tok = json_object_get(doc, "access_token");
+	if (len >= UP_MAX_TOKEN_BODY || (json_is_string(tok) &&
+	    json_string_length(tok) > UP_MAX_TOKEN)) {
+		ur->ur_status = 0;
+		xasprintf(&ur->ur_error, "token request for %s failed: the "
+		    "token server sent a token over %d bytes", ur->ur_up->up_ns,
+		    UP_MAX_TOKEN);
+		log_warnx("%s", ur->ur_error);
+		json_decref(doc);
+		up_finish(ur, ur->ur_error);
+		return;
+	}
 	if (!json_is_string(tok) || json_string_length(tok) == 0 ||
 	    strpbrk(json_string_value(tok), "\r\n") != NULL) {
 		ur->ur_status = status == 200 || status == 0 ? 401 : status;

@@ -17,6 +17,9 @@ pseudo-random bytes:
                   another host name, like a CDN
   library/loop    its layer blob redirects to itself, forever
   library/ftp     its layer blob redirects to an ftp:// URL
+  tok<N>/<any>    any name: wants a Bearer token from /token?size=N, which
+                  hands out a token of N bytes for the scope; with one,
+                  every manifest is 404 MANIFEST_UNKNOWN
 
 Blobs are found by digest in any repository; what a blob's bytes look like
 depends on the repository it was made for.  Bodies are sent in 64 KiB
@@ -37,9 +40,11 @@ import hashlib
 import http.server
 import json
 import os
+import re
 import socket
 import threading
 import time
+import urllib.parse
 
 MT_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 MT_CONFIG = "application/vnd.oci.image.config.v1+json"
@@ -95,6 +100,9 @@ def make_repo(name, mode, size):
 class Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "test-bad-upstream/1"
+    # Headers and body go out in two writes: without this, Nagle and the
+    # peer's delayed ACK hold each small answer back 40 ms.
+    disable_nagle_algorithm = True
 
     def log_message(self, fmt, *args):
         pass
@@ -182,7 +190,14 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 self.wfile.write(body)
             return
         if path == "/token":
-            body = json.dumps({"token": TOKEN, "expires_in": 300}).encode()
+            q = urllib.parse.parse_qs(self.path.partition("?")[2])
+            tok = TOKEN
+            if "size" in q:
+                scope = q.get("scope", [""])[0]
+                head = "T" + hashlib.sha256(scope.encode()).hexdigest()
+                n = int(q["size"][0])
+                tok = (head + "x" * n)[:max(n, 1)]
+            body = json.dumps({"token": tok, "expires_in": 300}).encode()
             self.log_req(200)
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
@@ -197,6 +212,22 @@ class Handler(http.server.BaseHTTPRequestHandler):
                                path[5:])
                     return
             self.error(404, "BLOB_UNKNOWN", "blob unknown")
+            return
+        m = re.match(r"^/v2/(tok([0-9]+)/[a-z0-9]+)/manifests/", path)
+        if m:
+            if (self.headers.get("Authorization") or "").startswith(
+                    "Bearer T"):
+                self.error(404, "MANIFEST_UNKNOWN", "manifest unknown")
+                return
+            port = self.server.server_address[1]
+            self.log_req(401)
+            self.send_response(401)
+            self.send_header("WWW-Authenticate",
+                             'Bearer realm="http://127.0.0.1:%d/token?size=%s",'
+                             'service="bad",scope="repository:%s:pull"'
+                             % (port, m.group(2), m.group(1)))
+            self.send_header("Content-Length", "0")
+            self.end_headers()
             return
         for name, repo in self.server.repos.items():
             pre = "/v2/" + name + "/"
