@@ -16,6 +16,75 @@ static pthread_mutex_t	log_mtx = PTHREAD_MUTEX_INITIALIZER;
 static void	log_vwrite(const char *, const char *, const char *, va_list)
 		    NM_PRINTF(3, 0);
 
+/* Whether c may end a URL's authority or a path quoted in a message. */
+static int
+redact_stop(char c)
+{
+	return (c == '\0' || c == '/' || c == '?' || c == '#' || c == ' ' ||
+	    c == '\t' || c == '\n' || c == '"' || c == '\'' || c == '`' ||
+	    c == '>' || c == ')' || c == ',' || c == ';');
+}
+
+/* Whether an absolute path may start right after c. */
+static int
+redact_path_start(char c)
+{
+	return (c == ' ' || c == '\t' || c == '"' || c == '\'' || c == '`' ||
+	    c == '(' || c == '=' || c == '<' || c == '[');
+}
+
+/*
+ * A copy of s with the userinfo of every URL shown as three stars (the
+ * URL https://u:tok@host/x shows as https:// then ***@host/x) and, with paths
+ * set, every absolute file path as "<path>", for text that leaves the
+ * process.  NULL when out of memory (the logger cannot call fatal).
+ */
+char *
+nm_redact(const char *s, int paths)
+{
+	const char	*p, *q, *at;
+	char		*out, *o;
+	size_t		 len = strlen(s);
+
+	/* "/a" (2 bytes) becomes "<path>" (6): at most three times as long. */
+	if ((out = malloc(3 * len + 8)) == NULL)
+		return (NULL);
+	for (o = out, p = s; *p != '\0';) {
+		if (p[0] == ':' && p[1] == '/' && p[2] == '/') {
+			memcpy(o, p, 3);
+			o += 3;
+			p += 3;
+			for (at = NULL, q = p; !redact_stop(*q); q++)
+				if (*q == '@')
+					at = q;
+			if (at != NULL) {
+				memcpy(o, "***", 3);
+				o += 3;
+				p = at;
+			}
+			memcpy(o, p, (size_t)(q - p));
+			o += q - p;
+			p = q;
+			continue;
+		}
+		if (paths && p[0] == '/' && (p == s || redact_path_start(p[-1])) &&
+		    p[1] != '\0' && !redact_stop(p[1])) {
+			for (q = p; *q != '\0' && *q != ' ' && *q != '\t' &&
+			    *q != '\n' && *q != '"' && *q != '\'' && *q != '`' &&
+			    *q != ')' && *q != ',' && *q != ';' && *q != '>' &&
+			    *q != ']'; q++)
+				;
+			memcpy(o, "<path>", 6);
+			o += 6;
+			p = q;
+			continue;
+		}
+		*o++ = *p++;
+	}
+	*o = '\0';
+	return (out);
+}
+
 /* Sets whether debug lines are written. */
 void
 log_init(int debug)
@@ -27,7 +96,7 @@ log_init(int debug)
 static void
 log_vwrite(const char *level, const char *err, const char *fmt, va_list ap)
 {
-	char		 ts[32];
+	char		 ts[32], *raw, *line;
 	struct tm	 tm;
 	time_t		 now;
 
@@ -35,14 +104,20 @@ log_vwrite(const char *level, const char *err, const char *fmt, va_list ap)
 	gmtime_r(&now, &tm);
 	strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%SZ", &tm);
 
+	/* Every line goes out with the userinfo of its URLs hidden. */
+	if (vasprintf(&raw, fmt, ap) == -1)
+		raw = NULL;
+	line = raw != NULL ? nm_redact(raw, 0) : NULL;
+	free(raw);
 	pthread_mutex_lock(&log_mtx);
-	fprintf(stderr, "%s %s ", ts, level);
-	vfprintf(stderr, fmt, ap);
+	fprintf(stderr, "%s %s %s", ts, level, line != NULL ? line :
+	    "(no memory for the message)");
 	if (err != NULL)
 		fprintf(stderr, ": %s", err);
 	fputc('\n', stderr);
 	fflush(stderr);
 	pthread_mutex_unlock(&log_mtx);
+	free(line);
 }
 
 void

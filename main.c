@@ -94,7 +94,7 @@ main_lock(const char *dir, int exclusive, char **cause)
 static void
 main_config(int argc, char **argv)
 {
-	char	*cause = NULL;
+	char	*cause = NULL, *shown;
 
 	nm_conf = xcalloc(1, sizeof *nm_conf);
 	policy_config_defaults(nm_conf);
@@ -102,7 +102,10 @@ main_config(int argc, char **argv)
 	    (nm_conf->cf_config != NULL &&
 	    policy_config_file(nm_conf, nm_conf->cf_config, &cause) == -1) ||
 	    policy_config_check(nm_conf, &cause) == -1) {
-		fprintf(stderr, "nixmirror: %s\n", cause);
+		/* The cause may quote a URL with a token in it. */
+		shown = nm_redact(cause, 0);
+		fprintf(stderr, "nixmirror: %s\n", shown != NULL ? shown :
+		    "bad configuration");
 		policy_config_usage();
 		exit(2);
 	}

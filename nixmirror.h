@@ -66,6 +66,7 @@ extern struct nm_config *nm_conf;
 
 /* log.c */
 void	log_init(int debug);
+char	*nm_redact(const char *, int);
 void	log_warn(const char *, ...) NM_PRINTF(1, 2);
 void	log_warnx(const char *, ...) NM_PRINTF(1, 2);
 void	log_info(const char *, ...) NM_PRINTF(1, 2);

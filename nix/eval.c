@@ -618,8 +618,8 @@ nix_eval_request(const struct nix_source *src, const struct nix_request *req,
 	case NM_SOURCE_PATH:
 		type = "path";
 		if ((loc = realpath(src->ns_loc, NULL)) == NULL) {
-			xasprintf(cause, "package set %s: %s", src->ns_loc,
-			    strerror(errno));
+			log_warn("package set %s", src->ns_loc);
+			xasprintf(cause, "the package set cannot be read");
 			return (NULL);
 		}
 		break;
@@ -658,8 +658,10 @@ nix_eval_fail(const struct nix_source *src, const char *err, char **cause)
 	nix_log_stderr("nix-instantiate", err);
 	if (src->ns_type == NM_SOURCE_REPO && src->ns_rev != NULL &&
 	    strstr(err, "Cannot find Git revision") != NULL) {
-		xasprintf(cause, "revision %s not found in %s", src->ns_rev,
+		log_warnx("revision %s not found in %s", src->ns_rev,
 		    src->ns_loc);
+		xasprintf(cause, "revision %s not found in the package "
+		    "repository", src->ns_rev);
 		return (NIX_ENOTFOUND);
 	}
 	line = nix_error_line(err);
@@ -1195,14 +1197,19 @@ nix_git_lsremote(const char *url, char *const pats[], int timeout,
 		nix_argv_add(&na, pats[i]);
 	env = nix_git_env();
 	rc = nix_run_envp(na.na_argv, env, timeout, out, &err);
-	if (rc == NIX_ETIMEOUT)
-		xasprintf(cause, "git ls-remote %s timed out", url);
-	else if (rc != NIX_OK) {
+	/* The log names the repository; the client hears only what failed. */
+	if (rc == NIX_ETIMEOUT) {
+		log_warnx("git ls-remote %s timed out after %d seconds", url,
+		    timeout);
+		xasprintf(cause, "the package repository did not answer in %d "
+		    "seconds", timeout);
+	} else if (rc != NIX_OK) {
 		nix_log_stderr("git ls-remote", err);
 		if ((line = nix_find_line(err, "fatal:", 1)) == NULL)
 			line = xstrdup("failed");
-		xasprintf(cause, "git ls-remote %s: %s", url, line);
+		log_warnx("git ls-remote %s: %s", url, line);
 		free(line);
+		xasprintf(cause, "the package repository cannot be read");
 	}
 	free(env);
 	free(err);
@@ -1223,7 +1230,8 @@ nix_git_resolve(const char *url, const char *ref, int timeout,
 
 	*cause = NULL;
 	if (url[0] == '-' || url[0] == '\0') {
-		xasprintf(cause, "invalid repository url \"%s\"", url);
+		log_warnx("invalid repository url \"%s\"", url);
+		xasprintf(cause, "the package repository is misconfigured");
 		return (NIX_EFAIL);
 	}
 	if (nix_is_commit(ref)) {
@@ -1244,7 +1252,8 @@ nix_git_resolve(const char *url, const char *ref, int timeout,
 				break;
 		}
 		if (pats[i] == NULL) {
-			xasprintf(cause, "tag %s not found in %s", ref, url);
+			xasprintf(cause, "revision %s not found in the "
+			    "package repository", ref);
 			rc = NIX_ENOTFOUND;
 		} else
 			log_debug("%s: %s %s is %s", __func__, url, ref,

@@ -184,8 +184,13 @@ config_upstream_add(struct nm_config *cf, const char *ns, const char *url,
 		host = url + 7;
 	else
 		host = NULL;
+	if (host != NULL && strchr(host, '@') != NULL) {
+		xasprintf(cause, "upstream %s: credentials do not go in the "
+		    "URL; give a username and password in the config file", ns);
+		return (-1);
+	}
 	if (host == NULL || *host == '\0' || *host == '/' ||
-	    strpbrk(url, " \t\r\n?#@") != NULL) {
+	    strpbrk(url, " \t\r\n?#") != NULL) {
 		xasprintf(cause, "upstream %s: \"%s\" is not an http or https "
 		    "URL", ns, url);
 		return (-1);

@@ -190,8 +190,11 @@ mf_fail(struct mf_req *mf, int status, const char *err)
 		    err != NULL ? err : "access denied");
 		mf_answer(mf, NULL, 403, "DENIED", msg);
 	} else {
-		xasprintf(&msg, "upstream %s (%s) failed: %s", mf->mf_up->up_ns,
-		    mf->mf_up->up_url, err != NULL ? err : "unexpected status");
+		log_warnx("upstream %s (%s) failed for %s:%s: %s",
+		    mf->mf_up->up_ns, mf->mf_up->up_url, mf->mf_repo,
+		    mf->mf_ref, err != NULL ? err : "unexpected status");
+		xasprintf(&msg, "upstream %s failed: %s", mf->mf_up->up_ns,
+		    err != NULL ? err : "unexpected status");
 		mf_answer(mf, NULL, 502, "UNKNOWN", msg);
 	}
 	free(msg);
@@ -858,12 +861,11 @@ dl_fail(struct dl *dl, int status, const char *err)
 		xasprintf(&msg, "not fetched from %s: %s", dl->dl_up->up_ns,
 		    dl->dl_denied);
 	else
-		xasprintf(&msg, "upstream %s (%s) failed for %s: %s",
-		    dl->dl_up->up_ns, dl->dl_up->up_url, dl->dl_digest,
-		    err != NULL ? err : upmsg != NULL ? upmsg :
-		    "unexpected status");
+		xasprintf(&msg, "upstream %s failed for %s: %s",
+		    dl->dl_up->up_ns, dl->dl_digest, err != NULL ? err :
+		    upmsg != NULL ? upmsg : "unexpected status");
 	vis = xstrvis(msg);	/* it may quote the upstream's bytes */
-	log_warnx("%s", vis);
+	log_warnx("%s (%s)", vis, dl->dl_up->up_url);
 	free(vis);
 	for (bc = TAILQ_FIRST(&dl->dl_clients); bc != NULL; bc = next) {
 		next = TAILQ_NEXT(bc, bc_entry);

@@ -80,9 +80,15 @@ proxy_error(struct evhttp_request *req, int status, const char *code,
 	va_start(ap, fmt);
 	xvasprintf(&text, fmt, ap);
 	va_end(ap);
-	/* The message may quote the client's bytes: keep it valid UTF-8. */
-	msg = xstrvis(text);
+	/*
+	 * No secret or server path leaves the process, and the message may
+	 * quote the client's bytes: keep it valid UTF-8.
+	 */
+	if ((text2 = nm_redact(text, 1)) == NULL)
+		fatalx("%s: out of memory", __func__);
 	free(text);
+	msg = xstrvis(text2);
+	free(text2);
 	doc = json_pack("{s:[{s:s,s:s,s:{}}]}", "errors", "code", code,
 	    "message", msg, "detail");
 	if (doc == NULL || (text = json_dumps(doc, JSON_COMPACT)) == NULL)

@@ -186,7 +186,7 @@ route_manifest_built(const struct nix_build_result *res, void *arg)
 	else
 		proxy_serve_file(req, rp->rp_store, res->br_oci,
 		    MT_OCI_MANIFEST, 0);
-	free(rp);
+	route_pending_free(rp);
 }
 
 /* The client left while its image was building: the build goes on. */

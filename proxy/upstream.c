@@ -475,10 +475,13 @@ up_error_set(struct up_req *ur, const char *what)
 
 	if (ur->ur_error != NULL)
 		return;
-	/* The URL may come from an upstream's Location: keep logs clean. */
-	xasprintf(&text, "%s: %s", ur->ur_url, what);
-	ur->ur_error = xstrvis(text);
-	free(text);
+	/*
+	 * What failed, for the client too: the URL (which may come from an
+	 * upstream's Location) goes only to the log.
+	 */
+	log_debug("upstream %s: %s", ur->ur_url, what);
+	text = xstrvis(what);
+	ur->ur_error = text;
 }
 
 /* Logs the rate-limit headers an upstream sends. */
@@ -746,6 +749,7 @@ static void
 up_done_cb(struct evhttp_request *req, void *arg)
 {
 	struct up_req	*ur = arg;
+	char		*text;
 
 	ur->ur_req = NULL;
 	up_conn_release(ur->ur_conn);
@@ -755,12 +759,18 @@ up_done_cb(struct evhttp_request *req, void *arg)
 	if (ur->ur_error != NULL) {
 		if (ur->ur_state != UP_DELIVER &&
 		    ur->ur_retries < UP_MAX_RETRIES) {
-			log_info("upstream %s; retrying", ur->ur_error);
+			text = xstrvis(ur->ur_url);
+			log_info("upstream %s: %s; retrying", text,
+			    ur->ur_error);
+			free(text);
 			free(ur->ur_error);
 			ur->ur_error = NULL;
 			up_schedule(ur, UP_BACKOFF_MS << ur->ur_retries++);
 			return;
 		}
+		text = xstrvis(ur->ur_url);
+		log_info("upstream %s: %s", text, ur->ur_error);
+		free(text);
 		up_finish(ur, ur->ur_error);
 		return;
 	}

@@ -50,7 +50,10 @@ check_eq "every one of the $n repositories answered 404" "$n" \
 rss1=$(rss)
 echo "# RSS before ${rss0} KiB, after ${rss1} KiB"
 grow=$((rss1 - rss0))
-if [ "$grow" -lt 16384 ]; then
+# ASAN keeps freed memory in quarantine: RSS says nothing about the cache.
+if ldd "$NM_BIN" 2>/dev/null | grep -q libasan; then
+	echo "# memory not judged under ASAN (grew ${grow} KiB)"
+elif [ "$grow" -lt 16384 ]; then
 	ok "memory grew ${grow} KiB for $n large tokens (under 16 MiB)"
 else
 	bad "memory grew ${grow} KiB for $n large tokens (37 MB of tokens)"

@@ -340,7 +340,8 @@ test_git(const char *dir)
 	    strcmp(commit, c3) == 0);
 	CHECK(nix_git_resolve(dir, "nope", 10, commit, &cause) ==
 	    NIX_ENOTFOUND && cause != NULL &&
-	    strncmp(cause, "tag nope not found in ", 22) == 0);
+	    strcmp(cause, "revision nope not found in the package "
+	    "repository") == 0 && strstr(cause, dir) == NULL);
 	free(cause);
 	cause = NULL;
 	CHECK(nix_git_resolve("-uhoh", "latest", 10, commit, &cause) ==
