@@ -55,6 +55,8 @@ static const struct config_key config_keys[] = {
 	CK_STR("nix_ns", cf_nix_ns, "an ns parameter that means Nix images"),
 	CK_INT("upstream_timeout", cf_upstream_timeout, 1, 3600,
 	    "seconds to connect or wait for an upstream (30)"),
+	CK_INT("upstream_min_rate", cf_upstream_min_rate, 0, 1 << 30,
+	    "bytes a second an upstream body must keep up (1024)"),
 	CK_STR("policy", cf_policy, "policy file (JSON; reloaded on SIGHUP)"),
 	{ "max_store_bytes", CONFIG_I64, offsetof(struct nm_config,
 	    cf_max_store_bytes), 0, INT64_MAX, "store quota in bytes (0: none)" },
@@ -84,6 +86,7 @@ policy_config_defaults(struct nm_config *cf)
 	cf->cf_max_layers = 94;
 	cf->cf_tag_ttl = 300;
 	cf->cf_upstream_timeout = 30;
+	cf->cf_upstream_min_rate = 1024;
 	memset(config_set, 0, sizeof config_set);
 }
 

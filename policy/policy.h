@@ -35,6 +35,7 @@ int	policy_ns_valid(const char *);
 struct sockaddr;
 struct policy_limits {
 	uint64_t	 pl_max_blob_bytes;	/* 0: no limit */
+	uint64_t	 pl_max_tmp_bytes;	/* in flight; 0: no limit */
 	int		 pl_max_concurrent_builds;
 	int		 pl_build_timeout;	/* seconds */
 	int		 pl_max_connections;

@@ -52,6 +52,8 @@
 #define POLICY_DEF_CONNS_CLIENT	64
 #define POLICY_DEF_BUILDS	2
 #define POLICY_DEF_TIMEOUT	600
+#define POLICY_DEF_BLOB		(16ULL << 30)	/* bytes of one blob */
+#define POLICY_DEF_TMP		(32ULL << 30)	/* bytes of downloads */
 
 /* A list of globs; pg_set is 0 when the list was absent (allow all). */
 struct policy_globs {
@@ -92,6 +94,8 @@ struct policy {
 	struct policy_globs	 p_ndeny;
 	struct policy_limits	 p_limits;
 	int			 p_conns_set;	/* 0 given: no limit */
+	int			 p_blob_set;
+	int			 p_tmp_set;
 	int			 p_conns_client_set;
 };
 
@@ -380,7 +384,7 @@ policy_nix_parse(struct policy *p, json_t *o, char **cause)
 static int
 policy_limits_parse(struct policy *p, json_t *o, char **cause)
 {
-	static const char *const keys[] = { "max_blob_bytes",
+	static const char *const keys[] = { "max_blob_bytes", "max_tmp_bytes",
 	    "max_concurrent_builds", "build_timeout_s", "max_connections",
 	    "max_connections_per_client", NULL };
 	struct policy_limits	*pl = &p->p_limits;
@@ -392,10 +396,17 @@ policy_limits_parse(struct policy *p, json_t *o, char **cause)
 	if (policy_obj_check(o, "limits", keys, cause) == -1)
 		return (-1);
 	n = 0;
-	if (policy_int_parse(o, "limits", "max_blob_bytes", 0, INT64_MAX, &n,
-	    cause) == -1)
+	if ((rc = policy_int_parse(o, "limits", "max_blob_bytes", 0,
+	    INT64_MAX, &n, cause)) == -1)
 		return (-1);
-	pl->pl_max_blob_bytes = (uint64_t)n;
+	if ((p->p_blob_set = rc))
+		pl->pl_max_blob_bytes = (uint64_t)n;
+	n = 0;
+	if ((rc = policy_int_parse(o, "limits", "max_tmp_bytes", 0,
+	    INT64_MAX, &n, cause)) == -1)
+		return (-1);
+	if ((p->p_tmp_set = rc))
+		pl->pl_max_tmp_bytes = (uint64_t)n;
 	n = 0;
 	if (policy_int_parse(o, "limits", "max_concurrent_builds", 1, 64, &n,
 	    cause) == -1)
@@ -770,6 +781,10 @@ policy_limits_get(struct policy_limits *pl)
 		*pl = p->p_limits;
 	else
 		memset(pl, 0, sizeof *pl);
+	if (p == NULL || !p->p_blob_set)
+		pl->pl_max_blob_bytes = POLICY_DEF_BLOB;
+	if (p == NULL || !p->p_tmp_set)
+		pl->pl_max_tmp_bytes = POLICY_DEF_TMP;
 	if (p == NULL || !p->p_conns_set)
 		pl->pl_max_connections = POLICY_DEF_CONNS;
 	if (p == NULL || !p->p_conns_client_set)

@@ -568,6 +568,9 @@ struct dl {
 	uint64_t		 dl_have;
 	uint64_t		 dl_max;	/* policy's limit, 0: none */
 	char			*dl_denied;	/* why the policy refused it */
+	uint64_t		 dl_tmpmax;	/* policy's tmp/ limit, 0: none */
+	uint64_t		 dl_held;	/* its part of mirror_tmp_held */
+	int			 dl_full;	/* refused: tmp/ limit reached */
 	uint64_t		 dl_got;	/* dl_have, writing, pending */
 	struct evbuffer		*dl_pending;	/* arrived, not yet written */
 	/*
@@ -631,10 +634,39 @@ static TAILQ_HEAD(, dl)	 mirror_dls = TAILQ_HEAD_INITIALIZER(mirror_dls);
 static void	bc_pump(struct bl_client *);
 static void	bc_close(struct bl_client *, enum bc_end, const char *);
 
+/*
+ * Bytes of tmp/ that downloads in flight hold or will hold: a download
+ * counts its Content-Length from its headers on, or (without one) what
+ * arrived, until it is freed.  Over limits.max_tmp_bytes, a download is
+ * refused (503) rather than filling the disk.
+ */
+static uint64_t		 mirror_tmp_held;
+
+/* Takes n more bytes of tmp/ for a download; 0, or -1 when over. */
+static int
+dl_hold(struct dl *dl, uint64_t n)
+{
+	if (dl->dl_tmpmax > 0 && (mirror_tmp_held + n > dl->dl_tmpmax ||
+	    mirror_tmp_held + n < mirror_tmp_held)) {
+		dl->dl_full = 1;
+		free(dl->dl_denied);
+		xasprintf(&dl->dl_denied, "downloads in flight would hold "
+		    "%llu bytes of temporary space, over the policy's "
+		    "limits.max_tmp_bytes %llu; retry later",
+		    (unsigned long long)(mirror_tmp_held + n),
+		    (unsigned long long)dl->dl_tmpmax);
+		return (-1);
+	}
+	mirror_tmp_held += n;
+	dl->dl_held += n;
+	return (0);
+}
+
 /* Frees a download no client and no upstream request holds any more. */
 static void
 dl_free(struct dl *dl)
 {
+	mirror_tmp_held -= dl->dl_held;
 	if (dl->dl_w != NULL)
 		store_writer_abort(dl->dl_w);
 	if (dl->dl_pending != NULL)
@@ -874,7 +906,12 @@ dl_fail(struct dl *dl, int status, const char *err)
 			    "download failed");
 			continue;
 		}
-		if (dl->dl_denied != NULL)
+		if (dl->dl_full) {
+			evhttp_add_header(evhttp_request_get_output_headers(
+			    bc->bc_req), "Retry-After", "30");
+			proxy_error(bc->bc_req, 503, "UNAVAILABLE", "%s",
+			    dl->dl_denied);
+		} else if (dl->dl_denied != NULL)
 			proxy_error(bc->bc_req, 403, "DENIED", "%s",
 			    dl->dl_denied);
 		else if (status == 404)
@@ -958,6 +995,8 @@ dl_headers_cb(struct up_req *ur, int status, struct evkeyvalq *h, void *arg)
 		dl_deny(dl, (uint64_t)dl->dl_size, 0);
 		return (-1);
 	}
+	if (dl->dl_size >= 0 && dl_hold(dl, (uint64_t)dl->dl_size) == -1)
+		return (-1);
 	if ((dl->dl_w = store_writer_new(dl->dl_store, &cause)) == NULL) {
 		log_warnx("%s: %s", __func__, cause);
 		free(cause);
@@ -1087,6 +1126,8 @@ dl_data_cb(struct up_req *ur, struct evbuffer *buf, void *arg)
 		dl_deny(dl, dl->dl_got + len, 1);
 		return (-1);
 	}
+	if (dl->dl_size < 0 && dl_hold(dl, len) == -1)
+		return (-1);
 	dl->dl_got += len;
 	if (dl->dl_size >= 0 && dl->dl_got > (uint64_t)dl->dl_size)
 		return (-1);
@@ -1452,6 +1493,7 @@ mirror_blob(struct evhttp_request *req, struct store *st,
 		dl->dl_size = -1;
 		policy_limits_get(&pl);
 		dl->dl_max = pl.pl_max_blob_bytes;
+		dl->dl_tmpmax = pl.pl_max_tmp_bytes;
 		TAILQ_INIT(&dl->dl_clients);
 		TAILQ_INSERT_TAIL(&mirror_dls, dl, dl_entry);
 		log_info("fetching blob %s of %s/%s", digest, up->up_ns, repo);

@@ -99,6 +99,10 @@ struct up_req {
 	struct event		*ur_timer;
 	struct event		*ur_cut;	/* cancels a refused transfer */
 	struct event		*ur_more;	/* reads a body ahead */
+	struct event		*ur_stall;	/* the progress check of a try */
+	uint64_t		 ur_got;	/* body bytes in this window */
+	int			 ur_paused;	/* the caller stopped reading */
+	int			 ur_waspaused;	/* ... at some time this window */
 	struct up_callbacks	 ur_cb;
 	void			*ur_arg;
 	/* A token request collects its body here for its parent. */
@@ -120,6 +124,8 @@ static void	up_finish(struct up_req *, const char *);
 static void	up_token_fetch(struct up_req *);
 static void	up_token_drop(struct up_token *);
 static void	up_more_cb(evutil_socket_t, short, void *);
+static void	up_stall_arm(struct up_req *);
+static void	up_stall_cb(evutil_socket_t, short, void *);
 
 /* Sets up TLS (system CAs plus --upstream-ca) and the resolver. */
 int
@@ -620,6 +626,7 @@ up_chunk_cb(struct evhttp_request *req, void *arg)
 	struct evbuffer		*buf = evhttp_request_get_input_buffer(req);
 	struct bufferevent	*bev;
 
+	ur->ur_got += evbuffer_get_length(buf);
 	if (ur->ur_state == UP_DELIVER && ur->ur_parent != NULL &&
 	    evbuffer_get_length(ur->ur_body) < UP_MAX_TOKEN_BODY) {
 		evbuffer_add_buffer(ur->ur_body, buf);
@@ -752,6 +759,7 @@ up_done_cb(struct evhttp_request *req, void *arg)
 	char		*text;
 
 	ur->ur_req = NULL;
+	evtimer_del(ur->ur_stall);
 	up_conn_release(ur->ur_conn);
 	ur->ur_conn = NULL;
 	if (req == NULL || evhttp_request_get_response_code(req) == 0)
@@ -790,6 +798,58 @@ up_done_cb(struct evhttp_request *req, void *arg)
 		up_finish(ur, NULL);
 		break;
 	}
+}
+
+/*
+ * The stall rule: every upstream_timeout seconds of a try, its response
+ * headers must have come, and then at least upstream_min_rate bytes a
+ * second of its body (windows in which the caller paused reading do not
+ * count).  Each byte resets libevent's own timeout, so without this an
+ * upstream trickling a byte a second would hold a connection and a temp
+ * file for ever, with clients or without.  A stalled try is cut, with no
+ * retry.
+ */
+static void
+up_stall_arm(struct up_req *ur)
+{
+	struct timeval	 tv;
+
+	ur->ur_got = 0;
+	ur->ur_waspaused = ur->ur_paused;
+	tv.tv_sec = nm_conf->cf_upstream_timeout;
+	tv.tv_usec = 0;
+	evtimer_add(ur->ur_stall, &tv);
+}
+
+static void
+up_stall_cb(evutil_socket_t fd, short events, void *arg)
+{
+	struct up_req	*ur = arg;
+	uint64_t	 want;
+	char		 why[160], *url;
+
+	(void)fd;
+	(void)events;
+	if (ur->ur_req == NULL)
+		return;
+	want = (uint64_t)nm_conf->cf_upstream_min_rate *
+	    (uint64_t)nm_conf->cf_upstream_timeout;
+	if (ur->ur_state == UP_SENDING)
+		snprintf(why, sizeof why, "no response headers within %d "
+		    "seconds", nm_conf->cf_upstream_timeout);
+	else if (!ur->ur_waspaused && ur->ur_got < want)
+		snprintf(why, sizeof why, "stalled: %llu bytes in %d seconds, "
+		    "under the minimum of %d bytes a second",
+		    (unsigned long long)ur->ur_got,
+		    nm_conf->cf_upstream_timeout, nm_conf->cf_upstream_min_rate);
+	else {
+		up_stall_arm(ur);
+		return;
+	}
+	url = xstrvis(ur->ur_url);
+	log_warnx("upstream %s: %s; cut off", url, why);
+	free(url);
+	proxy_upstream_abort(ur, why);
 }
 
 /* Sends the current try of a request. */
@@ -861,7 +921,8 @@ up_send(struct up_req *ur)
 			up_schedule(ur, UP_BACKOFF_MS << ur->ur_retries++);
 		} else
 			up_finish(ur, ur->ur_error);
-	}
+	} else
+		up_stall_arm(ur);
 	evhttp_uri_free(uri);
 	free(target);
 }
@@ -884,6 +945,7 @@ up_req_new(const struct nm_upstream *up, int head, const char *url,
 	ur->ur_timer = evtimer_new(up_base, up_timer_cb, ur);
 	ur->ur_cut = event_new(up_base, -1, 0, up_cut_cb, ur);
 	ur->ur_more = event_new(up_base, -1, 0, up_more_cb, ur);
+	ur->ur_stall = evtimer_new(up_base, up_stall_cb, ur);
 	return (ur);
 }
 
@@ -896,6 +958,7 @@ up_finish(struct up_req *ur, const char *err)
 	event_free(ur->ur_timer);
 	event_free(ur->ur_cut);
 	event_free(ur->ur_more);
+	event_free(ur->ur_stall);
 	if (ur->ur_body != NULL)
 		evbuffer_free(ur->ur_body);
 	free(ur->ur_url);
@@ -917,6 +980,8 @@ proxy_upstream_pause(struct up_req *ur, int paused)
 {
 	struct bufferevent	*bev;
 
+	ur->ur_paused = paused;
+	ur->ur_waspaused |= paused;
 	if (ur->ur_req == NULL || ur->ur_conn == NULL ||
 	    (bev = evhttp_connection_get_bufferevent(
 	    ur->ur_conn->co_evcon)) == NULL)

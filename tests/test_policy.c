@@ -206,7 +206,9 @@ test_none(void)
 	NIX("haskellpackages.pandoc hello", 1, NULL);
 	CHECK(policy_client_allowed(NULL, &cause) == 1);
 	policy_limits_get(&pl);
-	CHECK(pl.pl_max_blob_bytes == 0);
+	/* The defaults bound downloads: 16 GiB a blob, 32 GiB in flight. */
+	CHECK(pl.pl_max_blob_bytes == 16ULL << 30);
+	CHECK(pl.pl_max_tmp_bytes == 32ULL << 30);
 	CHECK(pl.pl_max_concurrent_builds == 3);
 	CHECK(pl.pl_build_timeout == 77);
 	CHECK(pl.pl_max_connections == 1024);
@@ -439,7 +441,7 @@ test_limits(void)
 	CHECK(pl.pl_max_connections_per_client == 64);
 	CHECK(pl.pl_build_timeout == 5);
 	CHECK(pl.pl_max_concurrent_builds == 3);
-	CHECK(pl.pl_max_blob_bytes == 0);
+	CHECK(pl.pl_max_blob_bytes == 16ULL << 30);
 	/* Defaults follow the configuration as it is now. */
 	nm_conf->cf_max_builds = 5;
 	policy_limits_get(&pl);
@@ -489,7 +491,22 @@ test_reload(void)
 	UP("docker.io", "library/alpine", 1, NULL);
 	UP("docker.io", "library/busybox", 0, "library/b*");
 	policy_limits_get(&pl);
-	CHECK(pl.pl_max_blob_bytes == 0);
+	CHECK(pl.pl_max_blob_bytes == 16ULL << 30);
+
+	/* 0 turns the download limits off. */
+	write_policy("{\"limits\": {\"max_blob_bytes\": 0, "
+	    "\"max_tmp_bytes\": 0}}");
+	policy_reload();
+	policy_limits_get(&pl);
+	CHECK(pl.pl_max_blob_bytes == 0 && pl.pl_max_tmp_bytes == 0);
+	write_policy("{\"limits\": {\"max_tmp_bytes\": 1048576}}");
+	policy_reload();
+	policy_limits_get(&pl);
+	CHECK(pl.pl_max_tmp_bytes == 1048576 &&
+	    pl.pl_max_blob_bytes == 16ULL << 30);
+	write_policy("{\"upstreams\": {\"docker.io\": {\"deny\": "
+	    "[\"library/b*\"]}}}");
+	policy_reload();
 
 	/* Without a --policy file a reload changes nothing. */
 	nm_conf->cf_policy = NULL;

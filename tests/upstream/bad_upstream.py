@@ -17,6 +17,14 @@ pseudo-random bytes:
                   another host name, like a CDN
   library/loop    its layer blob redirects to itself, forever
   library/ftp     its layer blob redirects to an ftp:// URL
+  library/trickle its layer blob sends 64 KiB, then a byte every
+                  --trickle-delay seconds (0.5), and logs
+                  "TRICKLE-END <digest> sent=N" when the peer goes away
+  library/slowhead every answer sends its status line, then its headers a
+                  byte every --trickle-delay seconds
+  library/endless its layer blob has no Content-Length and never ends
+                  (the body ends with the connection), 64 KiB at a time;
+                  it logs "ENDLESS-END sent=N" when the peer goes away
   tok<N>/<any>    any name: wants a Bearer token from /token?size=N, which
                   hands out a token of N bytes for the scope; with one,
                   every manifest is 404 MANIFEST_UNKNOWN
@@ -52,7 +60,8 @@ MT_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
 MODES = {"library/good": "good", "library/wrong": "wrong",
          "library/trunc": "trunc", "library/badman": "badman",
          "library/redir": "redir", "library/loop": "loop",
-         "library/ftp": "ftp"}
+         "library/ftp": "ftp", "library/trickle": "trickle",
+         "library/slowhead": "slowhead", "library/endless": "endless"}
 TOKEN = "bad-upstream-token"
 CHUNK = 65536
 LOG_LOCK = threading.Lock()
@@ -125,8 +134,45 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(body)
 
+    def log_line(self, line):
+        with LOG_LOCK:
+            with open(self.server.cfg.log, "a") as f:
+                f.write(line + "\n")
+
+    def send_trickle(self, data):
+        """64 KiB, then a byte at a time, until the peer goes away."""
+        sent = 0
+        try:
+            self.wfile.write(data[:CHUNK])
+            self.wfile.flush()
+            sent = CHUNK
+            while sent < len(data):
+                time.sleep(self.server.cfg.trickle_delay)
+                self.wfile.write(data[sent:sent + 1])
+                self.wfile.flush()
+                sent += 1
+        except OSError:
+            pass
+        self.close_connection = True
+        self.log_line("TRICKLE-END %s sent=%d" % (sha256(data), sent))
+
+    def send_endless(self, data):
+        """A body with no end: the layer's bytes over and over."""
+        sent = 0
+        try:
+            while True:
+                self.wfile.write(data[:CHUNK])
+                sent += CHUNK
+        except OSError:
+            pass
+        self.close_connection = True
+        self.log_line("ENDLESS-END sent=%d" % sent)
+
     def send_body(self, data, mode):
         """Writes a body in chunks, corrupting or cutting it per mode."""
+        if mode == "trickle":
+            self.send_trickle(data)
+            return
         delay = self.server.cfg.chunk_delay
         if mode == "wrong":
             data = data[:-1] + bytes([data[-1] ^ 0xff])
@@ -167,6 +213,14 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     def reply(self, data, media_type, digest, mode="good"):
         self.log_req(200)
+        if mode == "endless":
+            self.send_response(200)
+            self.send_header("Content-Type", media_type)
+            self.send_header("Connection", "close")
+            self.end_headers()
+            if self.command != "HEAD":
+                self.send_endless(data)
+            return
         self.send_response(200)
         self.send_header("Content-Type", media_type)
         self.send_header("Content-Length", str(len(data)))
@@ -231,6 +285,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return
         for name, repo in self.server.repos.items():
             pre = "/v2/" + name + "/"
+            if path.startswith(pre) and repo["mode"] == "slowhead":
+                self.slow_head()
+                return
             if path.startswith(pre):
                 if repo["mode"] == "redir" and \
                         self.headers.get("Authorization") != "Bearer " + TOKEN:
@@ -241,6 +298,25 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.error(404, "NAME_UNKNOWN", "repository name not known")
 
     do_HEAD = do_GET
+
+    def slow_head(self):
+        """A status line, then headers that never quite arrive."""
+        self.log_req(200)
+        head = b"Content-Type: application/json\r\nX-Padding: " + \
+            b"x" * 4096 + b"\r\n\r\n"
+        sent = 0
+        try:
+            self.wfile.write(b"HTTP/1.1 200 OK\r\n")
+            self.wfile.flush()
+            while sent < len(head):
+                time.sleep(self.server.cfg.trickle_delay)
+                self.wfile.write(head[sent:sent + 1])
+                self.wfile.flush()
+                sent += 1
+        except OSError:
+            pass
+        self.close_connection = True
+        self.log_line("SLOWHEAD-END sent=%d" % sent)
 
     def serve_repo(self, repo, rest):
         kind, _, ref = rest.partition("/")
@@ -270,7 +346,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 self.redirect("ftp://127.0.0.1/" + ref)
                 return
             if ref == sha256(r["layer"]):
-                mode = r["mode"] if r["mode"] in ("wrong", "trunc") else "good"
+                mode = r["mode"] if r["mode"] in (
+                    "wrong", "trunc", "trickle", "endless") else "good"
                 self.reply(r["layer"], "application/octet-stream", ref, mode)
                 return
         self.error(404, "BLOB_UNKNOWN", "blob unknown")
@@ -284,6 +361,7 @@ def main():
     ap.add_argument("--port-file")
     ap.add_argument("--size", type=int, default=4 * 1024 * 1024)
     ap.add_argument("--chunk-delay", type=float, default=0.0)
+    ap.add_argument("--trickle-delay", type=float, default=0.5)
     cfg = ap.parse_args()
     repos = {n: make_repo(n, m, cfg.size) for n, m in MODES.items()}
     info = {n: {"manifest": sha256(r["manifest"]), "media_type": MT_MANIFEST,
