@@ -32,6 +32,8 @@ struct nm_upstream {
 	char			*up_url;	/* "https://registry-1.docker.io" */
 	char			*up_user;	/* credentials for its token realm */
 	char			*up_pass;
+	char			**up_redirect_hosts;	/* globs, config only */
+	size_t			 up_nredirect_hosts;
 };
 
 /* The global configuration: command line over --config file over defaults. */

@@ -208,12 +208,53 @@ config_upstream_add(struct nm_config *cf, const char *ns, const char *url,
 	cf->cf_upstreams = xreallocarray(cf->cf_upstreams,
 	    cf->cf_nupstreams + 1, sizeof *cf->cf_upstreams);
 	up = &cf->cf_upstreams[cf->cf_nupstreams++];
+	memset(up, 0, sizeof *up);
 	up->up_ns = xstrdup(ns);
 	up->up_url = xstrdup(url);
 	while (up->up_url[strlen(up->up_url) - 1] == '/')
 		up->up_url[strlen(up->up_url) - 1] = '\0';
 	up->up_user = user != NULL ? xstrdup(user) : NULL;
 	up->up_pass = pass != NULL ? xstrdup(pass) : NULL;
+	return (0);
+}
+
+/*
+ * Reads an upstream's "redirect_hosts": host names or globs that its
+ * redirects and token realms may lead to whatever their address.
+ */
+static int
+config_redirect_hosts(struct nm_config *cf, const char *ns, json_t *arr,
+    char **cause)
+{
+	struct nm_upstream	*up;
+	json_t			*h;
+	size_t			 i;
+
+	if (arr == NULL)
+		return (0);
+	if (!json_is_array(arr)) {
+		xasprintf(cause, "upstreams.%s.redirect_hosts: expected an "
+		    "array of host names", ns);
+		return (-1);
+	}
+	for (up = NULL, i = 0; i < cf->cf_nupstreams; i++)
+		if (strcmp(cf->cf_upstreams[i].up_ns, ns) == 0)
+			up = &cf->cf_upstreams[i];
+	if (up == NULL)
+		return (0);
+	json_array_foreach(arr, i, h) {
+		if (!json_is_string(h) || json_string_length(h) == 0 ||
+		    json_string_length(h) > 253 ||
+		    strpbrk(json_string_value(h), "/@: \t\r\n") != NULL) {
+			xasprintf(cause, "upstreams.%s.redirect_hosts[%zu]: "
+			    "expected a host name or glob", ns, i);
+			return (-1);
+		}
+		up->up_redirect_hosts = xreallocarray(up->up_redirect_hosts,
+		    up->up_nredirect_hosts + 1, sizeof *up->up_redirect_hosts);
+		up->up_redirect_hosts[up->up_nredirect_hosts++] =
+		    xstrdup(json_string_value(h));
+	}
 	return (0);
 }
 
@@ -256,6 +297,8 @@ config_upstreams_json(struct nm_config *cf, json_t *obj, char **cause)
 			url = json_string_value(v);
 		else if (json_is_object(v)) {
 			json_object_foreach(v, k, f) {
+				if (strcmp(k, "redirect_hosts") == 0)
+					continue;
 				if (!json_is_string(f) || (strcmp(k, "url") != 0 &&
 				    strcmp(k, "username") != 0 &&
 				    strcmp(k, "password") != 0)) {
@@ -272,7 +315,9 @@ config_upstreams_json(struct nm_config *cf, json_t *obj, char **cause)
 			xasprintf(cause, "upstreams.%s: needs a URL", ns);
 			return (-1);
 		}
-		if (config_upstream_add(cf, ns, url, user, pass, cause) == -1)
+		if (config_upstream_add(cf, ns, url, user, pass, cause) == -1 ||
+		    config_redirect_hosts(cf, ns, json_is_object(v) ?
+		    json_object_get(v, "redirect_hosts") : NULL, cause) == -1)
 			return (-1);
 	}
 	return (0);

@@ -31,6 +31,17 @@ int	policy_range_parse(const char *, uint64_t size, uint64_t *start,
 /* A registry host with an optional port ("ghcr.io", "127.0.0.1:5000"). */
 int	policy_ns_valid(const char *);
 
+/* policy/addr.c: where an upstream's redirects and realms may lead. */
+struct sockaddr;
+/* "loopback", "link-local", "private", ... or NULL for a public address. */
+const char	*policy_addr_special(const struct sockaddr *);
+int		 policy_addr_same(const struct sockaddr *, const struct sockaddr *);
+/* NULL when an upstream at up (NULL: unknown) may send the mirror to to. */
+const char	*policy_hop_refused(const struct sockaddr *up,
+		    const struct sockaddr *to);
+/* Whether host matches one of the upstream's redirect_hosts. */
+int		 policy_hop_listed(const struct nm_upstream *, const char *host);
+
 /* policy/rules.c: the --policy file (see nixmirror.8). */
 struct sockaddr;
 struct policy_limits {

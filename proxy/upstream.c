@@ -39,6 +39,7 @@
 #include <openssl/x509v3.h>
 
 #include "nixmirror.h"
+#include "policy/policy.h"
 #include "proxy/proxy.h"
 
 #define UP_MAX_REDIRECTS	5
@@ -103,6 +104,9 @@ struct up_req {
 	uint64_t		 ur_got;	/* body bytes in this window */
 	int			 ur_paused;	/* the caller stopped reading */
 	int			 ur_waspaused;	/* ... at some time this window */
+	char			*ur_connect;	/* checked address of a hop */
+	int			 ur_refused;	/* a hop to a refused address */
+	int			 ur_own;	/* this try is to its own host */
 	struct up_callbacks	 ur_cb;
 	void			*ur_arg;
 	/* A token request collects its body here for its parent. */
@@ -116,6 +120,15 @@ static SSL_CTX			*up_ssl;
 static TAILQ_HEAD(, up_conn)	 up_conns = TAILQ_HEAD_INITIALIZER(up_conns);
 static TAILQ_HEAD(up_token_head, up_token) up_tokens =
     TAILQ_HEAD_INITIALIZER(up_tokens);
+/* The address each upstream's own host was last reached at. */
+struct up_peer {
+	const struct nm_upstream *pe_up;
+	char			*pe_host;	/* the host of its URL */
+	struct sockaddr_storage	 pe_addr;
+	int			 pe_known;
+	struct up_peer		*pe_next;
+};
+static struct up_peer		*up_peers;
 static size_t			 up_ntokens;	/* in up_tokens */
 static size_t			 up_token_bytes; /* their tk_size */
 
@@ -126,6 +139,9 @@ static void	up_token_drop(struct up_token *);
 static void	up_more_cb(evutil_socket_t, short, void *);
 static void	up_stall_arm(struct up_req *);
 static void	up_stall_cb(evutil_socket_t, short, void *);
+static int	up_hop_needs_check(struct up_req *, const char *);
+static void	up_peer_note(struct up_req *);
+static void	up_hop_check(struct up_req *, const char *, int);
 
 /* Sets up TLS (system CAs plus --upstream-ca) and the resolver. */
 int
@@ -133,8 +149,9 @@ proxy_upstream_init(struct event_base *base, char **cause)
 {
 	up_base = base;
 	if ((up_dns = evdns_base_new(base, EVDNS_BASE_INITIALIZE_NAMESERVERS |
-	    EVDNS_BASE_DISABLE_WHEN_INACTIVE)) == NULL)
-		up_dns = evdns_base_new(base, 0);
+	    EVDNS_BASE_DISABLE_WHEN_INACTIVE)) == NULL &&
+	    (up_dns = evdns_base_new(base, 0)) != NULL)
+		(void)evdns_base_load_hosts(up_dns, NULL);
 	if ((up_ssl = SSL_CTX_new(TLS_client_method())) == NULL)
 		fatalx("%s: SSL_CTX_new", __func__);
 	SSL_CTX_set_min_proto_version(up_ssl, TLS1_2_VERSION);
@@ -157,6 +174,7 @@ proxy_upstream_free(void)
 {
 	struct up_conn	*co;
 	struct up_token	*tk;
+	struct up_peer	*pe;
 
 	while ((co = TAILQ_FIRST(&up_conns)) != NULL) {
 		TAILQ_REMOVE(&up_conns, co, co_entry);
@@ -166,6 +184,11 @@ proxy_upstream_free(void)
 	}
 	while ((tk = TAILQ_FIRST(&up_tokens)) != NULL)
 		up_token_drop(tk);
+	while ((pe = up_peers) != NULL) {
+		up_peers = pe->pe_next;
+		free(pe->pe_host);
+		free(pe);
+	}
 	if (up_ssl != NULL)
 		SSL_CTX_free(up_ssl);
 	if (up_dns != NULL)
@@ -417,15 +440,20 @@ up_conn_tls(const char *host)
 	return (bev);
 }
 
-/* An idle kept-alive connection to scheme://host:port, or a new one. */
+/*
+ * An idle kept-alive connection to scheme://host:port, or a new one; addr
+ * is the address to connect to (host itself, or the checked address of a
+ * hop), and TLS checks the certificate against host.
+ */
 static struct up_conn *
-up_conn_get(int tls, const char *host, int port)
+up_conn_get(int tls, const char *host, const char *addr, int port)
 {
 	struct up_conn		*co;
 	struct bufferevent	*bev = NULL;
 	char			*key;
 
-	xasprintf(&key, "%s://%s:%d", tls ? "https" : "http", host, port);
+	xasprintf(&key, "%s://%s:%d@%s", tls ? "https" : "http", host, port,
+	    addr);
 	TAILQ_FOREACH(co, &up_conns, co_entry) {
 		if (!co->co_busy && !co->co_dead &&
 		    strcmp(co->co_key, key) == 0) {
@@ -442,7 +470,7 @@ up_conn_get(int tls, const char *host, int port)
 	co->co_key = key;
 	co->co_tls = tls;
 	co->co_evcon = evhttp_connection_base_bufferevent_new(up_base, up_dns,
-	    bev, host, (unsigned short)port);
+	    bev, addr, (unsigned short)port);
 	if (co->co_evcon == NULL)
 		fatalx("%s: evhttp_connection_base_bufferevent_new", __func__);
 	evhttp_connection_set_timeout(co->co_evcon,
@@ -515,6 +543,7 @@ up_header_cb(struct evhttp_request *req, void *arg)
 	int			 st;
 
 	st = ur->ur_status = evhttp_request_get_response_code(req);
+	up_peer_note(ur);
 	log_debug("upstream %s %s: %d", ur->ur_method == EVHTTP_REQ_HEAD ?
 	    "HEAD" : "GET", ur->ur_url, st);
 	up_log_ratelimit(ur, hdrs);
@@ -745,6 +774,8 @@ up_redirect(struct up_req *ur)
 	log_debug("upstream redirect %s -> %s", ur->ur_url, url);
 	free(ur->ur_url);
 	ur->ur_url = url;
+	free(ur->ur_connect);
+	ur->ur_connect = NULL;
 	free(ur->ur_auth);
 	ur->ur_auth = NULL;
 	ur->ur_authtried = 1;
@@ -852,6 +883,186 @@ up_stall_cb(evutil_socket_t fd, short events, void *arg)
 	proxy_upstream_abort(ur, why);
 }
 
+/* The record of an upstream's own address, made on first use. */
+static struct up_peer *
+up_peer_get(const struct nm_upstream *up)
+{
+	struct up_peer		*pe;
+	struct evhttp_uri	*uri;
+	const char		*h;
+
+	for (pe = up_peers; pe != NULL; pe = pe->pe_next)
+		if (pe->pe_up == up)
+			return (pe);
+	pe = xcalloc(1, sizeof *pe);
+	pe->pe_up = up;
+	uri = evhttp_uri_parse(up->up_url);
+	h = uri != NULL ? evhttp_uri_get_host(uri) : NULL;
+	pe->pe_host = xstrdup(h != NULL ? h : "");
+	if (uri != NULL)
+		evhttp_uri_free(uri);
+	pe->pe_next = up_peers;
+	up_peers = pe;
+	return (pe);
+}
+
+/* Notes the address a try to the upstream's own host is connected to. */
+static void
+up_peer_note(struct up_req *ur)
+{
+	struct up_peer		*pe;
+	struct bufferevent	*bev;
+	socklen_t		 len;
+	evutil_socket_t		 fd;
+
+	if (!ur->ur_own || ur->ur_conn == NULL ||
+	    (bev = evhttp_connection_get_bufferevent(
+	    ur->ur_conn->co_evcon)) == NULL ||
+	    (fd = bufferevent_getfd(bev)) == -1)
+		return;
+	pe = up_peer_get(ur->ur_up);
+	len = sizeof pe->pe_addr;
+	if (getpeername(fd, (struct sockaddr *)&pe->pe_addr, &len) == 0)
+		pe->pe_known = 1;
+}
+
+/*
+ * Whether a try to host must have its address checked first: a redirect
+ * or token realm that leaves the upstream's own host and is not one of
+ * its redirect_hosts.
+ */
+static int
+up_hop_needs_check(struct up_req *ur, const char *host)
+{
+	struct up_peer	*pe = up_peer_get(ur->ur_up);
+
+	ur->ur_own = strcasecmp(host, pe->pe_host) == 0;
+	return (!ur->ur_own && !policy_hop_listed(ur->ur_up, host));
+}
+
+/*
+ * Ends a request whose hop leads to a refused address: one log line, and
+ * no retry (the caller answers 502).
+ */
+static void
+up_hop_refuse(struct up_req *ur, const char *addr, const char *why)
+{
+	char	*url;
+
+	url = xstrvis(ur->ur_url);
+	log_warnx("upstream %s: %s refused: %s is %s (redirect_hosts of the "
+	    "upstream may allow it)", ur->ur_up->up_ns, url, addr, why);
+	free(url);
+	ur->ur_refused = 1;
+	ur->ur_status = 0;
+	up_error_set(ur, "it redirected to an address that is not allowed");
+	up_finish(ur, ur->ur_error);
+}
+
+/* The text of an address, or "" for another family. */
+static void
+up_addr_text(const struct sockaddr *sa, char *addr, size_t len)
+{
+	const struct sockaddr_in	*s4;
+	const struct sockaddr_in6	*s6;
+
+	addr[0] = '\0';
+	if (sa->sa_family == AF_INET) {
+		s4 = (const struct sockaddr_in *)(const void *)sa;
+		evutil_inet_ntop(AF_INET, &s4->sin_addr, addr, len);
+	} else if (sa->sa_family == AF_INET6) {
+		s6 = (const struct sockaddr_in6 *)(const void *)sa;
+		evutil_inet_ntop(AF_INET6, &s6->sin6_addr, addr, len);
+	}
+}
+
+/*
+ * Sends a hop's try to the first of its addresses the rule allows (to
+ * that very address: DNS may say otherwise next time), or refuses it.
+ */
+static void
+up_hop_go(struct up_req *ur, const struct evutil_addrinfo *ai)
+{
+	struct up_peer	*pe = up_peer_get(ur->ur_up);
+	const char	*why, *first = NULL;
+	char		 addr[INET6_ADDRSTRLEN], shown[INET6_ADDRSTRLEN];
+
+	shown[0] = '\0';
+	for (; ai != NULL; ai = ai->ai_next) {
+		up_addr_text(ai->ai_addr, addr, sizeof addr);
+		why = policy_hop_refused(pe->pe_known ?
+		    (const struct sockaddr *)&pe->pe_addr : NULL, ai->ai_addr);
+		if (addr[0] != '\0' && why == NULL) {
+			free(ur->ur_connect);
+			ur->ur_connect = xstrdup(addr);
+			up_send(ur);
+			return;
+		}
+		if (first == NULL) {
+			first = why != NULL ? why : "of an unknown family";
+			snprintf(shown, sizeof shown, "%s", addr);
+		}
+	}
+	up_hop_refuse(ur, shown[0] != '\0' ? shown : "its address",
+	    first != NULL ? first : "unknown");
+}
+
+/* The resolver's answer for a hop's host. */
+static void
+up_hop_resolved(int result, struct evutil_addrinfo *res, void *arg)
+{
+	struct up_req	*ur = arg;
+
+	if (result != 0 || res == NULL) {
+		if (res != NULL)
+			evutil_freeaddrinfo(res);
+		log_warnx("upstream %s: cannot resolve a redirect's host: %s",
+		    ur->ur_up->up_ns, evutil_gai_strerror(result));
+		up_error_set(ur, "cannot resolve the host it redirected to");
+		up_finish(ur, ur->ur_error);
+		return;
+	}
+	if (ur->ur_error != NULL)	/* aborted while resolving */
+		up_finish(ur, ur->ur_error);
+	else
+		up_hop_go(ur, res);
+	evutil_freeaddrinfo(res);
+}
+
+/* Resolves a hop's host (at once for an address), then up_hop_go. */
+static void
+up_hop_check(struct up_req *ur, const char *host, int port)
+{
+	struct evutil_addrinfo	 hints, ai;
+	struct sockaddr_in	 s4;
+	struct sockaddr_in6	 s6;
+	char			 serv[16];
+
+	memset(&s4, 0, sizeof s4);
+	memset(&s6, 0, sizeof s6);
+	memset(&ai, 0, sizeof ai);
+	if (evutil_inet_pton(AF_INET, host, &s4.sin_addr) == 1) {
+		s4.sin_family = AF_INET;
+		ai.ai_addr = (struct sockaddr *)&s4;
+		up_hop_go(ur, &ai);
+		return;
+	}
+	if (evutil_inet_pton(AF_INET6, host, &s6.sin6_addr) == 1) {
+		s6.sin6_family = AF_INET6;
+		ai.ai_addr = (struct sockaddr *)&s6;
+		up_hop_go(ur, &ai);
+		return;
+	}
+	memset(&hints, 0, sizeof hints);
+	hints.ai_family = AF_UNSPEC;
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_protocol = IPPROTO_TCP;
+	/* The callback may run before this returns: ur is not used after. */
+	snprintf(serv, sizeof serv, "%d", port);
+	(void)evdns_getaddrinfo(up_dns, host, serv, &hints, up_hop_resolved,
+	    ur);
+}
+
 /* Sends the current try of a request. */
 static void
 up_send(struct up_req *ur)
@@ -887,7 +1098,15 @@ up_send(struct up_req *ur)
 	if (port != (tls ? 443 : 80))
 		snprintf(hosthdr + strlen(hosthdr), sizeof hosthdr -
 		    strlen(hosthdr), ":%d", port);
-	if ((ur->ur_conn = up_conn_get(tls, host, port)) == NULL) {
+	if (up_hop_needs_check(ur, host) && ur->ur_connect == NULL) {
+		/* It sends this try again once the address is checked. */
+		free(target);
+		up_hop_check(ur, host, port);
+		evhttp_uri_free(uri);
+		return;
+	}
+	if ((ur->ur_conn = up_conn_get(tls, host, ur->ur_connect != NULL ?
+	    ur->ur_connect : host, port)) == NULL) {
 		evhttp_uri_free(uri);
 		free(target);
 		up_error_set(ur, "cannot set up TLS");
@@ -968,6 +1187,7 @@ up_finish(struct up_req *ur, const char *err)
 	free(ur->ur_location);
 	free(ur->ur_challenge);
 	free(ur->ur_error);
+	free(ur->ur_connect);
 	free(ur);
 }
 
@@ -1057,6 +1277,15 @@ up_token_done(struct up_req *tr, int status, const char *err, void *arg)
 	if ((tok = json_object_get(doc, "token")) == NULL ||
 	    !json_is_string(tok) || json_string_length(tok) == 0)
 		tok = json_object_get(doc, "access_token");
+	if (tr->ur_refused) {
+		ur->ur_status = 0;
+		xasprintf(&ur->ur_error, "token request for %s failed: the "
+		    "token realm is on an address that is not allowed",
+		    ur->ur_up->up_ns);
+		json_decref(doc);
+		up_finish(ur, ur->ur_error);
+		return;
+	}
 	if (len >= UP_MAX_TOKEN_BODY || (json_is_string(tok) &&
 	    json_string_length(tok) > UP_MAX_TOKEN)) {
 		ur->ur_status = 0;

@@ -1,6 +1,12 @@
 /*
- * tests/test_validate.c: names, tags, digests and byte ranges.
+ * tests/test_validate.c: names, tags, digests, byte ranges, and where an
+ * upstream's redirects may lead.
  */
+#include <sys/types.h>
+#include <sys/socket.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
+
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
@@ -16,6 +22,7 @@ static void	test_name(void);
 static void	test_tag(void);
 static void	test_digest(void);
 static void	test_range(void);
+static void	test_hop(void);
 
 /* Counts one check of fn(arg) against the expected result. */
 static void
@@ -249,6 +256,100 @@ test_range(void)
 	check_range("bytes=0x1-2", 10, POLICY_RANGE_NONE, 0, 0);
 }
 
+/* An address of either family from its text. */
+static struct sockaddr_storage *
+addr(struct sockaddr_storage *ss, const char *text)
+{
+	struct sockaddr_in	*s4 = (struct sockaddr_in *)ss;
+	struct sockaddr_in6	*s6 = (struct sockaddr_in6 *)ss;
+
+	memset(ss, 0, sizeof *ss);
+	if (inet_pton(AF_INET, text, &s4->sin_addr) == 1)
+		s4->sin_family = AF_INET;
+	else if (inet_pton(AF_INET6, text, &s6->sin6_addr) == 1)
+		s6->sin6_family = AF_INET6;
+	else {
+		printf("FAIL: bad test address %s\n", text);
+		failed++;
+	}
+	return (ss);
+}
+
+/* Whether an upstream at up (NULL: unknown) may send the mirror to to. */
+static void
+check_hop(const char *up, const char *to, int want, int line)
+{
+	struct sockaddr_storage	 u, t;
+	const char		*why;
+	char			 arg[128];
+
+	why = policy_hop_refused(up != NULL ?
+	    (struct sockaddr *)addr(&u, up) : NULL, (struct sockaddr *)addr(&t,
+	    to));
+	snprintf(arg, sizeof arg, "%s -> %s", up != NULL ? up : "?", to);
+	check(why == NULL, "hop allowed", arg, want, line);
+}
+
+#define HOP(u, t, w)	check_hop(u, t, w, __LINE__)
+#define SPECIAL(a, w)	do {						\
+	struct sockaddr_storage ss_;					\
+	check(policy_addr_special((struct sockaddr *)addr(&ss_, a)) !=	\
+	    NULL, "special", a, w, __LINE__);				\
+} while (0)
+
+/* Redirects and token realms: which addresses an upstream may lead to. */
+static void
+test_hop(void)
+{
+	SPECIAL("127.0.0.1", 1);
+	SPECIAL("127.255.0.9", 1);
+	SPECIAL("10.1.2.3", 1);
+	SPECIAL("172.16.0.1", 1);
+	SPECIAL("172.32.0.1", 0);
+	SPECIAL("192.168.1.1", 1);
+	SPECIAL("169.254.169.254", 1);
+	SPECIAL("100.64.0.1", 1);
+	SPECIAL("0.0.0.0", 1);
+	SPECIAL("224.0.0.1", 1);
+	SPECIAL("255.255.255.255", 1);
+	SPECIAL("8.8.8.8", 0);
+	SPECIAL("1.1.1.1", 0);
+	SPECIAL("::1", 1);
+	SPECIAL("::", 1);
+	SPECIAL("fe80::1", 1);
+	SPECIAL("fd00::1", 1);
+	SPECIAL("ff02::1", 1);
+	SPECIAL("::ffff:127.0.0.1", 1);
+	SPECIAL("::ffff:10.0.0.1", 1);
+	SPECIAL("::ffff:8.8.8.8", 0);
+	SPECIAL("64:ff9b::7f00:1", 1);
+	SPECIAL("2002:7f00:1::", 1);
+	SPECIAL("2606:4700::1111", 0);
+
+	/* A public upstream leads only to public addresses. */
+	HOP("8.8.8.8", "1.1.1.1", 1);
+	HOP("8.8.8.8", "2606:4700::1111", 1);
+	HOP("8.8.8.8", "127.0.0.1", 0);
+	HOP("8.8.8.8", "169.254.169.254", 0);
+	HOP("8.8.8.8", "10.0.0.1", 0);
+	HOP("8.8.8.8", "::1", 0);
+	HOP("8.8.8.8", "::ffff:169.254.169.254", 0);
+	HOP("8.8.8.8", "fd12::1", 0);
+	/* So does one whose address is not known yet. */
+	HOP(NULL, "1.1.1.1", 1);
+	HOP(NULL, "192.168.0.1", 0);
+	/* A non-public upstream leads only back to itself. */
+	HOP("127.0.0.1", "127.0.0.1", 1);
+	HOP("127.0.0.1", "::ffff:127.0.0.1", 1);
+	HOP("127.0.0.1", "127.0.0.2", 0);
+	HOP("127.0.0.1", "1.1.1.1", 0);
+	HOP("10.0.0.5", "10.0.0.5", 1);
+	HOP("10.0.0.5", "10.0.0.6", 0);
+	HOP("10.0.0.5", "169.254.169.254", 0);
+	HOP("::1", "::1", 1);
+	HOP("::1", "127.0.0.1", 0);
+}
+
 int
 main(void)
 {
@@ -256,6 +357,7 @@ main(void)
 	test_tag();
 	test_digest();
 	test_range();
+	test_hop();
 	printf("test_validate: %d passed, %d failed\n", passed, failed);
 	return (failed != 0);
 }

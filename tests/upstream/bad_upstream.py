@@ -25,6 +25,10 @@ pseudo-random bytes:
   library/endless its layer blob has no Content-Length and never ends
                   (the body ends with the connection), 64 KiB at a time;
                   it logs "ENDLESS-END sent=N" when the peer goes away
+  library/elsewhere its layer blob is a 307 to --elsewhere URL/cdn/<digest>
+                  (another server: one on another loopback address)
+  tokelse/<any>   any name: wants a Bearer token whose realm is
+                  --elsewhere URL/token
   tok<N>/<any>    any name: wants a Bearer token from /token?size=N, which
                   hands out a token of N bytes for the scope; with one,
                   every manifest is 404 MANIFEST_UNKNOWN
@@ -61,7 +65,8 @@ MODES = {"library/good": "good", "library/wrong": "wrong",
          "library/trunc": "trunc", "library/badman": "badman",
          "library/redir": "redir", "library/loop": "loop",
          "library/ftp": "ftp", "library/trickle": "trickle",
-         "library/slowhead": "slowhead", "library/endless": "endless"}
+         "library/slowhead": "slowhead", "library/endless": "endless",
+         "library/elsewhere": "elsewhere"}
 TOKEN = "bad-upstream-token"
 CHUNK = 65536
 LOG_LOCK = threading.Lock()
@@ -267,6 +272,17 @@ class Handler(http.server.BaseHTTPRequestHandler):
                     return
             self.error(404, "BLOB_UNKNOWN", "blob unknown")
             return
+        m = re.match(r"^/v2/(tokelse/[a-z0-9]+)/manifests/", path)
+        if m and self.server.cfg.elsewhere:
+            self.log_req(401)
+            self.send_response(401)
+            self.send_header("WWW-Authenticate",
+                             'Bearer realm="%s/token",'
+                             'service="bad",scope="repository:%s:pull"'
+                             % (self.server.cfg.elsewhere, m.group(1)))
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         m = re.match(r"^/v2/(tok([0-9]+)/[a-z0-9]+)/manifests/", path)
         if m:
             if (self.headers.get("Authorization") or "").startswith(
@@ -338,6 +354,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 self.redirect("http://localhost:%d/cdn/%s"
                               % (self.server.server_address[1], ref))
                 return
+            if ref == sha256(r["layer"]) and r["mode"] == "elsewhere" and \
+                    self.server.cfg.elsewhere:
+                self.redirect("%s/cdn/%s" % (self.server.cfg.elsewhere, ref))
+                return
             if ref == sha256(r["layer"]) and r["mode"] == "loop":
                 self.redirect(self.path.split("?")[0] + "?hop=%f"
                               % time.time())
@@ -362,6 +382,7 @@ def main():
     ap.add_argument("--size", type=int, default=4 * 1024 * 1024)
     ap.add_argument("--chunk-delay", type=float, default=0.0)
     ap.add_argument("--trickle-delay", type=float, default=0.5)
+    ap.add_argument("--elsewhere", default="")
     cfg = ap.parse_args()
     repos = {n: make_repo(n, m, cfg.size) for n, m in MODES.items()}
     info = {n: {"manifest": sha256(r["manifest"]), "media_type": MT_MANIFEST,
