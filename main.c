@@ -106,6 +106,8 @@ main_config(int argc, char **argv)
 		shown = nm_redact(cause, 0);
 		fprintf(stderr, "nixmirror: %s\n", shown != NULL ? shown :
 		    "bad configuration");
+		free(shown);
+		free(cause);
 		policy_config_usage();
 		exit(2);
 	}

@@ -59,6 +59,7 @@ struct nm_config {
 	char			*cf_nix_ns;	/* an ns that means our Nix images */
 	int			 cf_upstream_timeout;	/* seconds */
 	int			 cf_upstream_min_rate;	/* bytes/s, 0: none */
+	int			 cf_upstream_max_connections; /* 0: no cap */
 	char			*cf_policy;	/* --policy file or NULL */
 	int64_t			 cf_max_store_bytes;	/* 0: no quota */
 	char			*cf_tls_cert;

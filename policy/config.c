@@ -57,6 +57,8 @@ static const struct config_key config_keys[] = {
 	    "seconds to connect or wait for an upstream (30)"),
 	CK_INT("upstream_min_rate", cf_upstream_min_rate, 0, 1 << 30,
 	    "bytes a second an upstream body must keep up (1024)"),
+	CK_INT("upstream_max_connections", cf_upstream_max_connections, 0,
+	    4096, "requests in flight to one upstream; more wait (16)"),
 	CK_STR("policy", cf_policy, "policy file (JSON; reloaded on SIGHUP)"),
 	{ "max_store_bytes", CONFIG_I64, offsetof(struct nm_config,
 	    cf_max_store_bytes), 0, INT64_MAX, "store quota in bytes (0: none)" },
@@ -87,6 +89,7 @@ policy_config_defaults(struct nm_config *cf)
 	cf->cf_tag_ttl = 300;
 	cf->cf_upstream_timeout = 30;
 	cf->cf_upstream_min_rate = 1024;
+	cf->cf_upstream_max_connections = 16;
 	memset(config_set, 0, sizeof config_set);
 }
 
@@ -337,11 +340,11 @@ policy_config_usage(void)
 		for (char *p = flag + 2; *p != '\0'; p++)
 			if (*p == '_')
 				*p = '-';
-		fprintf(stderr, "  %-18s %s%s\n", flag,
+		fprintf(stderr, "  %-26s %s%s\n", flag,
 		    config_keys[i].ck_type == CONFIG_BOOL ? "" : "VALUE  ",
 		    config_keys[i].ck_help);
 	}
-	fprintf(stderr, "  %-18s NS=URL  pull-through upstream of a namespace "
+	fprintf(stderr, "  %-26s NS=URL  pull-through upstream of a namespace "
 	    "(repeatable)\n", "--upstream");
 }
 

@@ -107,6 +107,9 @@ struct up_req {
 	char			*ur_connect;	/* checked address of a hop */
 	int			 ur_refused;	/* a hop to a refused address */
 	int			 ur_own;	/* this try is to its own host */
+	int			 ur_slot;	/* holds one of its upstream's */
+	int			 ur_queued;	/* waits for one */
+	TAILQ_ENTRY(up_req)	 ur_qentry;
 	struct up_callbacks	 ur_cb;
 	void			*ur_arg;
 	/* A token request collects its body here for its parent. */
@@ -120,12 +123,19 @@ static SSL_CTX			*up_ssl;
 static TAILQ_HEAD(, up_conn)	 up_conns = TAILQ_HEAD_INITIALIZER(up_conns);
 static TAILQ_HEAD(up_token_head, up_token) up_tokens =
     TAILQ_HEAD_INITIALIZER(up_tokens);
-/* The address each upstream's own host was last reached at. */
+/*
+ * What is known of each upstream: the address its own host was last
+ * reached at, and its requests in flight (at most
+ * upstream_max_connections; the rest wait in order).
+ */
 struct up_peer {
 	const struct nm_upstream *pe_up;
 	char			*pe_host;	/* the host of its URL */
 	struct sockaddr_storage	 pe_addr;
 	int			 pe_known;
+	int			 pe_active;	/* slots held */
+	size_t			 pe_nqueued;
+	TAILQ_HEAD(, up_req)	 pe_queue;
 	struct up_peer		*pe_next;
 };
 static struct up_peer		*up_peers;
@@ -142,6 +152,10 @@ static void	up_stall_cb(evutil_socket_t, short, void *);
 static int	up_hop_needs_check(struct up_req *, const char *);
 static void	up_peer_note(struct up_req *);
 static void	up_hop_check(struct up_req *, const char *, int);
+static int	up_slot_take(struct up_req *);
+static void	up_slot_unqueue(struct up_req *);
+static void	up_slot_put(struct up_req *);
+static void	up_conn_done(struct up_req *);
 
 /* Sets up TLS (system CAs plus --upstream-ca) and the resolver. */
 int
@@ -486,9 +500,16 @@ up_conn_get(int tls, const char *host, const char *addr, int port)
 static void
 up_timer_cb(evutil_socket_t fd, short events, void *arg)
 {
+	struct up_req	*ur = arg;
+
 	(void)fd;
 	(void)events;
-	up_send(arg);
+	if (ur->ur_error != NULL) {	/* aborted while it waited */
+		up_slot_put(ur);
+		up_finish(ur, ur->ur_error);
+		return;
+	}
+	up_send(ur);
 }
 
 static void
@@ -687,15 +708,19 @@ up_cut_cb(evutil_socket_t fd, short events, void *arg)
 
 	(void)fd;
 	(void)events;
+	if (ur->ur_queued) {		/* still waiting for a slot */
+		up_slot_unqueue(ur);
+		evtimer_del(ur->ur_timer);
+		up_finish(ur, ur->ur_error);
+		return;
+	}
 	if (ur->ur_req == NULL)
 		return;		/* it ended by itself in between */
 	evhttp_cancel_request(ur->ur_req);
 	ur->ur_req = NULL;
-	ur->ur_conn = NULL;
-	if (co != NULL) {
+	if (co != NULL)
 		co->co_dead = 1;
-		up_conn_release(co);
-	}
+	up_conn_done(ur);
 	up_finish(ur, ur->ur_error);
 }
 
@@ -791,8 +816,7 @@ up_done_cb(struct evhttp_request *req, void *arg)
 
 	ur->ur_req = NULL;
 	evtimer_del(ur->ur_stall);
-	up_conn_release(ur->ur_conn);
-	ur->ur_conn = NULL;
+	up_conn_done(ur);
 	if (req == NULL || evhttp_request_get_response_code(req) == 0)
 		up_error_set(ur, "connection failed");
 	if (ur->ur_error != NULL) {
@@ -896,6 +920,7 @@ up_peer_get(const struct nm_upstream *up)
 			return (pe);
 	pe = xcalloc(1, sizeof *pe);
 	pe->pe_up = up;
+	TAILQ_INIT(&pe->pe_queue);
 	uri = evhttp_uri_parse(up->up_url);
 	h = uri != NULL ? evhttp_uri_get_host(uri) : NULL;
 	pe->pe_host = xstrdup(h != NULL ? h : "");
@@ -924,6 +949,77 @@ up_peer_note(struct up_req *ur)
 	len = sizeof pe->pe_addr;
 	if (getpeername(fd, (struct sockaddr *)&pe->pe_addr, &len) == 0)
 		pe->pe_known = 1;
+}
+
+/*
+ * Takes one of the upstream's upstream_max_connections slots for a try,
+ * or puts the request in line for one (0): up_conn_done hands the slot
+ * of a finished try straight to the first in line, so later arrivals
+ * cannot overtake it.
+ */
+static int
+up_slot_take(struct up_req *ur)
+{
+	struct up_peer	*pe;
+	int		 cap = nm_conf->cf_upstream_max_connections;
+
+	if (ur->ur_slot)
+		return (1);
+	pe = up_peer_get(ur->ur_up);
+	if (cap == 0 || pe->pe_active < cap) {
+		pe->pe_active++;
+		ur->ur_slot = 1;
+		return (1);
+	}
+	TAILQ_INSERT_TAIL(&pe->pe_queue, ur, ur_qentry);
+	ur->ur_queued = 1;
+	if (pe->pe_nqueued++ == 0)
+		log_info("upstream %s: all %d connections busy; requests wait "
+		    "in line", ur->ur_up->up_ns, cap);
+	return (0);
+}
+
+/* Takes a request out of the line without a slot (it ends). */
+static void
+up_slot_unqueue(struct up_req *ur)
+{
+	struct up_peer	*pe;
+
+	if (!ur->ur_queued)
+		return;
+	pe = up_peer_get(ur->ur_up);
+	TAILQ_REMOVE(&pe->pe_queue, ur, ur_qentry);
+	pe->pe_nqueued--;
+	ur->ur_queued = 0;
+}
+
+/* Gives up a request's slot: to the first in line, or back. */
+static void
+up_slot_put(struct up_req *ur)
+{
+	struct up_peer	*pe;
+	struct up_req	*next;
+
+	if (!ur->ur_slot)
+		return;
+	ur->ur_slot = 0;
+	pe = up_peer_get(ur->ur_up);
+	if ((next = TAILQ_FIRST(&pe->pe_queue)) == NULL) {
+		pe->pe_active--;
+		return;
+	}
+	up_slot_unqueue(next);
+	next->ur_slot = 1;
+	up_schedule(next, 0);
+}
+
+/* The end of a try: its connection goes back to the pool, its slot on. */
+static void
+up_conn_done(struct up_req *ur)
+{
+	up_conn_release(ur->ur_conn);
+	ur->ur_conn = NULL;
+	up_slot_put(ur);
 }
 
 /*
@@ -1105,10 +1201,17 @@ up_send(struct up_req *ur)
 		evhttp_uri_free(uri);
 		return;
 	}
+	if (!up_slot_take(ur)) {
+		/* up_conn_done sends it when a slot is free. */
+		evhttp_uri_free(uri);
+		free(target);
+		return;
+	}
 	if ((ur->ur_conn = up_conn_get(tls, host, ur->ur_connect != NULL ?
 	    ur->ur_connect : host, port)) == NULL) {
 		evhttp_uri_free(uri);
 		free(target);
+		up_slot_put(ur);
 		up_error_set(ur, "cannot set up TLS");
 		up_finish(ur, ur->ur_error);
 		return;
@@ -1131,8 +1234,7 @@ up_send(struct up_req *ur)
 	    target) == -1) {
 		/* libevent has freed req. */
 		ur->ur_req = NULL;
-		up_conn_release(ur->ur_conn);
-		ur->ur_conn = NULL;
+		up_conn_done(ur);
 		up_error_set(ur, "cannot send the request");
 		if (ur->ur_retries < UP_MAX_RETRIES) {
 			free(ur->ur_error);
@@ -1172,6 +1274,8 @@ up_req_new(const struct nm_upstream *up, int head, const char *url,
 static void
 up_finish(struct up_req *ur, const char *err)
 {
+	up_slot_unqueue(ur);
+	up_slot_put(ur);
 	if (ur->ur_cb.uc_done != NULL)
 		ur->ur_cb.uc_done(ur, ur->ur_status, err, ur->ur_arg);
 	event_free(ur->ur_timer);

@@ -43,7 +43,9 @@ overlap.  The digests are written as JSON to --info:
                     "layer_size": N, "mode": "good"}, ...}
 
 and every request appends "<METHOD> <PATH> <STATUS> auth=<yes|no>" to
---log (auth: whether an Authorization header came with it).
+--log (auth: whether an Authorization header came with it).  With --hold S
+every manifest answer waits S seconds first, and the log gets
+"INFLIGHT max=N" each time more requests than ever wait at once.
 Standard library only.
 """
 
@@ -235,6 +237,29 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.send_body(data, mode)
 
     def do_GET(self):
+        if self.server.cfg.hold > 0 and "/manifests/" in self.path:
+            self.held()
+            return
+        self.answer()
+
+    def held(self):
+        """A manifest answer that waits --hold seconds, counting how many
+        wait at once: "INFLIGHT max=N" is logged each time N grows."""
+        srv = self.server
+        with LOG_LOCK:
+            srv.inflight += 1
+            grew = srv.inflight > srv.maxinflight
+            srv.maxinflight = max(srv.maxinflight, srv.inflight)
+        if grew:
+            self.log_line("INFLIGHT max=%d" % srv.maxinflight)
+        try:
+            time.sleep(srv.cfg.hold)
+            self.answer()
+        finally:
+            with LOG_LOCK:
+                srv.inflight -= 1
+
+    def answer(self):
         path = self.path.split("?", 1)[0]
         if path == "/v2/" or path == "/v2":
             body = b"{}"
@@ -313,7 +338,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 return
         self.error(404, "NAME_UNKNOWN", "repository name not known")
 
-    do_HEAD = do_GET
+    def do_HEAD(self):
+        self.do_GET()
 
     def slow_head(self):
         """A status line, then headers that never quite arrive."""
@@ -383,6 +409,7 @@ def main():
     ap.add_argument("--chunk-delay", type=float, default=0.0)
     ap.add_argument("--trickle-delay", type=float, default=0.5)
     ap.add_argument("--elsewhere", default="")
+    ap.add_argument("--hold", type=float, default=0.0)
     cfg = ap.parse_args()
     repos = {n: make_repo(n, m, cfg.size) for n, m in MODES.items()}
     info = {n: {"manifest": sha256(r["manifest"]), "media_type": MT_MANIFEST,
@@ -399,6 +426,8 @@ def main():
     srv.daemon_threads = True
     srv.cfg = cfg
     srv.repos = repos
+    srv.inflight = 0
+    srv.maxinflight = 0
     if cfg.port_file:
         with open(cfg.port_file + ".tmp", "w") as f:
             f.write("%d\n" % srv.server_address[1])
