@@ -19,6 +19,7 @@
 #include <sys/types.h>
 #include <sys/wait.h>
 
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -1263,4 +1264,86 @@ nix_git_resolve(const char *url, const char *ref, int timeout,
 		free(pats[i]);
 	free(out);
 	return (rc);
+}
+
+/* Whether a git ref's short name can be an image tag (no '/'). */
+static int
+nix_ref_is_tag(const char *s, size_t len)
+{
+	size_t	 i;
+
+	if (len == 0 || len > 128 || s[0] == '.' || s[0] == '-')
+		return (0);
+	for (i = 0; i < len; i++)
+		if (!isalnum((unsigned char)s[i]) && s[i] != '_' &&
+		    s[i] != '.' && s[i] != '-')
+			return (0);
+	return (1);
+}
+
+/*
+ * The tags and branches of a git repository whose names can be image
+ * tags, by git ls-remote; NIX_OK with *refs (NULL-terminated, caller
+ * frees with nix_refs_free), or a NIX_E* code with *cause.
+ */
+int
+nix_git_refs(const char *url, int timeout, char ***refs, size_t *nrefs,
+    char **cause)
+{
+	static const char *const kinds[] = { "refs/tags/", "refs/heads/" };
+	char		*pats[1] = { NULL }, *out = NULL;
+	const char	*p, *nl, *name;
+	size_t		 i, len, n = 0;
+	int		 rc;
+
+	*cause = NULL;
+	*refs = xcalloc(1, sizeof **refs);
+	*nrefs = 0;
+	if (url[0] == '-' || url[0] == '\0') {
+		log_warnx("invalid repository url \"%s\"", url);
+		xasprintf(cause, "the package repository is misconfigured");
+		return (NIX_EFAIL);
+	}
+	if ((rc = nix_git_lsremote(url, pats, timeout, &out, cause)) !=
+	    NIX_OK) {
+		free(out);
+		return (rc);
+	}
+	for (p = out; *p != '\0'; p = nl + 1) {
+		if ((nl = strchr(p, '\n')) == NULL)
+			nl = p + strlen(p);
+		for (i = 0; i < 2 && nl - p > 41 && p[40] == '\t'; i++) {
+			name = p + 41;
+			len = strlen(kinds[i]);
+			if ((size_t)(nl - name) <= len ||
+			    strncmp(name, kinds[i], len) != 0)
+				continue;
+			name += len;
+			if (!nix_ref_is_tag(name, (size_t)(nl - name)))
+				continue;
+			*refs = xreallocarray(*refs, n + 2, sizeof **refs);
+			(*refs)[n] = xmalloc((size_t)(nl - name) + 1);
+			memcpy((*refs)[n], name, (size_t)(nl - name));
+			(*refs)[n][nl - name] = '\0';
+			(*refs)[++n] = NULL;
+		}
+		if (*nl == '\0')
+			break;
+	}
+	*nrefs = n;
+	free(out);
+	return (NIX_OK);
+}
+
+/* Frees the refs of nix_git_refs. */
+void
+nix_refs_free(char **refs)
+{
+	size_t	 i;
+
+	if (refs == NULL)
+		return;
+	for (i = 0; refs[i] != NULL; i++)
+		free(refs[i]);
+	free(refs);
 }

@@ -109,6 +109,13 @@ void	nix_closure_clear(struct nix_closure *);
 int	nix_git_resolve(const char *url, const char *ref, int timeout,
 	    char commit[41], char **cause);
 /*
+ * The tags and branches of a git repository that can be image tags;
+ * NIX_OK with *refs (NULL-terminated; nix_refs_free), or NIX_E*, *cause.
+ */
+int	nix_git_refs(const char *url, int timeout, char ***refs, size_t *nrefs,
+	    char **cause);
+void	nix_refs_free(char **);
+/*
  * Runs argv (no shell) with stdin from /dev/null, collecting stdout and
  * stderr, killing its process group after timeout seconds.  Returns
  * NIX_OK when it exited 0, NIX_ETIMEOUT, else NIX_EFAIL.

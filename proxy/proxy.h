@@ -80,6 +80,26 @@ char	*proxy_manifest_type(const char *content_type, const char *body,
 void	proxy_mirror_blob(struct evhttp_request *, struct store *,
 	    const struct nm_upstream *, const char *repo, const char *digest);
 
+/* proxy/listing.c: tags/list and referrers. */
+struct listing_query {
+	const char	*lq_name;	/* the name as the client gave it */
+	const char	*lq_ns;		/* its ns parameter, or NULL */
+	long		 lq_n;		/* tags/list's n, or -1: all */
+	const char	*lq_last;	/* tags/list's last, or NULL */
+	const char	*lq_digest;	/* referrers: the subject; else NULL */
+	const char	*lq_type;	/* referrers: artifactType, or NULL */
+};
+/*
+ * The tags or the referrers of a pull-through repository: fetched whole
+ * from its upstream, kept for tag_ttl, served stale when it is down.
+ */
+void	proxy_mirror_list(struct evhttp_request *, struct store *,
+	    const struct nm_upstream *, const char *repo,
+	    const struct listing_query *);
+/* The same for a Nix name: latest plus the refs of --pkgs-repo. */
+void	proxy_nix_list(struct evhttp_request *, struct store *,
+	    const struct listing_query *);
+
 /* proxy/route.c */
 /* Dispatches one request to its route. */
 void	proxy_route(struct evhttp_request *, void *);

@@ -6,6 +6,7 @@
 #include <sys/queue.h>
 #include <sys/time.h>
 
+#include <ctype.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -33,6 +34,7 @@ enum route_kind {
 	ROUTE_MANIFEST,
 	ROUTE_BLOB,
 	ROUTE_TAGS,
+	ROUTE_REFERRERS,
 };
 
 /* One request while it waits for a build. */
@@ -396,6 +398,80 @@ route_manifest(struct evhttp_request *req, struct store *st,
 		route_nix_manifest(req, st, rt->rt_nix, ref);
 }
 
+/* Whether s is a media type: type/subtype of token characters. */
+static int
+route_media_type_valid(const char *s)
+{
+	size_t	 i, slash = 0;
+
+	if (s[0] == '\0' || strlen(s) > 255)
+		return (0);
+	for (i = 0; s[i] != '\0'; i++) {
+		if (s[i] == '/')
+			slash++;
+		else if (!isalnum((unsigned char)s[i]) &&
+		    strchr("!#$&^_.+-", s[i]) == NULL)
+			return (0);
+	}
+	return (slash == 1 && s[0] != '/' && s[i - 1] != '/');
+}
+
+/*
+ * Routes /v2/<name>/tags/list (digest NULL) and /v2/<name>/referrers/
+ * <digest>, with their n and last, or artifactType.
+ */
+static void
+route_list(struct evhttp_request *req, struct store *st,
+    const struct route_target *rt, const char *name, const char *ns,
+    struct evkeyvalq *query, const char *digest)
+{
+	struct listing_query	 q;
+	const char		*n, *e;
+	char			*end;
+
+	memset(&q, 0, sizeof q);
+	q.lq_name = name;
+	q.lq_ns = ns;
+	q.lq_n = -1;
+	if (digest != NULL) {
+		if (!policy_digest_valid(digest)) {
+			proxy_error(req, 400, "DIGEST_INVALID", "\"%.80s\" is "
+			    "not a sha256 digest", digest);
+			return;
+		}
+		q.lq_digest = digest;
+		if ((q.lq_type = evhttp_find_header(query,
+		    "artifactType")) != NULL &&
+		    !route_media_type_valid(q.lq_type)) {
+			proxy_error(req, 400, "UNSUPPORTED", "artifactType "
+			    "\"%.80s\" is not a media type", q.lq_type);
+			return;
+		}
+	} else {
+		if ((n = evhttp_find_header(query, "n")) != NULL) {
+			q.lq_n = strtol(n, &end, 10);
+			if (n[0] < '0' || n[0] > '9' || *end != '\0' ||
+			    q.lq_n > 100000) {
+				proxy_error(req, 400,
+				    "PAGINATION_NUMBER_INVALID", "n \"%.20s\" "
+				    "is not a number from 0 to 100000", n);
+				return;
+			}
+		}
+		if ((e = evhttp_find_header(query, "last")) != NULL &&
+		    !policy_tag_valid(e)) {
+			proxy_error(req, 400, "TAG_INVALID", "last \"%.80s\" is "
+			    "not a valid tag", e);
+			return;
+		}
+		q.lq_last = e;
+	}
+	if (rt->rt_up != NULL)
+		proxy_mirror_list(req, st, rt->rt_up, rt->rt_repo, &q);
+	else if (route_nix_allowed(req, rt->rt_nix) == 0)
+		proxy_nix_list(req, st, &q);
+}
+
 /* Routes /v2/<name>/blobs/<digest>. */
 static void
 route_blob(struct evhttp_request *req, struct store *st,
@@ -450,6 +526,8 @@ route_split(char *path, char **name, char **ref)
 		return (ROUTE_BLOB);
 	if (strcmp(kind, "tags") == 0 && strcmp(last, "list") == 0)
 		return (ROUTE_TAGS);
+	if (strcmp(kind, "referrers") == 0)
+		return (ROUTE_REFERRERS);
 	return (-1);
 }
 
@@ -524,8 +602,8 @@ proxy_route(struct evhttp_request *req, void *arg)
 	else if (kind == ROUTE_BLOB)
 		route_blob(req, st, &rt, ref);
 	else
-		proxy_error(req, 404, "NAME_UNKNOWN", "tag listing of %s is not "
-		    "supported", name);
+		route_list(req, st, &rt, name, ns, &query,
+		    kind == ROUTE_REFERRERS ? ref : NULL);
 	free(rt.rt_repo);
 out:
 	evhttp_clear_headers(&query);

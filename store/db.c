@@ -27,6 +27,7 @@
 #include <string.h>
 #include <time.h>
 
+#include <jansson.h>
 #include <sqlite3.h>
 
 #include "nixmirror.h"
@@ -99,10 +100,22 @@ static const char *const store_migrations[] = {
 	" created INTEGER NOT NULL,"
 	" PRIMARY KEY (ns, repo, digest)) WITHOUT ROWID;"
 	"CREATE INDEX links_digest ON links (digest);",
+	/*
+	 * 5: lists an upstream answered (a repository's tags, a digest's
+	 * referrers), kept to be served within the tag TTL and, stale,
+	 * when the upstream is down.
+	 */
+	"CREATE TABLE lists ("
+	" ns TEXT NOT NULL,"
+	" repo TEXT NOT NULL,"
+	" kind TEXT NOT NULL,"
+	" body TEXT NOT NULL,"
+	" fetched INTEGER NOT NULL,"
+	" PRIMARY KEY (ns, repo, kind)) WITHOUT ROWID;",
 };
 /* What a migration does beyond its SQL, in its transaction; or NULL. */
 static int (*const store_migration_steps[])(struct store *) = {
-	NULL, NULL, NULL, store_link_backfill,
+	NULL, NULL, NULL, store_link_backfill, NULL,
 };
 #define STORE_NMIGRATIONS \
 	((int)(sizeof store_migrations / sizeof store_migrations[0]))
@@ -859,4 +872,73 @@ store_utag_get(struct store *st, const char *ns, const char *repo,
 	store_db_rdone(st, stmt);
 	store_runlock(st);
 	return (rv);
+}
+
+/* Keeps a list an upstream answered (JSON text); 0 or -1. */
+int
+store_list_put(struct store *st, const char *ns, const char *repo,
+    const char *kind, const char *body)
+{
+	int	 rv;
+
+	store_lock(st);
+	rv = store_db_run(st, __func__, store_db_stmt(st, __func__,
+	    "INSERT OR REPLACE INTO lists (ns, repo, kind, body, fetched)"
+	    " VALUES (?, ?, ?, ?, ?)", "tttti", ns, repo, kind, body,
+	    (int64_t)time(NULL)));
+	store_unlock(st);
+	return (rv);
+}
+
+/* A kept list (caller frees *body) and when it was fetched; 0 or -1. */
+int
+store_list_get(struct store *st, const char *ns, const char *repo,
+    const char *kind, char **body, time_t *fetched)
+{
+	sqlite3_stmt		*stmt;
+	const unsigned char	*text;
+	int			 rv = -1;
+
+	*body = NULL;
+	store_rlock(st);
+	stmt = store_db_rstmt(st, __func__, "SELECT body, fetched FROM lists"
+	    " WHERE ns = ? AND repo = ? AND kind = ?", "ttt", ns, repo, kind);
+	if (store_db_rrow(st, __func__, stmt) == 0 &&
+	    (text = sqlite3_column_text(stmt, 0)) != NULL) {
+		*body = xstrdup((const char *)text);
+		*fetched = (time_t)sqlite3_column_int64(stmt, 1);
+		rv = 0;
+	}
+	store_db_rdone(st, stmt);
+	store_runlock(st);
+	return (rv);
+}
+
+/*
+ * The tags of an upstream repository the mirror has resolved, sorted and
+ * each once: a JSON array's text (caller frees), or NULL when none.
+ */
+char *
+store_utag_list(struct store *st, const char *ns, const char *repo)
+{
+	sqlite3_stmt	*stmt;
+	json_t		*arr;
+	char		*text = NULL;
+
+	arr = json_array();
+	store_rlock(st);
+	stmt = store_db_rstmt(st, __func__, "SELECT DISTINCT tag FROM"
+	    " upstream_tags WHERE ns = ? AND repo = ? ORDER BY tag", "tt", ns,
+	    repo);
+	if (stmt != NULL) {
+		while (sqlite3_step(stmt) == SQLITE_ROW)
+			json_array_append_new(arr, json_string((const char *)
+			    sqlite3_column_text(stmt, 0)));
+	}
+	store_db_rdone(st, stmt);
+	store_runlock(st);
+	if (json_array_size(arr) > 0)
+		text = json_dumps(arr, JSON_COMPACT);
+	json_decref(arr);
+	return (text);
 }

@@ -63,6 +63,18 @@ int	store_utag_put(struct store *, const char *ns, const char *repo,
 	    const char *tag, const char *digest);
 int	store_utag_get(struct store *, const char *ns, const char *repo,
 	    const char *tag, char digest[NM_DIGEST_SIZE], time_t *checked);
+/* The tags of a repository it resolved: a JSON array's text, or NULL. */
+char	*store_utag_list(struct store *, const char *ns, const char *repo);
+
+/*
+ * Lists an upstream answered, by (ns, repo, kind): kind "tags", or
+ * "referrers <digest>"; body is JSON text.
+ */
+int	store_list_put(struct store *, const char *ns, const char *repo,
+	    const char *kind, const char *body);
+/* The kept list (caller frees *body) and when it was fetched; 0 or -1. */
+int	store_list_get(struct store *, const char *ns, const char *repo,
+	    const char *kind, char **body, time_t *fetched);
 
 /* store/link.c: which repository (namespace, name) holds a digest. */
 /* The namespace of the Nix images' links. */

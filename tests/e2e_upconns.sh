@@ -1,8 +1,8 @@
 # tests/e2e_upconns.sh: upstream_max_connections.  With a cap of 2, eight
-# concurrent manifest requests to an upstream that holds each answer for a
-# second reach it at most two at a time, and every one of them still gets
-# its answer (the rest wait in line); with the default cap (16) all eight
-# are in flight at once, so the count is a real measurement.
+# concurrent manifest requests to an upstream that holds each answer for
+# two seconds reach it at most two at a time, and every one of them gets
+# its answer (the rest wait in line); with the default cap (16) more than
+# two are in flight at once, so the count is a real measurement.
 
 . "${NM_TOP:-$(dirname "$0")/..}/tests/lib.sh"
 . "$NM_TOP/tests/upstream/lib_upstream.sh"
@@ -10,10 +10,10 @@
 need curl jq
 
 up_init
-up_bad_start --size 300000 --hold 1
+up_bad_start --size 300000 --hold 2
 
 # Eight names at once: library/good (200) and seven the upstream does not
-# know (404); each answer comes after a second.
+# know (404); each answer comes after two seconds.
 pull_eight()
 {
 	_pids=
@@ -53,8 +53,12 @@ nm_stop
 : >"$UP_BAD_LOG"
 nm_start --upstream "docker.io=$UP_BAD_URL"
 pull_eight
-check_eq "all eight in flight at once under the default cap" 8 \
-    "$(max_inflight)"
+n=$(max_inflight)
+if [ "${n:-0}" -gt 2 ]; then
+	ok "under the default cap $n were in flight at once"
+else
+	bad "under the default cap only ${n:-0} were in flight at once"
+fi
 n404=$(cat "$NM_WORK"/st.none* | grep -c '^404$' || true)
 check_eq "and answered" 7 "$n404"
 nm_stop

@@ -150,7 +150,7 @@ test_sql(const char *sql)
 	return (rc == SQLITE_OK ? 0 : -1);
 }
 
-/* Open, close, reopen: schema at version 4, data and tmp cleaning. */
+/* Open, close, reopen: schema at version 5, data and tmp cleaning. */
 static void
 test_open_reopen(void)
 {
@@ -171,7 +171,7 @@ test_open_reopen(void)
 	    &cause) == 0, "put before reopen");
 	CHECK(store_tag_put(st, "src", "keep", COMMIT_A) == 0, "tag put");
 	store_close(st);
-	CHECK(test_user_version() == 4, "user_version is 4");
+	CHECK(test_user_version() == 5, "user_version is 5");
 
 	snprintf(path, sizeof path, "%s/tmp/blob.leftover", datadir);
 	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
@@ -185,7 +185,7 @@ test_open_reopen(void)
 	if (st == NULL)
 		exit(1);
 	CHECK(test_count("tmp") == 0, "store_open empties tmp");
-	CHECK(test_user_version() == 4, "user_version still 4");
+	CHECK(test_user_version() == 5, "user_version still 5");
 	CHECK(store_blob_stat(st, HELLO_DIGEST, &size, NULL) == 0 &&
 	    size == 12, "blob kept across reopen");
 	CHECK(store_tag_get(st, "src", "keep", -1, commit) == 0 &&
@@ -556,6 +556,39 @@ test_tags(struct store *st)
 	    strcmp(commit, COMMIT_OLD) == 0, "max_age < 0 takes any age");
 }
 
+/* Kept lists, and the tags a repository resolved. */
+static void
+test_lists(struct store *st)
+{
+	char	*body = NULL, *tags;
+	time_t	 fetched = 0;
+
+	CHECK(store_list_get(st, "docker.io", "library/l", "tags", &body,
+	    &fetched) == -1 && body == NULL, "no list kept");
+	CHECK(store_list_put(st, "docker.io", "library/l", "tags",
+	    "[\"a\",\"b\"]") == 0, "list put");
+	CHECK(store_list_put(st, "docker.io", "library/l", "tags",
+	    "[\"a\",\"b\",\"c\"]") == 0, "list put again replaces");
+	CHECK(store_list_get(st, "docker.io", "library/l", "tags", &body,
+	    &fetched) == 0 && strcmp(body, "[\"a\",\"b\",\"c\"]") == 0 &&
+	    fetched >= time(NULL) - 5, "list get: the newest, and when");
+	free(body);
+	CHECK(store_list_get(st, "ghcr.io", "library/l", "tags", &body,
+	    &fetched) == -1, "lists of namespaces are separate");
+	CHECK(store_list_get(st, "docker.io", "library/l", "referrers x",
+	    &body, &fetched) == -1, "lists of kinds are separate");
+	/* test_utags resolved library/x's latest twice. */
+	CHECK(store_blob_stat(st, HELLO_DIGEST, NULL, NULL) == 0 &&
+	    store_utag_put(st, "docker.io", "library/x", "1.0",
+	    HELLO_DIGEST) == 0, "utag 1.0");
+	tags = store_utag_list(st, "docker.io", "library/x");
+	CHECK(tags != NULL && strcmp(tags, "[\"1.0\",\"latest\"]") == 0,
+	    "resolved tags, sorted, each once");
+	free(tags);
+	CHECK(store_utag_list(st, "docker.io", "library/none") == NULL,
+	    "no resolved tags");
+}
+
 /* Upstream tag history: newest wins, a re-check keeps one row. */
 static void
 test_utags(struct store *st)
@@ -653,14 +686,14 @@ test_links(struct store **stp)
 	CHECK(store_utag_put(st, "docker.io", "library/c", "latest", man) == 0,
 	    "tag of library/c");
 	store_close(st);
-	CHECK(test_sql("DROP TABLE links; PRAGMA user_version = 3") == 0,
-	    "back to version 3");
+	CHECK(test_sql("DROP TABLE links; DROP TABLE lists; "
+	    "PRAGMA user_version = 3") == 0, "back to version 3");
 	*stp = st = store_open(datadir, &cause);
 	if (st == NULL) {
 		printf("store_open: %s\n", cause);
 		exit(1);
 	}
-	CHECK(test_user_version() == 4, "migrated to version 4 again");
+	CHECK(test_user_version() == 5, "migrated to version 5 again");
 	CHECK(store_link_has(st, "docker.io", "library/c", man) &&
 	    store_link_has(st, "docker.io", "library/c", cfg) &&
 	    store_link_has(st, "docker.io", "library/c", lay),
@@ -787,6 +820,7 @@ main(void)
 	test_meta(st);
 	test_tags(st);
 	test_utags(st);
+	test_lists(st);
 	test_links(&st);
 	test_threads(st);
 	store_close(st);

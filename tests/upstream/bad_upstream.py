@@ -27,6 +27,11 @@ pseudo-random bytes:
                   it logs "ENDLESS-END sent=N" when the peer goes away
   library/elsewhere its layer blob is a 307 to --elsewhere URL/cdn/<digest>
                   (another server: one on another loopback address)
+  library/refs    answers /v2/library/refs/referrers/<its manifest> with an
+                  index of two referrers (an SPDX SBOM and a signature),
+                  artifact manifests it serves by digest
+  library/reftag  has no referrers API (404), but the fallback tag
+                  sha256-<hex of its manifest> is an index of one referrer
   tokelse/<any>   any name: wants a Bearer token whose realm is
                   --elsewhere URL/token
   tok<N>/<any>    any name: wants a Bearer token from /token?size=N, which
@@ -68,7 +73,14 @@ MODES = {"library/good": "good", "library/wrong": "wrong",
          "library/redir": "redir", "library/loop": "loop",
          "library/ftp": "ftp", "library/trickle": "trickle",
          "library/slowhead": "slowhead", "library/endless": "endless",
-         "library/elsewhere": "elsewhere"}
+         "library/elsewhere": "elsewhere", "library/refs": "refs",
+         "library/reftag": "reftag"}
+MT_INDEX = "application/vnd.oci.image.index.v1+json"
+MT_EMPTY = "application/vnd.oci.empty.v1+json"
+EMPTY = b"{}"
+REF_TYPES = {"library/refs": ["application/spdx+json",
+                              "application/vnd.dev.cosign.artifact.sig.v1+json"],
+             "library/reftag": ["application/spdx+json"]}
 TOKEN = "bad-upstream-token"
 CHUNK = 65536
 LOG_LOCK = threading.Lock()
@@ -109,8 +121,29 @@ def make_repo(name, mode, size):
         served = manifest.replace(b'"schemaVersion": 2',
                                   b'"annotations": {"x": "y"}, '
                                   b'"schemaVersion": 2')
-    return {"name": name, "mode": mode, "layer": layer, "config": config,
-            "manifest": manifest, "served_manifest": served}
+    repo = {"name": name, "mode": mode, "layer": layer, "config": config,
+            "manifest": manifest, "served_manifest": served, "extra": {}}
+    # Referrers: artifact manifests whose subject is this manifest.
+    refs = []
+    for i, at in enumerate(REF_TYPES.get(name, [])):
+        art = json.dumps({
+            "schemaVersion": 2, "mediaType": MT_MANIFEST,
+            "artifactType": at,
+            "config": {"mediaType": MT_EMPTY, "digest": sha256(EMPTY),
+                       "size": len(EMPTY)},
+            "layers": [{"mediaType": MT_EMPTY, "digest": sha256(EMPTY),
+                        "size": len(EMPTY)}],
+            "subject": {"mediaType": MT_MANIFEST, "digest": sha256(manifest),
+                        "size": len(manifest)},
+            "annotations": {"n": str(i)},
+        }, sort_keys=True).encode()
+        repo["extra"][sha256(art)] = art
+        refs.append({"mediaType": MT_MANIFEST, "digest": sha256(art),
+                     "size": len(art), "artifactType": at})
+    repo["referrers"] = json.dumps({
+        "schemaVersion": 2, "mediaType": MT_INDEX, "manifests": refs,
+    }, sort_keys=True).encode()
+    return repo
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
@@ -362,6 +395,24 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     def serve_repo(self, repo, rest):
         kind, _, ref = rest.partition("/")
+        ref = ref.split("?")[0]
+        if kind == "referrers" and repo["mode"] == "refs" and \
+                ref == sha256(repo["manifest"]):
+            self.reply(repo["referrers"], MT_INDEX, sha256(repo["referrers"]))
+            return
+        if kind == "referrers":
+            self.error(404, "NAME_UNKNOWN", "unknown path")
+            return
+        if kind == "manifests" and repo["mode"] == "reftag" and \
+                ref == "sha256-" + sha256(repo["manifest"])[7:]:
+            self.reply(repo["referrers"], MT_INDEX, sha256(repo["referrers"]))
+            return
+        if kind == "manifests" and ref in repo["extra"]:
+            self.reply(repo["extra"][ref], MT_MANIFEST, ref)
+            return
+        if kind == "blobs" and ref == sha256(EMPTY):
+            self.reply(EMPTY, MT_EMPTY, ref)
+            return
         if kind == "manifests" and ref in ("latest", sha256(repo["manifest"])):
             self.reply(repo["served_manifest"], MT_MANIFEST,
                        sha256(repo["manifest"]))
@@ -415,7 +466,8 @@ def main():
     info = {n: {"manifest": sha256(r["manifest"]), "media_type": MT_MANIFEST,
                 "served_manifest": sha256(r["served_manifest"]),
                 "config": sha256(r["config"]), "layer": sha256(r["layer"]),
-                "layer_size": len(r["layer"]), "mode": r["mode"]}
+                "layer_size": len(r["layer"]), "mode": r["mode"],
+                "referrers": sorted(r["extra"])}
             for n, r in repos.items()}
     with open(cfg.info + ".tmp", "w") as f:
         json.dump(info, f, indent=1)
