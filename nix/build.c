@@ -509,15 +509,75 @@ fail:
 	return (NULL);
 }
 
-/* Stores the config and both manifests of an image. */
+/*
+ * Stores the SBOM of an image and, for each manifest form, the artifact
+ * manifest that makes it the form's referrer, and records the referrers
+ * of each form's digest.
+ */
+static int
+build_sbom(const struct nix_request *req, const struct nix_closure *nc,
+    const struct nix_build_result *res, const uint64_t msize[2],
+    const char *revision, char **cause)
+{
+	char		 sdigest[NM_DIGEST_SIZE], adigest[NM_DIGEST_SIZE];
+	char		 edigest[NM_DIGEST_SIZE], *sbom, *art, *kind, *list;
+	const char	*subject;
+	json_t		*desc;
+	size_t		 slen;
+	int		 oci, rc;
+
+	sbom = nix_sbom_spdx(nc, req, res->br_oci, revision);
+	slen = strlen(sbom);
+	rc = store_blob_put_mem(build_store, sbom, slen, NIX_MT_SPDX, sdigest,
+	    cause);
+	free(sbom);
+	if (rc == -1 || store_blob_put_mem(build_store, "{}", 2, NIX_MT_EMPTY,
+	    edigest, cause) == -1)
+		return (-1);
+	for (oci = 0; oci <= 1; oci++) {
+		subject = oci ? res->br_oci : res->br_docker;
+		art = nix_sbom_referrer(sdigest, slen, oci ?
+		    BUILD_MT_OCI_MANIFEST : BUILD_MT_DOCKER_MANIFEST, subject,
+		    msize[oci]);
+		desc = json_pack("[{s:s, s:s, s:I, s:s}]", "mediaType",
+		    BUILD_MT_OCI_MANIFEST, "digest", "", "size",
+		    (json_int_t)strlen(art), "artifactType", NIX_MT_SPDX);
+		rc = store_blob_put_mem(build_store, art, strlen(art),
+		    BUILD_MT_OCI_MANIFEST, adigest, cause);
+		free(art);
+		if (rc == -1 || store_manifest_put(build_store, adigest,
+		    BUILD_MT_OCI_MANIFEST) == -1) {
+			json_decref(desc);
+			if (*cause == NULL)
+				xasprintf(cause, "cannot record the SBOM");
+			return (-1);
+		}
+		json_object_set_new(json_array_get(desc, 0), "digest",
+		    json_string(adigest));
+		list = json_dumps(desc, JSON_COMPACT | JSON_SORT_KEYS);
+		json_decref(desc);
+		xasprintf(&kind, "referrers %s", subject);
+		rc = store_list_put(build_store, STORE_NIX_NS, "", kind, list);
+		free(kind);
+		free(list);
+		if (rc == -1) {
+			xasprintf(cause, "cannot record the SBOM's referrer");
+			return (-1);
+		}
+	}
+	return (0);
+}
+
+/* Stores the config, both manifests and the SBOM of an image. */
 static int
 build_manifests(const struct nix_image_layer *il, size_t n,
     const struct nix_request *req, const struct nix_closure *nc,
-    struct nix_build_result *res, char **cause)
+    const char *revision, struct nix_build_result *res, char **cause)
 {
-	char	 cdigest[NM_DIGEST_SIZE], *config, *m;
-	size_t	 clen;
-	int	 oci, rc;
+	char		 cdigest[NM_DIGEST_SIZE], *config, *m;
+	size_t		 clen;
+	uint64_t	 msize[2];
+	int		 oci, rc;
 
 	config = nix_image_config(il, n, req->nr_system, nc->nc_cacert,
 	    nc->nc_cmd, req->nr_shell);
@@ -534,6 +594,7 @@ build_manifests(const struct nix_image_layer *il, size_t n,
 		return (-1);
 	for (oci = 0; oci <= 1; oci++) {
 		m = nix_image_manifest(il, n, cdigest, clen, oci);
+		msize[oci] = strlen(m);
 		rc = store_blob_put_mem(build_store, m, strlen(m),
 		    oci ? BUILD_MT_OCI_MANIFEST : BUILD_MT_DOCKER_MANIFEST,
 		    oci ? res->br_oci : res->br_docker, cause);
@@ -546,7 +607,7 @@ build_manifests(const struct nix_image_layer *il, size_t n,
 			return (-1);
 		}
 	}
-	return (0);
+	return (build_sbom(req, nc, res, msize, revision, cause));
 }
 
 /* Resolves the tag of a build to a commit (git sources only). */
@@ -600,8 +661,9 @@ build_image(struct nix_build *nb, const char *key, const char *commit,
 	nix_layer_group(&nc, build_pop, (size_t)nm_conf->cf_max_layers, &ly);
 	il = build_layers(&nc, &ly, nl, nf, cause);
 	rc = NIX_EFAIL;
-	if (il != NULL && build_manifests(il, *nl, &nb->nb_req, &nc, res,
-	    cause) == 0) {
+	if (il != NULL && build_manifests(il, *nl, &nb->nb_req, &nc,
+	    build_source_pinned() ? (nm_conf->cf_source == NM_SOURCE_REPO ?
+	    commit : nm_conf->cf_channel) : NULL, res, cause) == 0) {
 		memcpy(si.si_docker, res->br_docker, NM_DIGEST_SIZE);
 		memcpy(si.si_oci, res->br_oci, NM_DIGEST_SIZE);
 		si.si_created = time(NULL);

@@ -34,6 +34,7 @@
 #include <unistd.h>
 
 #include <jansson.h>
+#include <openssl/evp.h>
 
 #include "nixmirror.h"
 #include "nix/nix.h"
@@ -71,6 +72,21 @@ static const char nix_eval_expr[] =
 "  join = builtins.concatStringsSep \".\";\n"
 "  tryOr = def: v:\n"
 "    let r = builtins.tryEval v; in if r.success then r.value else def;\n"
+"  tryDeep = def: v:\n"
+"    let r = builtins.tryEval (builtins.deepSeq v v);\n"
+"    in if r.success then r.value else def;\n"
+"  # meta.license as SPDX ids joined by AND, or null when one has none.\n"
+"  licenseOf = l:\n"
+"    let\n"
+"      one = x: if builtins.isAttrs x && builtins.isString (x.spdxId or null)\n"
+"        then x.spdxId else null;\n"
+"      ids = map one (if builtins.isList l then l else [ l ]);\n"
+"    in if l == null || ids == [ ] || builtins.elem null ids then null\n"
+"      else builtins.concatStringsSep \" AND \" ids;\n"
+"  homepageOf = h:\n"
+"    if builtins.isString h then h\n"
+"    else if builtins.isList h && h != [ ] && builtins.isString (builtins.head h)\n"
+"    then builtins.head h else null;\n"
 "\n"
 "  fetched =\n"
 "    if src.type == \"path\" then /. + src.loc\n"
@@ -132,6 +148,8 @@ static const char nix_eval_expr[] =
 "      out = builtins.tryEval v.outPath;\n"
 "      output = tryOr \"out\" (v.outputName or \"out\");\n"
 "      prog = tryOr null (v.meta.mainProgram or null);\n"
+"      lic = tryDeep null (licenseOf (v.meta.license or null));\n"
+"      home = tryDeep null (homepageOf (v.meta.homepage or null));\n"
 "    in\n"
 "    if r ? error then r // { inherit name; }\n"
 "    else if !whnf.success then {\n"
@@ -155,6 +173,8 @@ static const char nix_eval_expr[] =
 "      drv = drv.value;\n"
 "      out = out.value;\n"
 "      mainProgram = if builtins.isString prog then prog else null;\n"
+"      license = lic;\n"
+"      homepage = home;\n"
 "    };\n"
 "\n"
 "  resolve = name:\n"
@@ -909,6 +929,46 @@ nix_closure_find(const struct nix_closure *nc, const char *path)
 	return (p == NULL ? SIZE_MAX : (size_t)(p - nc->nc_paths));
 }
 
+/*
+ * A NAR hash as path-info gives it, SRI ("sha256-<base64>") or Nix's
+ * own ("sha256:<base32>"), as 64 hex digits; "" when it is neither.
+ */
+void
+nix_narhash_hex(const char *h, char hex[65])
+{
+	static const char	 b32[] = "0123456789abcdfghijklmnpqrsvwxyz";
+	unsigned char		 raw[48];
+	const char		*p;
+	size_t			 i, n, b;
+	int			 len;
+
+	hex[0] = '\0';
+	if (h == NULL)
+		return;
+	memset(raw, 0, sizeof raw);
+	if (strncmp(h, "sha256-", 7) == 0 && strlen(h + 7) == 44) {
+		len = EVP_DecodeBlock(raw, (const unsigned char *)h + 7, 44);
+		/* 44 base64 characters decode to 33 bytes, one padding. */
+		if (len != 33 || h[7 + 43] != '=')
+			return;
+	} else if (strncmp(h, "sha256:", 7) == 0 && strlen(h + 7) == 52) {
+		n = 52;
+		for (i = 0; i < n; i++) {
+			if ((p = strchr(b32, h[7 + n - 1 - i])) == NULL ||
+			    *p == '\0')
+				return;
+			b = i * 5;
+			raw[b / 8] |= (unsigned char)((p - b32) << (b % 8));
+			if (b / 8 + 1 < sizeof raw)
+				raw[b / 8 + 1] |= (unsigned char)((p - b32) >>
+				    (8 - b % 8));
+		}
+	} else
+		return;
+	for (i = 0; i < 32; i++)
+		snprintf(hex + 2 * i, 3, "%02x", raw[i]);
+}
+
 /* Fills the closure's paths and references from path-info JSON. */
 static int
 nix_closure_parse(json_t *info, struct nix_closure *nc)
@@ -928,6 +988,8 @@ nix_closure_parse(json_t *info, struct nix_closure *nc)
 		nc->nc_paths[i].np_path = xstrdup(nix_str(v, "path"));
 		nc->nc_paths[i].np_narsize = json_integer_value(
 		    json_object_get(v, "narSize"));
+		nix_narhash_hex(json_string_value(json_object_get(v,
+		    "narHash")), nc->nc_paths[i].np_narhash);
 	}
 	qsort(nc->nc_paths, nc->nc_npaths, sizeof *nc->nc_paths, nix_path_cmp);
 	json_array_foreach(info, i, v) {
@@ -1014,6 +1076,7 @@ static int
 nix_eval_roots(json_t *ev, struct nix_closure *nc)
 {
 	json_t		*pkgs, *extras, *v, *prog;
+	struct nix_path	*np;
 	size_t		 i, n, idx;
 
 	pkgs = json_object_get(ev, "pkgs");
@@ -1033,6 +1096,17 @@ nix_eval_roots(json_t *ev, struct nix_closure *nc)
 			return (-1);
 		}
 		nix_closure_root(nc, idx);
+		if (i < json_array_size(pkgs)) {
+			np = &nc->nc_paths[idx];
+			np->np_requested = 1;
+			if (json_is_string(json_object_get(v, "license")) &&
+			    np->np_license == NULL)
+				np->np_license = xstrdup(nix_str(v, "license"));
+			if (json_is_string(json_object_get(v, "homepage")) &&
+			    np->np_homepage == NULL)
+				np->np_homepage = xstrdup(nix_str(v,
+				    "homepage"));
+		}
 		prog = json_object_get(v, "mainProgram");
 		if (json_is_string(prog) && strchr(json_string_value(prog),
 		    '/') == NULL) {
@@ -1109,6 +1183,8 @@ nix_closure_clear(struct nix_closure *nc)
 	for (i = 0; i < nc->nc_npaths; i++) {
 		free(nc->nc_paths[i].np_path);
 		free(nc->nc_paths[i].np_refs);
+		free(nc->nc_paths[i].np_license);
+		free(nc->nc_paths[i].np_homepage);
 	}
 	free(nc->nc_paths);
 	xstrvfree(nc->nc_rootpaths, nc->nc_nroots);

@@ -32,8 +32,8 @@ static const struct image_types image_oci = {
 };
 
 /* Serialises and frees a JSON value in canonical form, caller frees. */
-static char *
-image_dump(json_t *root)
+char *
+nix_json_canonical(json_t *root)
 {
 	char	*s;
 
@@ -110,7 +110,7 @@ nix_image_config(const struct nix_image_layer *layers, size_t n,
 	    "rootfs", "type", "layers", "diff_ids", diffids);
 	if (root == NULL)
 		fatalx("%s: json_pack failed", __func__);
-	return (image_dump(root));
+	return (nix_json_canonical(root));
 }
 
 /* One content descriptor: media type, size and digest. */
@@ -150,5 +150,5 @@ nix_image_manifest(const struct nix_image_layer *layers, size_t n,
 	    "layers", lv);
 	if (root == NULL)
 		fatalx("%s: json_pack failed", __func__);
-	return (image_dump(root));
+	return (nix_json_canonical(root));
 }

@@ -30,8 +30,12 @@ struct nix_request {
 struct nix_path {
 	char		*np_path;	/* /nix/store/<hash>-<name> */
 	uint64_t	 np_narsize;
+	char		 np_narhash[65];	/* SHA-256 of the NAR, hex, or "" */
 	size_t		*np_refs;	/* indices into nc_paths */
 	size_t		 np_nrefs;
+	int		 np_requested;	/* an output of a package asked for */
+	char		*np_license;	/* its meta's SPDX ids, or NULL */
+	char		*np_homepage;	/* its meta.homepage, or NULL */
 };
 
 /* The result of evaluating and realising a request. */
@@ -116,6 +120,11 @@ int	nix_git_refs(const char *url, int timeout, char ***refs, size_t *nrefs,
 	    char **cause);
 void	nix_refs_free(char **);
 /*
+ * A NAR hash as path-info gives it (SRI "sha256-<base64>" or Nix's
+ * "sha256:<base32>") as 64 hex digits, or "".
+ */
+void	nix_narhash_hex(const char *, char hex[65]);
+/*
  * Runs argv (no shell) with stdin from /dev/null, collecting stdout and
  * stderr, killing its process group after timeout seconds.  Returns
  * NIX_OK when it exited 0, NIX_ETIMEOUT, else NIX_EFAIL.
@@ -162,6 +171,8 @@ int	nix_tar_custom(char *const *paths, size_t n, int fd,
 	    struct nix_tarinfo *, char **cause);
 
 /* nix/image.c */
+/* Serialises and frees a JSON value in canonical form; caller frees. */
+char	*nix_json_canonical(json_t *);
 struct nix_image_layer {
 	char		 il_digest[NM_DIGEST_SIZE];
 	char		 il_diffid[NM_DIGEST_SIZE];
@@ -179,6 +190,26 @@ char	*nix_image_config(const struct nix_image_layer *, size_t n,
  */
 char	*nix_image_manifest(const struct nix_image_layer *, size_t n,
 	    const char *config_digest, uint64_t config_size, int oci);
+
+/* nix/sbom.c */
+#define NIX_MT_OCI_MANIFEST	"application/vnd.oci.image.manifest.v1+json"
+#define NIX_MT_SPDX		"application/spdx+json"
+#define NIX_MT_EMPTY		"application/vnd.oci.empty.v1+json"
+#define NIX_EMPTY_DIGEST	\
+    "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"
+/*
+ * The SPDX 2.3 SBOM (canonical JSON; caller frees) of an image from its
+ * closure: one package per store path, the references as DEPENDS_ON,
+ * the image CONTAINS the packages asked for.  digest is the image's OCI
+ * manifest (the document's namespace), revision the package set's or
+ * NULL.
+ */
+char	*nix_sbom_spdx(const struct nix_closure *, const struct nix_request *,
+	    const char *digest, const char *revision);
+/* The OCI 1.1 artifact manifest making an SBOM a referrer of subject. */
+char	*nix_sbom_referrer(const char *sbom_digest, uint64_t sbom_size,
+	    const char *subject_type, const char *subject_digest,
+	    uint64_t subject_size);
 
 /* nix/build.c: the build queue; runs in the event loop's thread. */
 struct event_base;

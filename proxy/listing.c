@@ -645,18 +645,95 @@ ls_refs_done(void *arg)
 }
 
 /*
+ * The referrers a build recorded for a Nix image's manifest, stored ones
+ * only; NULL when none.
+ */
+static json_t *
+ls_nix_kept(struct store *st, const char *digest)
+{
+	json_t		*list, *out, *d;
+	char		*kind, *text = NULL, *type;
+	const char	*dg;
+	uint64_t	 size;
+	time_t		 t;
+	size_t		 i;
+
+	xasprintf(&kind, "referrers %s", digest);
+	list = store_list_get(st, LS_NIX_NS, "", kind, &text, &t) == 0 ?
+	    json_loads(text, 0, NULL) : NULL;
+	free(kind);
+	free(text);
+	if (!json_is_array(list)) {
+		json_decref(list);
+		return (NULL);
+	}
+	out = json_array();
+	json_array_foreach(list, i, d) {
+		type = NULL;
+		if ((dg = json_string_value(json_object_get(d, "digest"))) !=
+		    NULL && policy_digest_valid(dg) &&
+		    store_blob_stat(st, dg, &size, &type) == 0)
+			json_array_append(out, d);
+		free(type);
+	}
+	json_decref(list);
+	return (out);
+}
+
+/*
+ * A Nix image's referrers (its SBOM), for a name that links to the
+ * image: another name's image is not this name's to describe.
+ */
+static void
+ls_nix_referrers(struct evhttp_request *req, struct store *st,
+    const char *rest, const struct listing_query *q)
+{
+	json_t	*list = NULL;
+
+	if (store_link_has(st, STORE_NIX_NS, rest, q->lq_digest))
+		list = ls_nix_kept(st, q->lq_digest);
+	ls_send_referrers(req, q, list);
+	json_decref(list);
+}
+
+/*
+ * Links the referrers of a Nix image's manifest (and what they
+ * reference) to the name the image is linked to; see proxy.h.  Blocking:
+ * a pool job.
+ */
+int
+proxy_nix_link_referrers(struct store *st, const char *rest,
+    const char *digest)
+{
+	json_t		*list, *d;
+	const char	*dg;
+	size_t		 i;
+	int		 rv = 0;
+
+	if ((list = ls_nix_kept(st, digest)) == NULL)
+		return (0);
+	json_array_foreach(list, i, d) {
+		dg = json_string_value(json_object_get(d, "digest"));
+		if (store_link_manifest(st, STORE_NIX_NS, rest, dg) == -1)
+			rv = -1;
+	}
+	json_decref(list);
+	return (rv);
+}
+
+/*
  * tags/list or referrers of a Nix name; see proxy.h.  Every Nix name has
  * the same tags: the revisions of the package set.
  */
 void
 proxy_nix_list(struct evhttp_request *req, struct store *st,
-    const struct listing_query *q)
+    const char *rest, const struct listing_query *q)
 {
 	struct ls_req	*ls;
 	json_t		*tags;
 
 	if (q->lq_digest != NULL) {
-		ls_send_referrers(req, q, NULL);
+		ls_nix_referrers(req, st, rest, q);
 		return;
 	}
 	if (nm_conf->cf_pkgs_repo == NULL) {

@@ -96,9 +96,18 @@ struct listing_query {
 void	proxy_mirror_list(struct evhttp_request *, struct store *,
 	    const struct nm_upstream *, const char *repo,
 	    const struct listing_query *);
-/* The same for a Nix name: latest plus the refs of --pkgs-repo. */
+/*
+ * The same for a Nix name (rest: after the prefix): latest plus the refs
+ * of --pkgs-repo, or the image's SBOM as its referrer.
+ */
 void	proxy_nix_list(struct evhttp_request *, struct store *,
-	    const struct listing_query *);
+	    const char *rest, const struct listing_query *);
+/*
+ * Links a Nix image manifest's referrers to the name it is linked to;
+ * blocking (a pool job); 0 or -1.
+ */
+int	proxy_nix_link_referrers(struct store *, const char *rest,
+	    const char *digest);
 
 /* proxy/route.c */
 /* Dispatches one request to its route. */

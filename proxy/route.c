@@ -114,6 +114,9 @@ route_link_job(void *arg)
 
 	rp->rp_rc = store_link_manifest(rp->rp_store, STORE_NIX_NS,
 	    rp->rp_name, rp->rp_digest);
+	if (rp->rp_rc == 0)
+		rp->rp_rc = proxy_nix_link_referrers(rp->rp_store, rp->rp_name,
+		    rp->rp_digest);
 }
 
 /* Back on the loop after the link: serve the manifest. */
@@ -469,7 +472,7 @@ route_list(struct evhttp_request *req, struct store *st,
 	if (rt->rt_up != NULL)
 		proxy_mirror_list(req, st, rt->rt_up, rt->rt_repo, &q);
 	else if (route_nix_allowed(req, rt->rt_nix) == 0)
-		proxy_nix_list(req, st, &q);
+		proxy_nix_list(req, st, rt->rt_nix, &q);
 }
 
 /* Routes /v2/<name>/blobs/<digest>. */

@@ -1,6 +1,6 @@
 /*
  * tests/test_layer.c: dominators, popularity and grouping closures into
- * layers.
+ * layers, and the SBOM of a closure.
  */
 #include <pthread.h>
 #include <stdarg.h>
@@ -40,6 +40,7 @@ static void	test_determinism(void);
 static void	*chain_thread(void *);
 static void	test_chain(void);
 static void	test_malformed(void);
+static void	test_sbom(void);
 
 /* Counts one check and prints a line when it failed. */
 static void
@@ -612,6 +613,144 @@ test_malformed(void)
 	free(cause);
 }
 
+/* The SPDX package of a store path, by its packageFileName. */
+static json_t *
+sbom_pkg(json_t *doc, const char *path)
+{
+	json_t	*p;
+	size_t	 i;
+
+	json_array_foreach(json_object_get(doc, "packages"), i, p)
+		if (json_is_string(json_object_get(p, "packageFileName")) &&
+		    strcmp(json_string_value(json_object_get(p,
+		    "packageFileName")), path) == 0)
+			return (p);
+	return (NULL);
+}
+
+/* Whether a package's field is a string equal to want (NULL: absent). */
+static int
+sbom_field(json_t *p, const char *field, const char *want)
+{
+	json_t	*v = json_object_get(p, field);
+
+	if (want == NULL)
+		return (v == NULL);
+	return (json_is_string(v) && strcmp(json_string_value(v), want) == 0);
+}
+
+/* Counts relationships of a type from one element. */
+static size_t
+sbom_rels(json_t *doc, const char *from, const char *type)
+{
+	json_t	*r;
+	size_t	 i, n = 0;
+
+	json_array_foreach(json_object_get(doc, "relationships"), i, r)
+		if (strcmp(json_string_value(json_object_get(r,
+		    "spdxElementId")), from) == 0 && strcmp(json_string_value(
+		    json_object_get(r, "relationshipType")), type) == 0)
+			n++;
+	return (n);
+}
+
+/*
+ * The SBOM of a closure: names and versions as parseDrvName splits them,
+ * references as DEPENDS_ON (not a path's own), what was asked for as the
+ * image's CONTAINS, NAR hashes in both of Nix's forms, and the same bytes
+ * every time.
+ */
+static void
+test_sbom(void)
+{
+	static const char *const names[] = {
+		"hello-2.12.1", "perl5.36.0-Foo-1.0", "gnome-shell-40",
+		"tzdata", "foo-bar-",
+	};
+	struct nix_closure	 c;
+	struct nix_request	 req;
+	char			*pkgs[] = { "hello" }, *a, *b, hex[65];
+	json_t			*doc, *p;
+	const char		*id;
+	size_t			 i;
+
+	cl_init(&c, 5, names, NULL);
+	cl_ref(&c, 0, 1);
+	cl_ref(&c, 0, 2);
+	cl_ref(&c, 0, 0);		/* a path naming itself */
+	cl_ref(&c, 2, 3);
+	c.nc_paths[0].np_requested = 1;
+	c.nc_paths[0].np_license = xstrdup("GPL-3.0-or-later");
+	c.nc_paths[0].np_homepage = xstrdup("https://example.org/hello");
+	nix_narhash_hex("sha256-W5UI2/YcsLjGzR+qfmUwK8wTMsI0TM0HnCzBHr0UkMM=",
+	    c.nc_paths[0].np_narhash);
+	CHECK(strcmp(c.nc_paths[0].np_narhash, "5b9508dbf61cb0b8c6cd1faa7e65"
+	    "302bcc1332c2344ccd079c2cc11ebd1490c3") == 0);
+	nix_narhash_hex("sha256:0nydv10n8bx3pjn98qlg8jdzmfapgijhmbpqvvji2zfh"
+	    "dq32j2ax", hex);
+	CHECK(strcmp(hex, "5d0929066ed07d11e5def8ae0a657c57b9fa9b448f6294acbc"
+	    "a32f6441d8cd5b") == 0);
+	nix_narhash_hex("md5:abc", hex);
+	CHECK(hex[0] == '\0');
+	nix_narhash_hex("sha256-short", hex);
+	CHECK(hex[0] == '\0');
+
+	memset(&req, 0, sizeof req);
+	req.nr_pkgs = pkgs;
+	req.nr_npkgs = 1;
+	a = nix_sbom_spdx(&c, &req, "sha256:" "0123456789abcdef0123456789abcdef"
+	    "0123456789abcdef0123456789abcdef", "0123456789012345678901234567"
+	    "890123456789");
+	b = nix_sbom_spdx(&c, &req, "sha256:" "0123456789abcdef0123456789abcdef"
+	    "0123456789abcdef0123456789abcdef", "0123456789012345678901234567"
+	    "890123456789");
+	CHECK(strcmp(a, b) == 0);
+	doc = json_loads(a, 0, NULL);
+	CHECK(doc != NULL);
+	CHECK(json_array_size(json_object_get(doc, "packages")) == 6);
+	p = sbom_pkg(doc, c.nc_paths[0].np_path);
+	CHECK(sbom_field(p, "name", "hello") &&
+	    sbom_field(p, "versionInfo", "2.12.1") &&
+	    sbom_field(p, "licenseDeclared", "GPL-3.0-or-later") &&
+	    sbom_field(p, "homepage", "https://example.org/hello") &&
+	    sbom_field(p, "primaryPackagePurpose", "APPLICATION"));
+	CHECK(strcmp(json_string_value(json_object_get(json_array_get(
+	    json_object_get(p, "checksums"), 0), "checksumValue")),
+	    c.nc_paths[0].np_narhash) == 0);
+	id = json_string_value(json_object_get(p, "SPDXID"));
+	CHECK(sbom_rels(doc, id, "DEPENDS_ON") == 2);
+	CHECK(sbom_rels(doc, "SPDXRef-image", "CONTAINS") == 1);
+	CHECK(sbom_rels(doc, "SPDXRef-DOCUMENT", "DESCRIBES") == 1);
+	p = sbom_pkg(doc, c.nc_paths[1].np_path);
+	CHECK(sbom_field(p, "name", "perl5.36.0-Foo") &&
+	    sbom_field(p, "versionInfo", "1.0") &&
+	    sbom_field(p, "licenseDeclared", "NOASSERTION") &&
+	    sbom_field(p, "homepage", NULL) && sbom_field(p, "checksums", NULL));
+	p = sbom_pkg(doc, c.nc_paths[2].np_path);
+	CHECK(sbom_field(p, "name", "gnome-shell") &&
+	    sbom_field(p, "versionInfo", "40"));
+	CHECK(sbom_rels(doc, json_string_value(json_object_get(p, "SPDXID")),
+	    "DEPENDS_ON") == 1);
+	p = sbom_pkg(doc, c.nc_paths[3].np_path);
+	CHECK(sbom_field(p, "name", "tzdata") &&
+	    sbom_field(p, "versionInfo", NULL));
+	p = sbom_pkg(doc, c.nc_paths[4].np_path);
+	CHECK(sbom_field(p, "name", "foo-bar-") &&
+	    sbom_field(p, "versionInfo", NULL));
+	CHECK(json_is_string(json_object_get(doc, "documentNamespace")) &&
+	    strstr(json_string_value(json_object_get(doc,
+	    "documentNamespace")), "0123456789abcdef") != NULL);
+	json_decref(doc);
+	free(a);
+	free(b);
+	for (i = 0; i < c.nc_npaths; i++) {
+		free(c.nc_paths[i].np_license);
+		free(c.nc_paths[i].np_homepage);
+		c.nc_paths[i].np_license = c.nc_paths[i].np_homepage = NULL;
+	}
+	cl_free(&c);
+}
+
 int
 main(void)
 {
@@ -624,6 +763,7 @@ main(void)
 	test_determinism();
 	test_chain();
 	test_malformed();
+	test_sbom();
 	printf("test_layer: %d passed, %d failed\n", passed, failed);
 	return (failed != 0);
 }

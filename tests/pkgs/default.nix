@@ -214,6 +214,9 @@ in
     name = "hello-1.0";
     bin = "hello";
     meta.mainProgram = "hello";
+    # For the SBOM: meta does not change the derivation.
+    meta.license = { spdxId = "GPL-3.0-or-later"; };
+    meta.homepage = "https://www.gnu.org/software/hello/";
     text = ''
       #!${busybox}/bin/sh
       # data: ${libcommon}/lib/libcommon.dat
