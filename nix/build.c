@@ -473,6 +473,71 @@ build_layer(char *const *paths, size_t n, int custom,
 }
 
 /* Writes (or finds) every layer of a closure: store paths, then custom. */
+/* Frees the layers of an image and their annotations. */
+static void
+build_layers_free(struct nix_image_layer *il, size_t n)
+{
+	size_t	 i;
+
+	if (il == NULL)
+		return;
+	for (i = 0; i < n; i++)
+		free(il[i].il_paths);
+	free(il);
+}
+
+/*
+ * The labels of an image: where its package set comes from (a URL, never
+ * with its userinfo; no server path), the revision, and the packages.
+ */
+static json_t *
+build_labels(const struct nix_request *req, const char *revision)
+{
+	json_t		*labels = json_object();
+	const char	*loc = NULL, *at, *sl;
+	char		*src = NULL, *pkgs;
+	size_t		 i, len = 0;
+
+	if (nm_conf->cf_source == NM_SOURCE_REPO &&
+	    strstr(nm_conf->cf_pkgs_repo, "://") != NULL) {
+		loc = nm_conf->cf_pkgs_repo;
+		sl = strstr(loc, "://") + 3;
+		/* The last '@' of the authority ends the userinfo. */
+		for (at = NULL, i = 0; sl[i] != '\0' && sl[i] != '/'; i++)
+			if (sl[i] == '@')
+				at = sl + i;
+		if (at != NULL)
+			xasprintf(&src, "%.*s%s", (int)(sl - loc), loc, at + 1);
+		else
+			src = xstrdup(loc);
+	} else if (nm_conf->cf_source == NM_SOURCE_CHANNEL) {
+		if (build_source_pinned())
+			src = xstrdup("https://github.com/NixOS/nixpkgs");
+		else
+			xasprintf(&src, "https://nixos.org/channels/%s",
+			    nm_conf->cf_channel);
+	}
+	if (src != NULL)
+		json_object_set_new(labels, "org.opencontainers.image.source",
+		    json_string(src));
+	if (revision != NULL)
+		json_object_set_new(labels, "org.opencontainers.image.revision",
+		    json_string(revision));
+	for (i = 0; i < req->nr_npkgs; i++)
+		len += strlen(req->nr_pkgs[i]) + 1;
+	pkgs = xcalloc(1, len + 1);
+	for (i = 0; i < req->nr_npkgs; i++) {
+		if (i > 0)
+			strcat(pkgs, " ");
+		strcat(pkgs, req->nr_pkgs[i]);
+	}
+	json_object_set_new(labels, "dev.nixmirror.packages",
+	    json_string(pkgs));
+	free(pkgs);
+	free(src);
+	return (labels);
+}
+
 static struct nix_image_layer *
 build_layers(const struct nix_closure *nc, const struct nix_layering *ly,
     size_t *nlayers, size_t *nfresh, char **cause)
@@ -480,7 +545,7 @@ build_layers(const struct nix_closure *nc, const struct nix_layering *ly,
 	struct nix_image_layer	*il;
 	const struct nix_layer	*l;
 	char			**paths;
-	size_t			 i, j;
+	size_t			 i, j, len;
 	int			 fresh;
 
 	il = xcalloc(ly->nl_nlayers + 1, sizeof *il);
@@ -488,12 +553,20 @@ build_layers(const struct nix_closure *nc, const struct nix_layering *ly,
 	for (i = 0; i < ly->nl_nlayers; i++) {
 		l = &ly->nl_layers[i];
 		paths = xcalloc(l->nl_npaths, sizeof *paths);
-		for (j = 0; j < l->nl_npaths; j++)
+		for (j = 0, len = 0; j < l->nl_npaths; j++) {
 			paths[j] = nc->nc_paths[l->nl_paths[j]].np_path;
+			len += strlen(paths[j]) + 1;
+		}
 		if (build_layer(paths, l->nl_npaths, 0, &il[i], &fresh,
 		    cause) == -1) {
 			free(paths);
 			goto fail;
+		}
+		il[i].il_paths = xcalloc(1, len + 1);
+		for (j = 0; j < l->nl_npaths; j++) {
+			if (j > 0)
+				strcat(il[i].il_paths, " ");
+			strcat(il[i].il_paths, paths[j]);
 		}
 		free(paths);
 		*nfresh += fresh;
@@ -505,7 +578,7 @@ build_layers(const struct nix_closure *nc, const struct nix_layering *ly,
 	*nlayers = ly->nl_nlayers + 1;
 	return (il);
 fail:
-	free(il);
+	build_layers_free(il, ly->nl_nlayers + 1);
 	return (NULL);
 }
 
@@ -575,12 +648,15 @@ build_manifests(const struct nix_image_layer *il, size_t n,
     const char *revision, struct nix_build_result *res, char **cause)
 {
 	char		 cdigest[NM_DIGEST_SIZE], *config, *m;
+	json_t		*labels;
 	size_t		 clen;
 	uint64_t	 msize[2];
 	int		 oci, rc;
 
+	labels = build_labels(req, revision);
 	config = nix_image_config(il, n, req->nr_system, nc->nc_cacert,
-	    nc->nc_cmd, req->nr_shell);
+	    nc->nc_cmd, req->nr_shell, labels);
+	json_decref(labels);
 	if (config == NULL) {
 		xasprintf(cause, "no image config for system %s",
 		    req->nr_system != NULL ? req->nr_system : "(none)");
@@ -674,7 +750,7 @@ build_image(struct nix_build *nb, const char *key, const char *commit,
 		for (*bytes = 0, i = 0; i < *nl; i++)
 			*bytes += il[i].il_size;
 	}
-	free(il);
+	build_layers_free(il, *nl);
 	nix_layering_clear(&ly);
 	nix_closure_clear(&nc);
 	return (rc);

@@ -86,9 +86,10 @@ image_config_exec(const char *cacert, const char *cmd, int shell)
  */
 char *
 nix_image_config(const struct nix_image_layer *layers, size_t n,
-    const char *system, const char *cacert, const char *cmd, int shell)
+    const char *system, const char *cacert, const char *cmd, int shell,
+    json_t *labels)
 {
-	json_t		*root, *diffids;
+	json_t		*root, *diffids, *exec;
 	const char	*arch;
 	size_t		 i;
 
@@ -102,11 +103,14 @@ nix_image_config(const struct nix_image_layer *layers, size_t n,
 		json_array_append_new(diffids,
 		    json_string(layers[i].il_diffid));
 	}
+	exec = image_config_exec(cacert, cmd, shell);
+	if (labels != NULL && json_object_size(labels) > 0)
+		json_object_set(exec, "Labels", labels);
 	root = json_pack("{s:s, s:s, s:s, s:o, s:{s:s, s:o}}",
 	    "architecture", arch,
 	    "os", "linux",
 	    "created", IMAGE_CREATED,
-	    "config", image_config_exec(cacert, cmd, shell),
+	    "config", exec,
 	    "rootfs", "type", "layers", "diff_ids", diffids);
 	if (root == NULL)
 		fatalx("%s: json_pack failed", __func__);
@@ -135,13 +139,19 @@ nix_image_manifest(const struct nix_image_layer *layers, size_t n,
     const char *config_digest, uint64_t config_size, int oci)
 {
 	const struct image_types	*it = oci ? &image_oci : &image_docker;
-	json_t				*root, *lv;
+	json_t				*root, *lv, *d;
 	size_t				 i;
 
 	lv = json_array();
-	for (i = 0; i < n; i++)
-		json_array_append_new(lv, image_descriptor(it->it_layer,
-		    layers[i].il_size, layers[i].il_digest));
+	for (i = 0; i < n; i++) {
+		d = image_descriptor(it->it_layer, layers[i].il_size,
+		    layers[i].il_digest);
+		/* Docker's schema2 has no annotations; OCI's has. */
+		if (oci && layers[i].il_paths != NULL)
+			json_object_set_new(d, "annotations", json_pack(
+			    "{s:s}", NIX_ANN_PATHS, layers[i].il_paths));
+		json_array_append_new(lv, d);
+	}
 	root = json_pack("{s:i, s:s, s:o, s:o}",
 	    "schemaVersion", 2,
 	    "mediaType", it->it_manifest,

@@ -177,13 +177,19 @@ struct nix_image_layer {
 	char		 il_digest[NM_DIGEST_SIZE];
 	char		 il_diffid[NM_DIGEST_SIZE];
 	uint64_t	 il_size;
+	char		*il_paths;	/* its store paths, for the OCI
+					   manifest's annotation, or NULL */
 };
+/* The annotation of an OCI manifest's layer naming its store paths. */
+#define NIX_ANN_PATHS	"dev.nixmirror.store-paths"
 /*
  * The image config JSON (canonical bytes, caller frees) for the layers of
- * an image of the given system, with PATH, SSL_CERT_FILE and Cmd.
+ * an image of the given system, with PATH, SSL_CERT_FILE, Cmd and the
+ * labels (an object of strings, or NULL; not taken).
  */
 char	*nix_image_config(const struct nix_image_layer *, size_t n,
-	    const char *system, const char *cacert, const char *cmd, int shell);
+	    const char *system, const char *cacert, const char *cmd, int shell,
+	    json_t *labels);
 /*
  * A manifest (canonical bytes, caller frees) in Docker schema2 form
  * (oci = 0) or OCI form (oci = 1).

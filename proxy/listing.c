@@ -697,6 +697,43 @@ ls_nix_referrers(struct evhttp_request *req, struct store *st,
 }
 
 /*
+ * The referrers tag schema's fallback tag sha256-<hex> of a Nix image:
+ * its referrers as an image index, served as a manifest; see proxy.h.
+ */
+void
+proxy_nix_referrers_tag(struct evhttp_request *req, struct store *st,
+    const char *rest, const char *tag)
+{
+	struct evbuffer	*buf;
+	json_t		*list = NULL, *doc;
+	char		 digest[NM_DIGEST_SIZE], dg[NM_DIGEST_SIZE], *text;
+	size_t		 len;
+
+	snprintf(digest, sizeof digest, "sha256:%s", tag + strlen("sha256-"));
+	if (store_link_has(st, STORE_NIX_NS, rest, digest))
+		list = ls_nix_kept(st, digest);
+	if (json_array_size(list) == 0) {
+		json_decref(list);
+		proxy_error(req, 404, "MANIFEST_UNKNOWN", "no referrers of %s "
+		    "under %s", digest, rest);
+		return;
+	}
+	doc = json_pack("{s:i, s:s, s:o}", "schemaVersion", 2, "mediaType",
+	    MT_INDEX, "manifests", list);
+	text = json_dumps(doc, JSON_COMPACT | JSON_SORT_KEYS);
+	json_decref(doc);
+	len = strlen(text);
+	nm_sha256_digest(text, len, dg);
+	proxy_headers(req, dg, MT_INDEX, len);
+	buf = evbuffer_new();
+	if (evhttp_request_get_command(req) != EVHTTP_REQ_HEAD)
+		evbuffer_add(buf, text, len);
+	proxy_reply(req, 200, buf, NULL);
+	evbuffer_free(buf);
+	free(text);
+}
+
+/*
  * Links the referrers of a Nix image's manifest (and what they
  * reference) to the name the image is linked to; see proxy.h.  Blocking:
  * a pool job.

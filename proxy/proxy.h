@@ -103,6 +103,12 @@ void	proxy_mirror_list(struct evhttp_request *, struct store *,
 void	proxy_nix_list(struct evhttp_request *, struct store *,
 	    const char *rest, const struct listing_query *);
 /*
+ * GET or HEAD of a Nix name's fallback tag sha256-<hex> (referrers tag
+ * schema): the referrers of that digest as an image index.
+ */
+void	proxy_nix_referrers_tag(struct evhttp_request *, struct store *,
+	    const char *rest, const char *tag);
+/*
  * Links a Nix image manifest's referrers to the name it is linked to;
  * blocking (a pool job); 0 or -1.
  */

@@ -378,6 +378,18 @@ route_target(struct evhttp_request *req, const char *name, const char *ns,
 	return (0);
 }
 
+/* Whether a tag is a fallback tag of the referrers schema: sha256-<hex>. */
+static int
+route_fallback_tag(const char *tag)
+{
+	char	 d[NM_DIGEST_SIZE];
+
+	if (strncmp(tag, "sha256-", 7) != 0 || strlen(tag) >= sizeof d)
+		return (0);
+	snprintf(d, sizeof d, "sha256:%s", tag + 7);
+	return (policy_digest_valid(d));
+}
+
 /* Routes /v2/<name>/manifests/<ref>. */
 static void
 route_manifest(struct evhttp_request *req, struct store *st,
@@ -395,7 +407,10 @@ route_manifest(struct evhttp_request *req, struct store *st,
 	}
 	if (rt->rt_up != NULL)
 		proxy_mirror_manifest(req, st, rt->rt_up, rt->rt_repo, ref);
-	else if (policy_digest_valid(ref))
+	else if (route_fallback_tag(ref)) {
+		if (route_nix_allowed(req, rt->rt_nix) == 0)
+			proxy_nix_referrers_tag(req, st, rt->rt_nix, ref);
+	} else if (policy_digest_valid(ref))
 		route_manifest_digest(req, st, rt->rt_nix, ref);
 	else
 		route_nix_manifest(req, st, rt->rt_nix, ref);

@@ -5,7 +5,8 @@
 # (nix-store -qR) with the references as relationships, the NAR hashes and
 # sizes, and the licence and homepage of the package asked for; it passes
 # the SPDX 2.3 format check and is byte-identical from a second, fresh
-# data folder.
+# data folder.  The referrers tag schema's fallback tag sha256-<hex> lists
+# it too.
 
 . "${NM_TOP:-$(dirname "$0")/..}/tests/lib.sh"
 
@@ -46,6 +47,20 @@ check_eq "the Docker form's referrer" "$ddocker" "$(
 st=$(http_status "$NM_URL/v2/$NAME/referrers/$doci?artifactType=text/plain")
 check_eq "another artifactType filters it out" 0 \
     "$(jq '.manifests | length' "$NM_BODY")"
+
+# The referrers tag schema's fallback tag gives the same list.
+st=$(http_status "$NM_URL/v2/$NAME/manifests/sha256-${doci#sha256:}" \
+    -H "Accept: application/vnd.oci.image.index.v1+json")
+check_eq "the fallback tag sha256-<hex>" 200 "$st"
+check_eq "is an index" application/vnd.oci.image.index.v1+json \
+    "$(hdr Content-Type)"
+check_eq "its digest is its bytes'" "$(nm_sha256 "$NM_BODY")" \
+    "$(hdr Docker-Content-Digest)"
+check_eq "listing the SBOM" "$art" "$(jq -r '.manifests[0].digest' "$NM_BODY")"
+zero=sha256-$(printf '%064d' 0)
+st=$(http_status "$NM_URL/v2/$NAME/manifests/$zero")
+nm_check_error "the fallback tag of an unknown digest" 404 "$st" \
+    MANIFEST_UNKNOWN
 check_eq "HEAD and GET did not build again" 1 "$(( $(nm_builds) - b0 ))"
 
 # The SBOM is the closure: unpack the image and ask Nix.

@@ -659,9 +659,9 @@ test_config(void)
 	nm_sha256_digest("b", 1, layers[1].il_diffid);
 	strcpy(layers[0].il_digest, "sha256:00");
 	s = nix_image_config(layers, 2, NM_SYSTEM_X86, "/nix/store/x-cacert",
-	    "/nix/store/y-hello/bin/hello", 0);
+	    "/nix/store/y-hello/bin/hello", 0, NULL);
 	s2 = nix_image_config(layers, 2, NM_SYSTEM_X86, "/nix/store/x-cacert",
-	    "/nix/store/y-hello/bin/hello", 0);
+	    "/nix/store/y-hello/bin/hello", 0, NULL);
 	CHECK(s != NULL && s2 != NULL && strcmp(s, s2) == 0);
 	CHECK(s != NULL && strchr(s, ' ') == NULL && strchr(s, '\n') == NULL);
 	j = json_loads(s, 0, &err);
@@ -692,7 +692,7 @@ test_config(void)
 	free(s2);
 
 	/* arm64, shell wins over a program, no cacert. */
-	s = nix_image_config(layers, 1, NM_SYSTEM_ARM64, NULL, "/x/bin/y", 1);
+	s = nix_image_config(layers, 1, NM_SYSTEM_ARM64, NULL, "/x/bin/y", 1, NULL);
 	j = s != NULL ? json_loads(s, 0, &err) : NULL;
 	CHECK(j != NULL && strcmp(json_string_value(json_object_get(j,
 	    "architecture")), "arm64") == 0);
@@ -704,13 +704,13 @@ test_config(void)
 	free(s);
 
 	/* No program, no shell: no Cmd; unknown systems are refused. */
-	s = nix_image_config(layers, 0, NM_SYSTEM_X86, NULL, NULL, 0);
+	s = nix_image_config(layers, 0, NM_SYSTEM_X86, NULL, NULL, 0, NULL);
 	CHECK(s != NULL && strcmp(s, "{\"architecture\":\"amd64\","
 	    "\"config\":{\"Env\":[\"PATH=/bin:/usr/bin:/sbin:/usr/sbin\"]},"
 	    "\"created\":\"1970-01-01T00:00:01Z\",\"os\":\"linux\","
 	    "\"rootfs\":{\"diff_ids\":[],\"type\":\"layers\"}}") == 0);
 	free(s);
-	CHECK(nix_image_config(layers, 1, "mips-linux", NULL, NULL, 0) ==
+	CHECK(nix_image_config(layers, 1, "mips-linux", NULL, NULL, 0, NULL) ==
 	    NULL);
 }
 
@@ -763,6 +763,52 @@ test_manifest(void)
 	json_decref(j);
 	free(s);
 	free(s2);
+
+	/* A layer's store paths are an annotation, in the OCI form only. */
+	layers[0].il_paths = (char *)(uintptr_t)"/nix/store/a-x /nix/store/b-y";
+	s = nix_image_manifest(layers, 2, "sha256:cc", 42, 1);
+	j = s != NULL ? json_loads(s, 0, &err) : NULL;
+	lv = json_object_get(j, "layers");
+	CHECK(json_is_string(json_object_get(json_object_get(json_array_get(lv,
+	    0), "annotations"), NIX_ANN_PATHS)) && strcmp(json_string_value(
+	    json_object_get(json_object_get(json_array_get(lv, 0),
+	    "annotations"), NIX_ANN_PATHS)), layers[0].il_paths) == 0);
+	CHECK(json_object_get(json_array_get(lv, 1), "annotations") == NULL);
+	json_decref(j);
+	free(s);
+	s = nix_image_manifest(layers, 2, "sha256:cc", 42, 0);
+	CHECK(s != NULL && strstr(s, "annotations") == NULL);
+	free(s);
+	layers[0].il_paths = NULL;
+}
+
+/* Labels go into the config's "config" object, sorted like the rest. */
+static void
+test_labels(void)
+{
+	struct nix_image_layer	 layers[1];
+	json_t			*labels, *j;
+	char			*s;
+
+	memset(layers, 0, sizeof layers);
+	nm_sha256_digest("a", 1, layers[0].il_diffid);
+	labels = json_pack("{s:s, s:s}", "org.opencontainers.image.revision",
+	    "abc", "dev.nixmirror.packages", "hello");
+	s = nix_image_config(layers, 1, NM_SYSTEM_X86, NULL, NULL, 0, labels);
+	j = s != NULL ? json_loads(s, 0, NULL) : NULL;
+	CHECK(json_equal(json_object_get(json_object_get(j, "config"),
+	    "Labels"), labels));
+	CHECK(s != NULL && strstr(s, "\"Labels\":{\"dev.nixmirror.packages\""
+	    ":\"hello\",\"org.opencontainers.image.revision\":\"abc\"}") !=
+	    NULL);
+	json_decref(j);
+	free(s);
+	json_decref(labels);
+	labels = json_object();
+	s = nix_image_config(layers, 1, NM_SYSTEM_X86, NULL, NULL, 0, labels);
+	CHECK(s != NULL && strstr(s, "Labels") == NULL);
+	free(s);
+	json_decref(labels);
 }
 
 /*
@@ -810,6 +856,7 @@ main(void)
 	test_custom();
 	test_config();
 	test_manifest();
+	test_labels();
 	remove_store();
 	free(store);
 	free(base);
