@@ -50,6 +50,7 @@ struct nm_config {
 	int			 cf_build_timeout;	/* seconds per Nix step */
 	int			 cf_max_builds;	/* concurrent builds */
 	int			 cf_max_layers;	/* store-path layers */
+	int			 cf_layering;	/* 1 or 2: nix_layer_group* */
 	int			 cf_tag_ttl;	/* seconds a git tag resolution lasts */
 	int			 cf_debug;
 	struct nm_upstream	*cf_upstreams;

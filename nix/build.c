@@ -533,6 +533,8 @@ build_labels(const struct nix_request *req, const char *revision)
 	}
 	json_object_set_new(labels, "dev.nixmirror.packages",
 	    json_string(pkgs));
+	json_object_set_new(labels, "dev.nixmirror.layering",
+	    json_string(nm_conf->cf_layering == 1 ? "1" : "2"));
 	free(pkgs);
 	free(src);
 	return (labels);
@@ -734,7 +736,13 @@ build_image(struct nix_build *nb, const char *key, const char *commit,
 	rc = nix_closure_build(&src, &nb->nb_req, nb->nb_timeout, &nc, cause);
 	if (rc != NIX_OK)
 		return (rc);
-	nix_layer_group(&nc, build_pop, (size_t)nm_conf->cf_max_layers, &ly);
+	/* Version 1 stays for sites whose nodes hold its layers. */
+	if (nm_conf->cf_layering == 1)
+		nix_layer_group(&nc, build_pop, (size_t)nm_conf->cf_max_layers,
+		    &ly);
+	else
+		nix_layer_group_stable(&nc, build_pop,
+		    (size_t)nm_conf->cf_max_layers, &ly);
 	il = build_layers(&nc, &ly, nl, nf, cause);
 	rc = NIX_EFAIL;
 	if (il != NULL && build_manifests(il, *nl, &nb->nb_req, &nc,

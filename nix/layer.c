@@ -735,3 +735,213 @@ nix_layering_clear(struct nix_layering *l)
 	l->nl_layers = NULL;
 	l->nl_nlayers = 0;
 }
+
+/*
+ * Layering version 2: layers that stay put across images.
+ *
+ * Version 1 (nix_layer_group) decides by the image's own graph: a path
+ * referenced by one package of an image joins that package's layer, and
+ * gets its own once a second package references it, so its bytes move
+ * again under a new digest.  Here nothing depends on which other paths
+ * the image holds, as long as the closure fits the budget:
+ *
+ *   - every store path is a layer of its own;
+ *   - only past the budget are paths merged, the smallest first: the
+ *     budget minus what the merged ones need stay alone, largest first,
+ *     and the rest join one of min(32, budget) buckets chosen by the first
+ *     character of their hash, which is the path's own and not the image's.
+ *
+ * The order is popular first (the popularity file, cacert and iana-etc
+ * forced), then by the size of a path's own closure, smallest first (a
+ * property of the path: its hash fixes its references), so the paths
+ * everything depends on come first and Docker's ChainIDs agree across
+ * images as far as they can; then by store path.
+ */
+
+/* The number of paths reachable from each path, itself included. */
+static void
+layer_closure_counts(const struct nix_closure *c, size_t *count)
+{
+	uint8_t	*seen;
+	size_t	*stack, i, k, top, p, r;
+
+	seen = xcalloc(c->nc_npaths, 1);
+	stack = xreallocarray(NULL, c->nc_npaths + 1, sizeof *stack);
+	for (i = 0; i < c->nc_npaths; i++) {
+		memset(seen, 0, c->nc_npaths);
+		count[i] = 0;
+		top = 0;
+		stack[top++] = i;
+		seen[i] = 1;
+		while (top > 0) {
+			p = stack[--top];
+			count[i]++;
+			for (k = 0; k < c->nc_paths[p].np_nrefs; k++) {
+				r = c->nc_paths[p].np_refs[k];
+				if (r < c->nc_npaths && !seen[r]) {
+					seen[r] = 1;
+					stack[top++] = r;
+				}
+			}
+		}
+	}
+	free(stack);
+	free(seen);
+}
+
+/* A path by size, for choosing who stays alone. */
+struct layer2_bysize {
+	uint64_t	 ls_size;
+	size_t		 ls_path;
+};
+
+/* Larger NAR first, then the smaller path. */
+static int
+layer2_size_cmp(const void *a, const void *b)
+{
+	const struct layer2_bysize	*x = a, *y = b;
+
+	if (x->ls_size != y->ls_size)
+		return (x->ls_size > y->ls_size ? -1 : 1);
+	return (x->ls_path < y->ls_path ? -1 : x->ls_path > y->ls_path);
+}
+
+/* The bucket of a merged path: its hash's first character. */
+static size_t
+layer2_bucket(const char *path, size_t nbuckets)
+{
+	static const char	 b32[] = "0123456789abcdfghijklmnpqrsvwxyz";
+	const char		*name = path, *p;
+
+	if (strncmp(name, "/nix/store/", 11) == 0)
+		name += 11;
+	p = strchr(b32, name[0]);
+	return ((p != NULL && *p != '\0' ? (size_t)(p - b32) : 0) % nbuckets);
+}
+
+/* A layer with what orders it. */
+struct layer2_sorted {
+	uint64_t		 lo_pop;	/* its most popular path's */
+	size_t			 lo_closure;	/* its smallest own closure */
+	size_t			 lo_first;	/* its first path */
+	struct nix_layer	 lo_layer;
+};
+
+/* Popular first, then the smaller own closure, then the smaller path. */
+static int
+layer2_order_cmp(const void *a, const void *b)
+{
+	const struct layer2_sorted	*x = a, *y = b;
+
+	if (x->lo_pop != y->lo_pop)
+		return (x->lo_pop > y->lo_pop ? -1 : 1);
+	if (x->lo_closure != y->lo_closure)
+		return (x->lo_closure < y->lo_closure ? -1 : 1);
+	/* A path is in one layer only: the first paths differ. */
+	return (x->lo_first < y->lo_first ? -1 : x->lo_first > y->lo_first);
+}
+
+static int
+layer2_index_cmp(const void *a, const void *b)
+{
+	size_t	 i = *(const size_t *)a, j = *(const size_t *)b;
+
+	return (i < j ? -1 : i > j);
+}
+
+/* Groups a closure into at most budget layers, version 2; see above. */
+void
+nix_layer_group_stable(const struct nix_closure *c, json_t *popularity,
+    size_t budget, struct nix_layering *out)
+{
+	struct layer2_bysize	*bysize;
+	struct layer2_sorted	*sl, *o;
+	struct nix_layer	*l;
+	uint64_t		 pop;
+	size_t			*count, *bucket, n = c->nc_npaths;
+	size_t			 own, nb = 0, nl = 0, used, i, k, b;
+	uint8_t			*full;
+
+	memset(out, 0, sizeof *out);
+	if (n == 0)
+		return;
+	if (budget == 0)
+		budget = 1;
+	count = xreallocarray(NULL, n, sizeof *count);
+	layer_closure_counts(c, count);
+	bysize = xreallocarray(NULL, n, sizeof *bysize);
+	for (i = 0; i < n; i++) {
+		bysize[i].ls_size = c->nc_paths[i].np_narsize;
+		bysize[i].ls_path = i;
+	}
+	qsort(bysize, n, sizeof *bysize, layer2_size_cmp);
+
+	/* How many stay alone: all, or as many as the buckets leave. */
+	bucket = xcalloc(n, sizeof *bucket);
+	full = xcalloc(32, 1);
+	own = n;
+	if (n > budget) {
+		nb = budget < 32 ? budget : 32;
+		for (i = 0; i < n; i++)
+			bucket[i] = layer2_bucket(c->nc_paths[i].np_path, nb);
+		for (own = budget - 1;; own--) {
+			memset(full, 0, nb);
+			for (used = 0, i = own; i < n; i++)
+				if (!full[bucket[bysize[i].ls_path]]) {
+					full[bucket[bysize[i].ls_path]] = 1;
+					used++;
+				}
+			if (own + used <= budget || own == 0)
+				break;
+		}
+	}
+
+	sl = xcalloc(budget + 1, sizeof *sl);
+	for (i = 0; i < own; i++) {
+		l = &sl[nl++].lo_layer;
+		l->nl_paths = xcalloc(1, sizeof *l->nl_paths);
+		l->nl_paths[l->nl_npaths++] = bysize[i].ls_path;
+		l->nl_size = bysize[i].ls_size;
+	}
+	for (b = 0; b < nb; b++) {
+		l = &sl[nl].lo_layer;
+		for (i = own; i < n; i++) {
+			if (bucket[bysize[i].ls_path] != b)
+				continue;
+			l->nl_paths = xreallocarray(l->nl_paths,
+			    l->nl_npaths + 1, sizeof *l->nl_paths);
+			l->nl_paths[l->nl_npaths++] = bysize[i].ls_path;
+			l->nl_size += bysize[i].ls_size;
+		}
+		if (l->nl_npaths > 0) {
+			qsort(l->nl_paths, l->nl_npaths, sizeof *l->nl_paths,
+			    layer2_index_cmp);
+			nl++;
+		}
+	}
+	for (i = 0; i < nl; i++) {
+		o = &sl[i];
+		o->lo_closure = SIZE_MAX;
+		o->lo_first = o->lo_layer.nl_paths[0];
+		for (k = 0; k < o->lo_layer.nl_npaths; k++) {
+			pop = nix_popularity_get(popularity,
+			    c->nc_paths[o->lo_layer.nl_paths[k]].np_path);
+			if (pop > o->lo_pop)
+				o->lo_pop = pop;
+			if (count[o->lo_layer.nl_paths[k]] < o->lo_closure)
+				o->lo_closure = count[o->lo_layer.nl_paths[k]];
+		}
+	}
+	qsort(sl, nl, sizeof *sl, layer2_order_cmp);
+	out->nl_layers = xcalloc(nl, sizeof *out->nl_layers);
+	for (i = 0; i < nl; i++)
+		out->nl_layers[i] = sl[i].lo_layer;
+	out->nl_nlayers = nl;
+	log_debug("%s: %zu paths in %zu layers (%zu alone)", __func__, n, nl,
+	    own);
+	free(sl);
+	free(full);
+	free(bucket);
+	free(bysize);
+	free(count);
+}

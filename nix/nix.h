@@ -147,6 +147,15 @@ uint64_t nix_popularity_get(json_t *, const char *path);
  */
 void	nix_layer_group(const struct nix_closure *, json_t *popularity,
 	    size_t budget, struct nix_layering *);
+/*
+ * Layering version 2: every store path a layer of its own while the
+ * closure fits the budget; past it, the smallest paths share buckets
+ * chosen by their hash.  No decision depends on the image's other paths,
+ * so a layer keeps its digest across images.  Popular first, then the
+ * paths with the smallest own closures.
+ */
+void	nix_layer_group_stable(const struct nix_closure *, json_t *popularity,
+	    size_t budget, struct nix_layering *);
 void	nix_layering_clear(struct nix_layering *);
 /*
  * Immediate dominators of a graph with n nodes and root 0: succ[i] lists

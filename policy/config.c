@@ -48,6 +48,8 @@ static const struct config_key config_keys[] = {
 	CK_INT("max_builds", cf_max_builds, 1, 64, "concurrent builds (2)"),
 	CK_INT("max_layers", cf_max_layers, 1, 120,
 	    "store-path layers per image (94)"),
+	CK_INT("layering", cf_layering, 1, 2,
+	    "layering version for new images: 2 stable, 1 dominators (2)"),
 	CK_INT("tag_ttl", cf_tag_ttl, 0, 86400 * 365,
 	    "seconds before a tag is checked again (300)"),
 	CK_STR("upstream_ca", cf_upstream_ca,
@@ -86,6 +88,7 @@ policy_config_defaults(struct nm_config *cf)
 	cf->cf_build_timeout = 600;
 	cf->cf_max_builds = 2;
 	cf->cf_max_layers = 94;
+	cf->cf_layering = 2;
 	cf->cf_tag_ttl = 300;
 	cf->cf_upstream_timeout = 30;
 	cf->cf_upstream_min_rate = 1024;

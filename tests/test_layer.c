@@ -41,6 +41,7 @@ static void	*chain_thread(void *);
 static void	test_chain(void);
 static void	test_malformed(void);
 static void	test_sbom(void);
+static void	test_stable(void);
 
 /* Counts one check and prints a line when it failed. */
 static void
@@ -613,6 +614,134 @@ test_malformed(void)
 	free(cause);
 }
 
+/* Renames path i of a closure to /nix/store/<hash>-<name>. */
+static void
+cl_name(struct nix_closure *c, size_t i, const char *hash, const char *name)
+{
+	free(c->nc_paths[i].np_path);
+	xasprintf(&c->nc_paths[i].np_path, "/nix/store/%s-%s", hash, name);
+}
+
+/* The store path of the one path of a layer, or "" when it holds more. */
+static const char *
+lay_only(const struct nix_closure *c, const struct nix_layering *l, size_t i)
+{
+	if (i >= l->nl_nlayers || l->nl_layers[i].nl_npaths != 1)
+		return ("");
+	return (c->nc_paths[l->nl_layers[i].nl_paths[0]].np_path);
+}
+
+/*
+ * Layering version 2: under the budget every path is alone, whatever
+ * else the image holds, so a path shared by two images keeps its layer;
+ * cacert first, then the paths with the smallest own closures; past the
+ * budget the largest stay alone and the rest share buckets by the first
+ * character of their hash; the same closure always gives the same layers.
+ */
+static void
+test_stable(void)
+{
+	static const char *const hx[] = {
+		"a", "b", "c", "d", "f", "g", "h", "i", "j", "k", "l", "m",
+	};
+	struct nix_closure	 a, b, big;
+	struct nix_layering	 la, lb, l1, l2;
+	char			 hash[40];
+	size_t			 i, j, alone, n;
+	int			 ok;
+
+	/* hello -> libcommon, busybox; cacert. */
+	cl_init(&a, 4, NULL, NULL);
+	cl_name(&a, 0, "00000000000000000000000000000hel", "hello-1.0");
+	cl_name(&a, 1, "00000000000000000000000000000lib", "libcommon-1.0");
+	cl_name(&a, 2, "00000000000000000000000000000bus", "busybox-1.35");
+	cl_name(&a, 3, "00000000000000000000000000000cac", "nss-cacert-3");
+	cl_ref(&a, 0, 1);
+	cl_ref(&a, 0, 2);
+	cl_ref(&a, 1, 1);
+	/* figlet -> libcommon, libfig -> busybox; figlet2 -> libcommon. */
+	cl_init(&b, 5, NULL, NULL);
+	cl_name(&b, 0, "00000000000000000000000000000fig", "figlet-1");
+	cl_name(&b, 1, "00000000000000000000000000000lib", "libcommon-1.0");
+	cl_name(&b, 2, "00000000000000000000000000000bus", "busybox-1.35");
+	cl_name(&b, 3, "00000000000000000000000000000lfg", "libfig-1");
+	cl_name(&b, 4, "00000000000000000000000000000fg2", "figlet2-1");
+	cl_ref(&b, 0, 1);
+	cl_ref(&b, 0, 3);
+	cl_ref(&b, 3, 2);
+	cl_ref(&b, 4, 1);
+	nix_layer_group_stable(&a, NULL, 94, &la);
+	nix_layer_group_stable(&b, NULL, 94, &lb);
+	CHECK(la.nl_nlayers == 4 && lay_partition(&a, &la));
+	CHECK(lb.nl_nlayers == 5 && lay_partition(&b, &lb));
+	for (ok = 1, i = 0; i < la.nl_nlayers; i++)
+		ok &= la.nl_layers[i].nl_npaths == 1;
+	CHECK(ok);
+	/* libcommon: referenced by one package in a, by two in b. */
+	CHECK(lay_find(&la, 1) != -1 && lay_find(&lb, 1) != -1 &&
+	    strcmp(lay_only(&a, &la, (size_t)lay_find(&la, 1)),
+	    lay_only(&b, &lb, (size_t)lay_find(&lb, 1))) == 0 &&
+	    strstr(lay_only(&a, &la, (size_t)lay_find(&la, 1)), "libcommon") !=
+	    NULL);
+	/*
+	 * cacert, then libcommon and busybox (own closure 1; then by index,
+	 * which is the store path's order in a real closure), then hello.
+	 */
+	CHECK(strstr(lay_only(&a, &la, 0), "cacert") != NULL);
+	CHECK(strstr(lay_only(&a, &la, 1), "libcommon") != NULL);
+	CHECK(strstr(lay_only(&a, &la, 2), "busybox") != NULL);
+	CHECK(strstr(lay_only(&a, &la, 3), "hello") != NULL);
+	/* figlet's own closure (4) is bigger than libfig's (2). */
+	CHECK(lay_find(&lb, 3) < lay_find(&lb, 0));
+	nix_layering_clear(&la);
+	nix_layering_clear(&lb);
+	cl_free(&a);
+	cl_free(&b);
+
+	/* 60 paths with 12 first characters in a budget of 40. */
+	n = 60;
+	cl_init(&big, n, NULL, NULL);
+	for (i = 0; i < n; i++) {
+		snprintf(hash, sizeof hash, "%s%031zu", hx[i % 12], i);
+		cl_name(&big, i, hash, "p");
+		big.nc_paths[i].np_narsize = 1000 * (i + 1);
+	}
+	nix_layer_group_stable(&big, NULL, 40, &l1);
+	nix_layer_group_stable(&big, NULL, 40, &l2);
+	CHECK(l1.nl_nlayers == 40 && lay_partition(&big, &l1));
+	CHECK(l1.nl_nlayers == l2.nl_nlayers);
+	for (ok = 1, i = 0; i < l1.nl_nlayers && i < l2.nl_nlayers; i++)
+		ok &= l1.nl_layers[i].nl_npaths == l2.nl_layers[i].nl_npaths &&
+		    memcmp(l1.nl_layers[i].nl_paths, l2.nl_layers[i].nl_paths,
+		    l1.nl_layers[i].nl_npaths * sizeof(size_t)) == 0;
+	CHECK(ok);
+	/*
+	 * The 12 buckets leave 28 alone: the largest; a merged layer holds
+	 * one bucket, the paths of one first character.
+	 */
+	alone = 28;
+	for (ok = 1, i = 0; i < alone; i++)
+		ok &= lay_find(&l1, n - 1 - i) != -1 &&
+		    l1.nl_layers[lay_find(&l1, n - 1 - i)].nl_npaths == 1;
+	CHECK(ok);
+	for (ok = 1, i = 0; i < l1.nl_nlayers; i++)
+		for (j = 1; j < l1.nl_layers[i].nl_npaths; j++)
+			ok &= l1.nl_layers[i].nl_paths[j] % 12 ==
+			    l1.nl_layers[i].nl_paths[0] % 12 &&
+			    l1.nl_layers[i].nl_paths[j] < n - alone;
+	CHECK(ok);
+	/* A small budget: as many buckets as layers. */
+	nix_layering_clear(&l1);
+	nix_layer_group_stable(&big, NULL, 10, &l1);
+	CHECK(l1.nl_nlayers <= 10 && lay_partition(&big, &l1));
+	nix_layering_clear(&l1);
+	nix_layering_clear(&l2);
+	nix_layer_group_stable(&big, NULL, 1, &l1);
+	CHECK(l1.nl_nlayers == 1 && l1.nl_layers[0].nl_npaths == n);
+	nix_layering_clear(&l1);
+	cl_free(&big);
+}
+
 /* The SPDX package of a store path, by its packageFileName. */
 static json_t *
 sbom_pkg(json_t *doc, const char *path)
@@ -764,6 +893,7 @@ main(void)
 	test_chain();
 	test_malformed();
 	test_sbom();
+	test_stable();
 	printf("test_layer: %d passed, %d failed\n", passed, failed);
 	return (failed != 0);
 }
