@@ -3,8 +3,9 @@
 # (figlet and libfig) and its customisation layer: libcommon and busybox,
 # which both use, keep their layers and digests, although in hello's image
 # one package references them and in figlet's the same one does too, and
-# in hello/figlet's two do.  The order puts the paths everything depends
-# on first.  --layering 1 (the dominator tree) is still there.
+# in hello/figlet's two do; the same holds for pairs of images of a larger
+# set of 40 packages.  The order puts the paths everything depends on
+# first.  --layering 1 (the dominator tree) is still there.
 
 . "${NM_TOP:-$(dirname "$0")/..}/tests/lib.sh"
 
@@ -51,6 +52,40 @@ last=$(jq -r '.layers[-2].annotations."'$ANN'"' "$NM_WORK/m" |
     sed 's|^/nix/store/[a-z0-9]*-||')
 check_eq "the package asked for, which needs the rest, comes last" hello-1.0 \
     "$last"
+
+# The larger set (tests/pkgs graph: 40 packages, each on p00 and up to
+# three others): over pairs of images, the second moves exactly the layers
+# of the store paths the first lacks, and its customisation layer.
+paths_of()
+{
+	jq -r '.layers[].annotations."'$ANN'" // empty' "$1" | tr ' ' '\n' |
+	    sort -u
+}
+for pair in graph.p17:graph.p23 graph.p23:graph.p31 graph.p31:graph.p39 \
+    graph.p05:graph.p39 graph.p17/graph.p23:graph.p31/graph.p39 \
+    graph.p39:graph.p17/graph.p31/graph.p05 graph.p12:graph.p12/graph.p33; do
+	first=nix/${pair%%:*}
+	second=nix/${pair#*:}
+	nm_manifest "$first" latest "$NM_WORK/a" "$ACCEPT_OCI" >/dev/null
+	nm_manifest "$second" latest "$NM_WORK/b" "$ACCEPT_OCI" >/dev/null
+	jq -r '.layers[].digest' "$NM_WORK/a" >"$NM_WORK/a.layers"
+	want=$(comm -13 <(paths_of "$NM_WORK/a") <(paths_of "$NM_WORK/b") |
+	    tr '\n' ' ')
+	moved=$(jq -r --rawfile old "$NM_WORK/a.layers" '.layers[] |
+	    .digest as $d | select($old | split("\n") | any(.[]; . == $d) |
+	    not) | .annotations."'$ANN'" // empty' "$NM_WORK/b" |
+	    tr ' ' '\n' | sort -u | tr '\n' ' ')
+	check_eq "$second after $first moves the layers of its new paths" \
+	    "$want" "$moved"
+	ncustom=$(jq -r --rawfile old "$NM_WORK/a.layers" '[.layers[] |
+	    .digest as $d | select($old | split("\n") | any(.[]; . == $d) |
+	    not) | select(.annotations == null)] | length' "$NM_WORK/b")
+	# (Its customisation layer may be the first's: these packages have
+	# nothing in bin/ to link.)
+	[ "$ncustom" -le 1 ] && ok "and at most its customisation layer" ||
+	    bad "$ncustom layers without store paths moved"
+
+done
 nm_stop
 
 # Version 1 merges hello's only users' paths into one layer.

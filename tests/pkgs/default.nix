@@ -205,8 +205,44 @@ let
     key = "202122232425262728292a2b2c2d2e2f";
   };
 
+  # A package set of 40 with a graph like a real one's, for layer
+  # stability: graph.p00 (a libc) is under everything, and package i
+  # references up to three lower ones, chosen by fixed arithmetic; each
+  # holds 4 to 200 KiB of incompressible data of its own.
+  graphN = 40;
+  pad2 = i: if i < 10 then "0${toString i}" else toString i;
+  mod = a: b: a - b * (a / b);
+  graphDeps = i:
+    let
+      picks = builtins.genList (k:
+        if mod (i + k) 3 == 0 then 0
+        else mod (1000003 * (k + 1) + 7919) i) 3;
+    in
+    if i == 0 then [ ]
+    else builtins.foldl' (acc: j: if builtins.elem j acc then acc
+      else acc ++ [ j ]) [ 0 ] picks;
+  graphPkg = i: mk {
+    name = "g${pad2 i}-1.${toString (mod i 7)}";
+    size = 4096 * (1 + mod (i * 37) 50);
+    key = "00112233445566778899aabbccdd00${pad2 i}";
+    deps = map (j: graph."p${pad2 j}") (graphDeps i);
+    script = ''
+      set -e
+      mkdir -p "$out/lib"
+      head -c "$size" /dev/zero |
+          openssl enc -aes-128-ctr -nosalt -K "$key" \
+          -iv 00000000000000000000000000000000 > "$out/lib/data"
+      for d in $deps; do echo "$d"; done > "$out/lib/deps"
+    '';
+  };
+  graph = builtins.listToAttrs (builtins.genList (i: {
+    name = "p${pad2 i}";
+    value = graphPkg i;
+  }) graphN);
+
 in
 {
+  inherit graph;
   inherit busybox bashInteractive coreutils moreutils nano cacert iana-etc;
   inherit libcommon libfig bigdata;
 
