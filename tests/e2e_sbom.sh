@@ -10,7 +10,7 @@
 
 . "${NM_TOP:-$(dirname "$0")/..}/tests/lib.sh"
 
-need curl jq python3 nix-store sha256sum tar
+need curl jq python3 nix-store sha256sum tar node
 
 ACCEPT_OCI="Accept: application/vnd.oci.image.manifest.v1+json"
 SPDX=application/spdx+json

@@ -8,8 +8,10 @@ specification's chapters 6 (document creation), 7 (packages) and 11
 (relationships) define it: the required fields and their forms, the known
 fields only, the enumerations (checksum algorithms, package purposes,
 relationship types), checksum lengths, SPDX identifiers that are unique
-and that relationships refer to, and licence expressions of SPDX ids.
-(Debian 12 has no SPDX validator, and the schema is not copied here.)
+and that relationships refer to; licence expressions are parsed by
+Debian's node-spdx-expression-parse against the SPDX licence list.
+(Debian 12 has no SPDX document validator, and the schema is not copied
+here.)
 
 With store paths, the SBOM is compared with the Nix store: its packages
 are exactly the closure of those paths (nix-store -qR), and each path's
@@ -70,10 +72,16 @@ def bad(msg):
     problems.append(msg)
 
 
+EXPRESSIONS = []
+
+
 def check_license(where, expr):
-    """NOASSERTION, NONE, or ids joined by AND, OR, WITH (parentheses)."""
+    """NOASSERTION, NONE, or ids joined by AND, OR, WITH (parentheses);
+    the expressions are also parsed by Debian's node-spdx-expression-parse
+    against the SPDX licence list (check_expressions)."""
     if expr in ("NOASSERTION", "NONE"):
         return
+    EXPRESSIONS.append((where, expr))
     words = expr.replace("(", " ").replace(")", " ").split()
     want_id = True
     for w in words:
@@ -161,6 +169,31 @@ def check_format(doc):
         bad("the document describes nothing")
 
 
+def check_expressions():
+    """Parses every licence expression with spdx-expression-parse."""
+    if not EXPRESSIONS:
+        return
+    script = ("const p = require('spdx-expression-parse');"
+              "const es = JSON.parse(process.argv[1]);"
+              "for (const e of es) { try { p(e); } catch (x) {"
+              " console.log(e); } }")
+    try:
+        r = subprocess.run(
+            ["node", "-e", script, json.dumps([e for _, e in EXPRESSIONS])],
+            capture_output=True, text=True,
+            env={"NODE_PATH": "/usr/share/nodejs", "PATH": "/usr/bin:/bin"})
+    except OSError as e:
+        bad("cannot run node to check licence expressions: %s" % e)
+        return
+    if r.returncode != 0:
+        bad("spdx-expression-parse failed: %s" % r.stderr.strip()[:200])
+        return
+    for line in r.stdout.splitlines():
+        for where, expr in EXPRESSIONS:
+            if expr == line:
+                bad("%s: licence %r is not an SPDX expression" % (where, expr))
+
+
 def nix(*args):
     out = subprocess.run(("nix-store",) + args, check=True,
                          capture_output=True, text=True).stdout
@@ -215,6 +248,7 @@ def main():
     with open(sys.argv[1]) as f:
         doc = json.load(f)
     check_format(doc)
+    check_expressions()
     if len(sys.argv) > 2 and not problems:
         check_nix(doc, sys.argv[2:])
     for p in problems:
