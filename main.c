@@ -160,6 +160,7 @@ main_serve(void)
 	main_store = st;
 	if ((main_base = event_base_new()) == NULL)
 		fatalx("event_base_new failed");
+	metrics_init();
 	if (work_init(main_base, 0, &cause) == -1)
 		fatalx("%s", cause);
 	nix_build_init(main_base, st, pop);

@@ -91,6 +91,24 @@ int	 xvasprintf(char **, const char *, va_list) NM_PRINTF(2, 0);
 /* A copy with every byte outside printable ASCII written as \xHH. */
 char	*xstrvis(const char *);
 
+/* metrics.c: the counters behind /metrics (Prometheus text format). */
+struct metrics_store {
+	uint64_t	 ms_bytes;	/* of the stored blobs */
+	uint64_t	 ms_blobs;
+	int64_t		 ms_quota;	/* max_store_bytes, 0: none */
+};
+void	 metrics_init(void);
+/* On the loop: an answered request (route "manifest", "blob", ...). */
+void	 metrics_request(const char *route, int status, uint64_t bytes);
+/* On the loop: a finished upstream request, and body bytes received. */
+void	 metrics_upstream(const char *ns, int failed);
+void	 metrics_upstream_bytes(const char *ns, uint64_t bytes);
+/* Any thread: builds running (+1, -1) and a finished one (NIX_* code). */
+void	 metrics_build_running(int delta);
+void	 metrics_build(int result, double seconds);
+/* The exposition text, caller frees. */
+char	*metrics_text(const struct metrics_store *);
+
 /* digest.c: SHA-256 through OpenSSL's EVP interface. */
 struct nm_sha256;
 struct nm_sha256 *nm_sha256_new(void);

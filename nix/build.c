@@ -777,14 +777,20 @@ build_job(void *arg)
 
 	gettimeofday(&t0, NULL);
 	res->br_status = build_resolve(nb, commit, &res->br_cause);
-	if (res->br_status != NIX_OK)
+	if (res->br_status != NIX_OK) {
+		metrics_build(res->br_status, -1);
 		goto done;
+	}
 	key = build_image_key(&nb->nb_req, commit);
 	if (build_lookup(key, res) == 0)
 		goto done;
+	metrics_build_running(1);
 	res->br_status = build_image(nb, key, commit, &res->br_cause, &nl, &nf,
 	    &bytes);
 	gettimeofday(&t1, NULL);
+	metrics_build_running(-1);
+	metrics_build(res->br_status, (double)(t1.tv_sec - t0.tv_sec) +
+	    (double)(t1.tv_usec - t0.tv_usec) / 1e6);
 	rk = nix_request_key(&nb->nb_req);
 	if (res->br_status == NIX_OK)
 		log_info("build %s%s%s: %.2fs, %zu packages, %zu layers (%zu new), "

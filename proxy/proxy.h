@@ -140,6 +140,8 @@ int	proxy_range(struct evhttp_request *, const char *range, uint64_t size,
 /* Adds Content-Type, Content-Length and Docker-Content-Digest. */
 void	proxy_headers(struct evhttp_request *, const char *digest,
 	    const char *type, uint64_t length);
+/* The route of a request URI for /metrics ("manifest", "blob", ...). */
+const char *proxy_route_name(const char *uri);
 /* Writes the access log line of a request answered elsewhere. */
 void	proxy_log(struct evhttp_request *, int status, uint64_t bytes,
 	    const char *note);

@@ -23,6 +23,45 @@
 #include "proxy/proxy.h"
 #include "store/store.h"
 
+/* Whether the first n bytes of s hold needle. */
+static int
+reply_holds(const char *s, size_t n, const char *needle)
+{
+	size_t	 k = strlen(needle), i;
+
+	for (i = 0; i + k <= n; i++)
+		if (memcmp(s + i, needle, k) == 0)
+			return (1);
+	return (0);
+}
+
+/* The route of a request URI, as /metrics names it. */
+const char *
+proxy_route_name(const char *uri)
+{
+	size_t	 n;
+
+	if (uri == NULL)
+		return ("other");
+	n = strcspn(uri, "?");
+	if (n == 8 && strncmp(uri, "/metrics", 8) == 0)
+		return ("metrics");
+	if ((n == 4 && strncmp(uri, "/v2/", 4) == 0) ||
+	    (n == 3 && strncmp(uri, "/v2", 3) == 0))
+		return ("base");
+	if (strncmp(uri, "/v2/", 4) != 0)
+		return ("other");
+	if (reply_holds(uri, n, "/manifests/"))
+		return ("manifest");
+	if (reply_holds(uri, n, "/blobs/"))
+		return ("blob");
+	if (reply_holds(uri, n, "/referrers/"))
+		return ("referrers");
+	if (n >= 10 && strncmp(uri + n - 10, "/tags/list", 10) == 0)
+		return ("tags");
+	return ("other");
+}
+
 /* Writes the access log line of a finished request, with a note. */
 void
 proxy_log(struct evhttp_request *req, int status, uint64_t bytes,
@@ -48,6 +87,7 @@ proxy_log(struct evhttp_request *req, int status, uint64_t bytes,
 			host = h;
 	}
 	uri = evhttp_request_get_uri(req);
+	metrics_request(proxy_route_name(uri), status, bytes);
 	vis = xstrvis(uri != NULL ? uri : "");
 	log_info("%s %s \"%.200s\" %d %llu%s%s", host, method,
 	    vis, status, (unsigned long long)bytes, error != NULL ? ": " : "",

@@ -5,6 +5,9 @@
 #include <sys/types.h>
 #include <sys/queue.h>
 #include <sys/time.h>
+#include <sys/socket.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
 
 #include <ctype.h>
 #include <errno.h>
@@ -549,6 +552,55 @@ route_split(char *path, char **name, char **ref)
 	return (-1);
 }
 
+/*
+ * GET /metrics: the counters in the Prometheus text format, for clients
+ * on a loopback address only (the metrics name upstreams and images).
+ */
+static void
+route_metrics(struct evhttp_request *req, struct store *st)
+{
+	struct evkeyvalq	*oh = evhttp_request_get_output_headers(req);
+	struct evhttp_connection *conn = evhttp_request_get_connection(req);
+	struct metrics_store	 ms;
+	struct sockaddr_storage	 ss;
+	struct evbuffer		*buf;
+	char			*host = NULL, *text, len[32];
+	ev_uint16_t		 port = 0;
+	const char		*cls = NULL;
+
+	memset(&ss, 0, sizeof ss);
+	if (conn != NULL)
+		evhttp_connection_get_peer(conn, &host, &port);
+	if (host != NULL && inet_pton(AF_INET, host,
+	    &((struct sockaddr_in *)(void *)&ss)->sin_addr) == 1)
+		ss.ss_family = AF_INET;
+	else if (host != NULL && inet_pton(AF_INET6, host,
+	    &((struct sockaddr_in6 *)(void *)&ss)->sin6_addr) == 1)
+		ss.ss_family = AF_INET6;
+	if (ss.ss_family != 0)
+		cls = policy_addr_special((struct sockaddr *)&ss);
+	if (cls == NULL || strcmp(cls, "loopback") != 0) {
+		proxy_error(req, 403, "DENIED", "/metrics is served to "
+		    "loopback clients only");
+		return;
+	}
+	memset(&ms, 0, sizeof ms);
+	(void)store_stats(st, &ms.ms_bytes, &ms.ms_blobs);
+	ms.ms_quota = nm_conf->cf_max_store_bytes;
+	text = metrics_text(&ms);
+	evhttp_add_header(oh, "Content-Type",
+	    "text/plain; version=0.0.4; charset=utf-8");
+	buf = evbuffer_new();
+	if (evhttp_request_get_command(req) == EVHTTP_REQ_HEAD) {
+		snprintf(len, sizeof len, "%zu", strlen(text));
+		evhttp_add_header(oh, "Content-Length", len);
+	} else
+		evbuffer_add(buf, text, strlen(text));
+	proxy_reply(req, 200, buf, NULL);
+	evbuffer_free(buf);
+	free(text);
+}
+
 /* Dispatches one request to its route. */
 void
 proxy_route(struct evhttp_request *req, void *arg)
@@ -575,6 +627,10 @@ proxy_route(struct evhttp_request *req, void *arg)
 		return;
 	}
 	TAILQ_INIT(&query);
+	if (strcmp(p, "/metrics") == 0) {
+		route_metrics(req, st);
+		return;
+	}
 	path = xstrdup(p);
 	kind = route_split(path, &name, &ref);
 	if (kind == -1) {

@@ -677,6 +677,7 @@ up_chunk_cb(struct evhttp_request *req, void *arg)
 	struct bufferevent	*bev;
 
 	ur->ur_got += evbuffer_get_length(buf);
+	metrics_upstream_bytes(ur->ur_up->up_ns, evbuffer_get_length(buf));
 	if (ur->ur_state == UP_DELIVER && ur->ur_parent != NULL &&
 	    evbuffer_get_length(ur->ur_body) < UP_MAX_TOKEN_BODY) {
 		evbuffer_add_buffer(ur->ur_body, buf);
@@ -1276,6 +1277,8 @@ up_finish(struct up_req *ur, const char *err)
 {
 	up_slot_unqueue(ur);
 	up_slot_put(ur);
+	metrics_upstream(ur->ur_up->up_ns, err != NULL || ur->ur_status == 0 ||
+	    ur->ur_status >= 500);
 	if (ur->ur_cb.uc_done != NULL)
 		ur->ur_cb.uc_done(ur, ur->ur_status, err, ur->ur_arg);
 	event_free(ur->ur_timer);

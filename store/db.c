@@ -942,3 +942,24 @@ store_utag_list(struct store *st, const char *ns, const char *repo)
 	json_decref(arr);
 	return (text);
 }
+
+/* The bytes and the number of the stored blobs; 0 or -1. */
+int
+store_stats(struct store *st, uint64_t *bytes, uint64_t *blobs)
+{
+	sqlite3_stmt	*stmt;
+	int		 rv = -1;
+
+	*bytes = *blobs = 0;
+	store_rlock(st);
+	stmt = store_db_rstmt(st, __func__, "SELECT COALESCE(SUM(size), 0),"
+	    " COUNT(*) FROM blobs", "");
+	if (store_db_rrow(st, __func__, stmt) == 0) {
+		*bytes = (uint64_t)sqlite3_column_int64(stmt, 0);
+		*blobs = (uint64_t)sqlite3_column_int64(stmt, 1);
+		rv = 0;
+	}
+	store_db_rdone(st, stmt);
+	store_runlock(st);
+	return (rv);
+}

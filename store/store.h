@@ -63,6 +63,8 @@ int	store_utag_put(struct store *, const char *ns, const char *repo,
 	    const char *tag, const char *digest);
 int	store_utag_get(struct store *, const char *ns, const char *repo,
 	    const char *tag, char digest[NM_DIGEST_SIZE], time_t *checked);
+/* The bytes and the number of the stored blobs; 0 or -1. */
+int	store_stats(struct store *, uint64_t *bytes, uint64_t *blobs);
 /* The tags of a repository it resolved: a JSON array's text, or NULL. */
 char	*store_utag_list(struct store *, const char *ns, const char *repo);
 

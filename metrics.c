@@ -1,0 +1,299 @@
+/*
+ * metrics.c: the counters behind /metrics, in the Prometheus text format.
+ *
+ * Requests and upstream traffic are counted on the event loop; builds run
+ * in pool threads and are counted under a mutex.  Each family is a small
+ * table with a slot per label set, searched linearly: the label sets are
+ * few (routes by status, configured upstreams, build results).
+ */
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "nixmirror.h"
+
+#define MT_MAX_REQ	256	/* route and status pairs */
+#define MT_MAX_UP	64	/* upstreams */
+
+struct mt_req {
+	char		 mr_route[16];
+	int		 mr_status;
+	uint64_t	 mr_count;
+	uint64_t	 mr_bytes;
+};
+
+struct mt_up {
+	char		 mu_ns[256];
+	uint64_t	 mu_ok;
+	uint64_t	 mu_failed;
+	uint64_t	 mu_bytes;
+};
+
+/* The upper bounds of the build duration histogram, in seconds. */
+static const double mt_buckets[] = { 1, 5, 15, 60, 300, 900, 3600 };
+#define MT_NBUCKETS	(sizeof mt_buckets / sizeof mt_buckets[0])
+static const char *const mt_results[] = {
+	"ok", "not_found", "failed", "timed_out", "busy",
+};
+#define MT_NRESULTS	(sizeof mt_results / sizeof mt_results[0])
+
+static struct mt_req	 mt_req[MT_MAX_REQ];
+static size_t		 mt_nreq;
+static struct mt_up	 mt_up[MT_MAX_UP];
+static size_t		 mt_nup;
+static time_t		 mt_start;
+
+static pthread_mutex_t	 mt_mtx = PTHREAD_MUTEX_INITIALIZER;
+static uint64_t		 mt_builds[MT_NRESULTS];
+static uint64_t		 mt_bucket[MT_NBUCKETS + 1];	/* +Inf last */
+static double		 mt_build_sum;
+static int		 mt_running;
+
+/* Starts the uptime clock. */
+void
+metrics_init(void)
+{
+	mt_start = time(NULL);
+}
+
+/* One answered request: its route ("manifest", ...), status and bytes. */
+void
+metrics_request(const char *route, int status, uint64_t bytes)
+{
+	struct mt_req	*r;
+	size_t		 i;
+
+	for (i = 0; i < mt_nreq; i++) {
+		r = &mt_req[i];
+		if (r->mr_status == status && strcmp(r->mr_route, route) == 0)
+			break;
+	}
+	if (i == mt_nreq) {
+		if (mt_nreq == MT_MAX_REQ)
+			return;
+		r = &mt_req[mt_nreq++];
+		snprintf(r->mr_route, sizeof r->mr_route, "%s", route);
+		r->mr_status = status;
+	}
+	mt_req[i].mr_count++;
+	mt_req[i].mr_bytes += bytes;
+}
+
+static struct mt_up *
+metrics_up(const char *ns)
+{
+	size_t	 i;
+
+	for (i = 0; i < mt_nup; i++)
+		if (strcmp(mt_up[i].mu_ns, ns) == 0)
+			return (&mt_up[i]);
+	if (mt_nup == MT_MAX_UP)
+		return (NULL);
+	snprintf(mt_up[mt_nup].mu_ns, sizeof mt_up[mt_nup].mu_ns, "%s", ns);
+	return (&mt_up[mt_nup++]);
+}
+
+/* One finished upstream request of a namespace: failed or not. */
+void
+metrics_upstream(const char *ns, int failed)
+{
+	struct mt_up	*u;
+
+	if ((u = metrics_up(ns)) == NULL)
+		return;
+	if (failed)
+		u->mu_failed++;
+	else
+		u->mu_ok++;
+}
+
+/* Body bytes an upstream of a namespace sent. */
+void
+metrics_upstream_bytes(const char *ns, uint64_t bytes)
+{
+	struct mt_up	*u;
+
+	if ((u = metrics_up(ns)) != NULL)
+		u->mu_bytes += bytes;
+}
+
+/* A build starts (delta 1) or ends (-1); any thread. */
+void
+metrics_build_running(int delta)
+{
+	pthread_mutex_lock(&mt_mtx);
+	mt_running += delta;
+	pthread_mutex_unlock(&mt_mtx);
+}
+
+/*
+ * A build ended with a NIX_* result (0 ok .. 4 busy) after seconds; a
+ * negative time (it ended before Nix ran) is not in the histogram.
+ */
+void
+metrics_build(int result, double seconds)
+{
+	size_t	 i;
+
+	pthread_mutex_lock(&mt_mtx);
+	if (result >= 0 && (size_t)result < MT_NRESULTS)
+		mt_builds[result]++;
+	if (seconds >= 0) {
+		for (i = 0; i < MT_NBUCKETS && seconds > mt_buckets[i]; i++)
+			;
+		mt_bucket[i]++;
+		mt_build_sum += seconds;
+	}
+	pthread_mutex_unlock(&mt_mtx);
+}
+
+/* A growing text. */
+struct mt_text {
+	char	*mt_buf;
+	size_t	 mt_len;
+	size_t	 mt_size;
+};
+
+static void
+mt_printf(struct mt_text *t, const char *fmt, ...) NM_PRINTF(2, 3);
+
+static void
+mt_printf(struct mt_text *t, const char *fmt, ...)
+{
+	va_list	 ap;
+	char	*s;
+	int	 n;
+
+	va_start(ap, fmt);
+	n = xvasprintf(&s, fmt, ap);
+	va_end(ap);
+	if (t->mt_len + (size_t)n + 1 > t->mt_size) {
+		t->mt_size = (t->mt_len + (size_t)n + 1) * 2;
+		t->mt_buf = xreallocarray(t->mt_buf, t->mt_size, 1);
+	}
+	memcpy(t->mt_buf + t->mt_len, s, (size_t)n + 1);
+	t->mt_len += (size_t)n;
+	free(s);
+}
+
+/* A label value with \, " and newlines escaped. */
+static char *
+mt_label(const char *v)
+{
+	char	*out, *p;
+
+	p = out = xmalloc(strlen(v) * 2 + 1);
+	for (; *v != '\0'; v++) {
+		if (*v == '\\' || *v == '"')
+			*p++ = '\\';
+		if (*v == '\n') {
+			*p++ = '\\';
+			*p++ = 'n';
+			continue;
+		}
+		*p++ = *v;
+	}
+	*p = '\0';
+	return (out);
+}
+
+/* The whole exposition (caller frees), with the store's gauges. */
+char *
+metrics_text(const struct metrics_store *ms)
+{
+	struct mt_text	 t = { NULL, 0, 0 };
+	uint64_t	 cum = 0, total = 0;
+	char		*l;
+	size_t		 i;
+
+	mt_printf(&t, "# HELP nixmirror_build_info The running version.\n"
+	    "# TYPE nixmirror_build_info gauge\n"
+	    "nixmirror_build_info{version=\"%s\"} 1\n", PACKAGE_VERSION);
+	mt_printf(&t, "# HELP nixmirror_uptime_seconds Seconds since the "
+	    "server started.\n# TYPE nixmirror_uptime_seconds gauge\n"
+	    "nixmirror_uptime_seconds %lld\n",
+	    (long long)(time(NULL) - mt_start));
+
+	mt_printf(&t, "# HELP nixmirror_http_requests_total Requests answered, "
+	    "by route and status.\n# TYPE nixmirror_http_requests_total "
+	    "counter\n");
+	for (i = 0; i < mt_nreq; i++)
+		mt_printf(&t, "nixmirror_http_requests_total{route=\"%s\","
+		    "status=\"%d\"} %llu\n", mt_req[i].mr_route,
+		    mt_req[i].mr_status,
+		    (unsigned long long)mt_req[i].mr_count);
+	mt_printf(&t, "# HELP nixmirror_http_response_bytes_total Body bytes "
+	    "sent, by route and status.\n# TYPE "
+	    "nixmirror_http_response_bytes_total counter\n");
+	for (i = 0; i < mt_nreq; i++)
+		mt_printf(&t, "nixmirror_http_response_bytes_total{route=\"%s\","
+		    "status=\"%d\"} %llu\n", mt_req[i].mr_route,
+		    mt_req[i].mr_status,
+		    (unsigned long long)mt_req[i].mr_bytes);
+
+	mt_printf(&t, "# HELP nixmirror_upstream_requests_total Upstream "
+	    "requests finished, by upstream and result.\n# TYPE "
+	    "nixmirror_upstream_requests_total counter\n");
+	for (i = 0; i < mt_nup; i++) {
+		l = mt_label(mt_up[i].mu_ns);
+		mt_printf(&t, "nixmirror_upstream_requests_total{upstream="
+		    "\"%s\",result=\"ok\"} %llu\n", l,
+		    (unsigned long long)mt_up[i].mu_ok);
+		mt_printf(&t, "nixmirror_upstream_requests_total{upstream="
+		    "\"%s\",result=\"failed\"} %llu\n", l,
+		    (unsigned long long)mt_up[i].mu_failed);
+		free(l);
+	}
+	mt_printf(&t, "# HELP nixmirror_upstream_bytes_total Body bytes "
+	    "received from upstreams.\n# TYPE nixmirror_upstream_bytes_total "
+	    "counter\n");
+	for (i = 0; i < mt_nup; i++) {
+		l = mt_label(mt_up[i].mu_ns);
+		mt_printf(&t, "nixmirror_upstream_bytes_total{upstream=\"%s\"} "
+		    "%llu\n", l, (unsigned long long)mt_up[i].mu_bytes);
+		free(l);
+	}
+
+	pthread_mutex_lock(&mt_mtx);
+	mt_printf(&t, "# HELP nixmirror_builds_total Nix image builds, by "
+	    "result.\n# TYPE nixmirror_builds_total counter\n");
+	for (i = 0; i < MT_NRESULTS; i++)
+		mt_printf(&t, "nixmirror_builds_total{result=\"%s\"} %llu\n",
+		    mt_results[i], (unsigned long long)mt_builds[i]);
+	mt_printf(&t, "# HELP nixmirror_builds_in_progress Nix image builds "
+	    "running now.\n# TYPE nixmirror_builds_in_progress gauge\n"
+	    "nixmirror_builds_in_progress %d\n", mt_running);
+	mt_printf(&t, "# HELP nixmirror_build_duration_seconds How long Nix "
+	    "image builds took.\n# TYPE nixmirror_build_duration_seconds "
+	    "histogram\n");
+	for (i = 0; i <= MT_NBUCKETS; i++) {
+		cum += mt_bucket[i];
+		if (i < MT_NBUCKETS)
+			mt_printf(&t, "nixmirror_build_duration_seconds_bucket"
+			    "{le=\"%g\"} %llu\n", mt_buckets[i],
+			    (unsigned long long)cum);
+		else
+			mt_printf(&t, "nixmirror_build_duration_seconds_bucket"
+			    "{le=\"+Inf\"} %llu\n", (unsigned long long)cum);
+	}
+	total = cum;
+	mt_printf(&t, "nixmirror_build_duration_seconds_sum %.3f\n"
+	    "nixmirror_build_duration_seconds_count %llu\n", mt_build_sum,
+	    (unsigned long long)total);
+	pthread_mutex_unlock(&mt_mtx);
+
+	mt_printf(&t, "# HELP nixmirror_store_bytes Bytes of the blobs in the "
+	    "store.\n# TYPE nixmirror_store_bytes gauge\n"
+	    "nixmirror_store_bytes %llu\n", (unsigned long long)ms->ms_bytes);
+	mt_printf(&t, "# HELP nixmirror_store_blobs Blobs in the store.\n"
+	    "# TYPE nixmirror_store_blobs gauge\nnixmirror_store_blobs %llu\n",
+	    (unsigned long long)ms->ms_blobs);
+	mt_printf(&t, "# HELP nixmirror_store_quota_bytes The store quota "
+	    "(0: none).\n# TYPE nixmirror_store_quota_bytes gauge\n"
+	    "nixmirror_store_quota_bytes %lld\n", (long long)ms->ms_quota);
+	return (t.mt_buf);
+}
