@@ -31,7 +31,16 @@ struct mt_up {
 	uint64_t	 mu_ok;
 	uint64_t	 mu_failed;
 	uint64_t	 mu_bytes;
+	int64_t		 mu_ratelimit;	/* last ratelimit-remaining, or -1 */
 };
+
+/* Cache outcomes by type (blob, manifest) and namespace. */
+struct mt_cache {
+	char		 mc_type[16];
+	char		 mc_ns[256];
+	uint64_t	 mc_n[3];	/* hit, miss, coalesced */
+};
+#define MT_MAX_CACHE	128
 
 /* The upper bounds of the build duration histogram, in seconds. */
 static const double mt_buckets[] = { 1, 5, 15, 60, 300, 900, 3600 };
@@ -45,6 +54,9 @@ static struct mt_req	 mt_req[MT_MAX_REQ];
 static size_t		 mt_nreq;
 static struct mt_up	 mt_up[MT_MAX_UP];
 static size_t		 mt_nup;
+static struct mt_cache	 mt_cache[MT_MAX_CACHE];
+static size_t		 mt_ncache;
+static uint64_t		 mt_evicted_blobs, mt_evicted_bytes;	/* mt_mtx */
 static time_t		 mt_start;
 
 static pthread_mutex_t	 mt_mtx = PTHREAD_MUTEX_INITIALIZER;
@@ -94,7 +106,52 @@ metrics_up(const char *ns)
 	if (mt_nup == MT_MAX_UP)
 		return (NULL);
 	snprintf(mt_up[mt_nup].mu_ns, sizeof mt_up[mt_nup].mu_ns, "%s", ns);
+	mt_up[mt_nup].mu_ratelimit = -1;
 	return (&mt_up[mt_nup++]);
+}
+
+/* The ratelimit-remaining an upstream last sent. */
+void
+metrics_upstream_ratelimit(const char *ns, int64_t remaining)
+{
+	struct mt_up	*u;
+
+	if ((u = metrics_up(ns)) != NULL)
+		u->mu_ratelimit = remaining;
+}
+
+/* A cache outcome (METRICS_HIT, _MISS, _COALESCED) of a type and ns. */
+void
+metrics_cache(const char *type, const char *ns, int outcome)
+{
+	struct mt_cache	*c;
+	size_t		 i;
+
+	if (outcome < 0 || outcome > 2)
+		return;
+	for (i = 0; i < mt_ncache; i++) {
+		c = &mt_cache[i];
+		if (strcmp(c->mc_type, type) == 0 && strcmp(c->mc_ns, ns) == 0)
+			break;
+	}
+	if (i == mt_ncache) {
+		if (mt_ncache == MT_MAX_CACHE)
+			return;
+		c = &mt_cache[mt_ncache++];
+		snprintf(c->mc_type, sizeof c->mc_type, "%s", type);
+		snprintf(c->mc_ns, sizeof c->mc_ns, "%s", ns);
+	}
+	mt_cache[i].mc_n[outcome]++;
+}
+
+/* Blobs the store's quota evicted; any thread. */
+void
+metrics_evicted(uint64_t blobs, uint64_t bytes)
+{
+	pthread_mutex_lock(&mt_mtx);
+	mt_evicted_blobs += blobs;
+	mt_evicted_bytes += bytes;
+	pthread_mutex_unlock(&mt_mtx);
 }
 
 /* One finished upstream request of a namespace: failed or not. */
@@ -201,6 +258,24 @@ mt_label(const char *v)
 	return (out);
 }
 
+/* One family of cache outcomes. */
+static void
+mt_cache_family(struct mt_text *t, const char *name, const char *help,
+    int outcome)
+{
+	char	*l;
+	size_t	 i;
+
+	mt_printf(t, "# HELP %s %s\n# TYPE %s counter\n", name, help, name);
+	for (i = 0; i < mt_ncache; i++) {
+		l = mt_label(mt_cache[i].mc_ns);
+		mt_printf(t, "%s{type=\"%s\",ns=\"%s\"} %llu\n", name,
+		    mt_cache[i].mc_type, l,
+		    (unsigned long long)mt_cache[i].mc_n[outcome]);
+		free(l);
+	}
+}
+
 /* The whole exposition (caller frees), with the store's gauges. */
 char *
 metrics_text(const struct metrics_store *ms)
@@ -258,7 +333,33 @@ metrics_text(const struct metrics_store *ms)
 		free(l);
 	}
 
+	mt_printf(&t, "# HELP nixmirror_upstream_ratelimit_remaining The "
+	    "ratelimit-remaining an upstream last sent.\n# TYPE "
+	    "nixmirror_upstream_ratelimit_remaining gauge\n");
+	for (i = 0; i < mt_nup; i++) {
+		if (mt_up[i].mu_ratelimit < 0)
+			continue;
+		l = mt_label(mt_up[i].mu_ns);
+		mt_printf(&t, "nixmirror_upstream_ratelimit_remaining{upstream="
+		    "\"%s\"} %lld\n", l, (long long)mt_up[i].mu_ratelimit);
+		free(l);
+	}
+	mt_cache_family(&t, "nixmirror_cache_hits_total", "Blobs and "
+	    "manifests served from the store, by type and namespace.", 0);
+	mt_cache_family(&t, "nixmirror_cache_misses_total", "Blobs and "
+	    "manifests fetched from an upstream for a client.", 1);
+	mt_cache_family(&t, "nixmirror_coalesced_waiters_total", "Clients "
+	    "that joined a download already in flight.", 2);
+
 	pthread_mutex_lock(&mt_mtx);
+	mt_printf(&t, "# HELP nixmirror_store_evicted_blobs_total Blobs the "
+	    "store quota evicted.\n# TYPE nixmirror_store_evicted_blobs_total "
+	    "counter\nnixmirror_store_evicted_blobs_total %llu\n",
+	    (unsigned long long)mt_evicted_blobs);
+	mt_printf(&t, "# HELP nixmirror_store_evicted_bytes_total Bytes the "
+	    "store quota evicted.\n# TYPE nixmirror_store_evicted_bytes_total "
+	    "counter\nnixmirror_store_evicted_bytes_total %llu\n",
+	    (unsigned long long)mt_evicted_bytes);
 	mt_printf(&t, "# HELP nixmirror_builds_total Nix image builds, by "
 	    "result.\n# TYPE nixmirror_builds_total counter\n");
 	for (i = 0; i < MT_NRESULTS; i++)

@@ -103,6 +103,14 @@ void	 metrics_request(const char *route, int status, uint64_t bytes);
 /* On the loop: a finished upstream request, and body bytes received. */
 void	 metrics_upstream(const char *ns, int failed);
 void	 metrics_upstream_bytes(const char *ns, uint64_t bytes);
+void	 metrics_upstream_ratelimit(const char *ns, int64_t remaining);
+/* On the loop: a blob or manifest served from the store, fetched, joined. */
+#define METRICS_HIT		0
+#define METRICS_MISS		1
+#define METRICS_COALESCED	2
+void	 metrics_cache(const char *type, const char *ns, int outcome);
+/* Any thread: what the store quota evicted. */
+void	 metrics_evicted(uint64_t blobs, uint64_t bytes);
 /* Any thread: builds running (+1, -1) and a finished one (NIX_* code). */
 void	 metrics_build_running(int delta);
 void	 metrics_build(int result, double seconds);

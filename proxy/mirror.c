@@ -512,6 +512,8 @@ proxy_mirror_manifest(struct evhttp_request *req, struct store *st,
 		    (strstr(type, "manifest") != NULL ||
 		    strstr(type, "index") != NULL)) {
 			if (store_link_has(st, up->up_ns, repo, ref)) {
+				metrics_cache("manifest", up->up_ns,
+				    METRICS_HIT);
 				proxy_serve_file(req, st, ref, type, 0);
 				free(type);
 				return;
@@ -524,6 +526,7 @@ proxy_mirror_manifest(struct evhttp_request *req, struct store *st,
 		free(type);
 		if (nm_conf->cf_offline ||
 		    time(NULL) - checked < nm_conf->cf_tag_ttl) {
+			metrics_cache("manifest", up->up_ns, METRICS_HIT);
 			mirror_serve_manifest(req, st, stored);
 			return;
 		}
@@ -535,6 +538,7 @@ proxy_mirror_manifest(struct evhttp_request *req, struct store *st,
 		    ":", ref, up->up_ns);
 		return;
 	}
+	metrics_cache("manifest", up->up_ns, METRICS_MISS);
 	mf = xcalloc(1, sizeof *mf);
 	mf->mf_req = req;
 	mf->mf_conn = evhttp_request_get_connection(req);
@@ -1468,6 +1472,7 @@ mirror_blob(struct evhttp_request *req, struct store *st,
 	stored = store_blob_stat(st, digest, &size, NULL) == 0;
 	if (stored && (confirmed || store_link_has(st, up->up_ns, repo,
 	    digest))) {
+		metrics_cache("blob", up->up_ns, METRICS_HIT);
 		proxy_serve_file(req, st, digest, "application/octet-stream", 1);
 		return;
 	}
@@ -1498,6 +1503,8 @@ mirror_blob(struct evhttp_request *req, struct store *st,
 		TAILQ_INSERT_TAIL(&mirror_dls, dl, dl_entry);
 		log_info("fetching blob %s of %s/%s", digest, up->up_ns, repo);
 	}
+	metrics_cache("blob", up->up_ns, fresh ? METRICS_MISS :
+	    METRICS_COALESCED);
 	bc = xcalloc(1, sizeof *bc);
 	bc->bc_req = req;
 	bc->bc_conn = evhttp_request_get_connection(req);

@@ -516,6 +516,7 @@ route_blob(struct evhttp_request *req, struct store *st,
 		    rt->rt_nix);
 		return;
 	}
+	metrics_cache("blob", "nix", METRICS_HIT);
 	proxy_serve_file(req, st, digest, "application/octet-stream", 1);
 }
 
@@ -552,6 +553,69 @@ route_split(char *path, char **name, char **ref)
 	return (-1);
 }
 
+/* A /metrics request while a pool job reads the store's totals. */
+struct route_scrape {
+	struct evhttp_request	*rs_req;	/* NULL once the client left */
+	struct evhttp_connection *rs_conn;
+	struct store		*rs_store;
+	struct metrics_store	 rs_ms;
+};
+
+/* The pool job: summing the blobs' sizes is a table scan. */
+static void
+route_scrape_job(void *arg)
+{
+	struct route_scrape	*rs = arg;
+
+	(void)store_stats(rs->rs_store, &rs->rs_ms.ms_bytes,
+	    &rs->rs_ms.ms_blobs);
+}
+
+/* Back on the loop: the exposition. */
+static void
+route_scrape_done(void *arg)
+{
+	struct route_scrape	*rs = arg;
+	struct evhttp_request	*req = rs->rs_req;
+	struct evkeyvalq	*oh;
+	struct evbuffer		*buf;
+	char			*text, len[32];
+
+	if (req == NULL) {
+		free(rs);
+		return;
+	}
+	evhttp_connection_set_closecb(rs->rs_conn, NULL, NULL);
+	rs->rs_ms.ms_quota = nm_conf->cf_max_store_bytes;
+	text = metrics_text(&rs->rs_ms);
+	oh = evhttp_request_get_output_headers(req);
+	evhttp_add_header(oh, "Content-Type",
+	    "text/plain; version=0.0.4; charset=utf-8");
+	buf = evbuffer_new();
+	if (evhttp_request_get_command(req) == EVHTTP_REQ_HEAD) {
+		snprintf(len, sizeof len, "%zu", strlen(text));
+		evhttp_add_header(oh, "Content-Length", len);
+	} else
+		evbuffer_add(buf, text, strlen(text));
+	proxy_reply(req, 200, buf, NULL);
+	evbuffer_free(buf);
+	free(text);
+	free(rs);
+}
+
+/* The client left while its scrape was in the pool. */
+static void
+route_scrape_close_cb(struct evhttp_connection *conn, void *arg)
+{
+	struct route_scrape	*rs = arg;
+
+	(void)conn;
+	if (rs->rs_req != NULL &&
+	    evhttp_request_get_connection(rs->rs_req) == NULL)
+		evhttp_request_free(rs->rs_req);
+	rs->rs_req = NULL;
+}
+
 /*
  * GET /metrics: the counters in the Prometheus text format, for clients
  * on a loopback address only (the metrics name upstreams and images).
@@ -559,12 +623,10 @@ route_split(char *path, char **name, char **ref)
 static void
 route_metrics(struct evhttp_request *req, struct store *st)
 {
-	struct evkeyvalq	*oh = evhttp_request_get_output_headers(req);
 	struct evhttp_connection *conn = evhttp_request_get_connection(req);
-	struct metrics_store	 ms;
+	struct route_scrape	*rs;
 	struct sockaddr_storage	 ss;
-	struct evbuffer		*buf;
-	char			*host = NULL, *text, len[32];
+	char			*host = NULL;
 	ev_uint16_t		 port = 0;
 	const char		*cls = NULL;
 
@@ -584,21 +646,18 @@ route_metrics(struct evhttp_request *req, struct store *st)
 		    "loopback clients only");
 		return;
 	}
-	memset(&ms, 0, sizeof ms);
-	(void)store_stats(st, &ms.ms_bytes, &ms.ms_blobs);
-	ms.ms_quota = nm_conf->cf_max_store_bytes;
-	text = metrics_text(&ms);
-	evhttp_add_header(oh, "Content-Type",
-	    "text/plain; version=0.0.4; charset=utf-8");
-	buf = evbuffer_new();
-	if (evhttp_request_get_command(req) == EVHTTP_REQ_HEAD) {
-		snprintf(len, sizeof len, "%zu", strlen(text));
-		evhttp_add_header(oh, "Content-Length", len);
-	} else
-		evbuffer_add(buf, text, strlen(text));
-	proxy_reply(req, 200, buf, NULL);
-	evbuffer_free(buf);
-	free(text);
+	rs = xcalloc(1, sizeof *rs);
+	rs->rs_req = req;
+	rs->rs_conn = conn;
+	rs->rs_store = st;
+	if (!work_available() || work_submit(route_scrape_job,
+	    route_scrape_done, rs) == -1) {
+		/* No worker (shutting down): read them here. */
+		route_scrape_job(rs);
+		route_scrape_done(rs);
+		return;
+	}
+	evhttp_connection_set_closecb(conn, route_scrape_close_cb, rs);
 }
 
 /* Dispatches one request to its route. */

@@ -547,6 +547,9 @@ up_log_ratelimit(struct up_req *ur, struct evkeyvalq *hdrs)
 	char		*vis;
 
 	if ((rem = evhttp_find_header(hdrs, "ratelimit-remaining")) != NULL) {
+		if (rem[0] >= '0' && rem[0] <= '9')
+			metrics_upstream_ratelimit(ur->ur_up->up_ns,
+			    strtoll(rem, NULL, 10));
 		vis = xstrvis(rem);
 		log_info("upstream %s: ratelimit-remaining %.64s",
 		    ur->ur_up->up_ns, vis);

@@ -795,7 +795,8 @@ gc_job(void *arg)
 		if (gc_run(gj->gj_st, gj->gj_max, &res, &cause) == -1) {
 			log_warnx("store gc: %s", cause);
 			free(cause);
-		} else
+		} else {
+			metrics_evicted(res.sg_blobs, res.sg_freed);
 			log_info("store gc: freed %llu bytes in %llu blobs "
 			    "(%llu orphans); store now %llu bytes, quota %llu, "
 			    "%llu kept", (unsigned long long)res.sg_freed,
@@ -804,6 +805,7 @@ gc_job(void *arg)
 			    (unsigned long long)res.sg_after,
 			    (unsigned long long)gj->gj_max,
 			    (unsigned long long)res.sg_kept);
+		}
 	}
 	free(gj);
 	pthread_mutex_lock(&gc_mtx);

@@ -10,7 +10,9 @@
 need curl jq promtool
 
 up_init
-up_bad_start --size 300000
+# A slow upstream (1 MB in 16 chunks 0.1 s apart), so that two clients of
+# one blob overlap.
+up_bad_start --size 1000000 --chunk-delay 0.1
 nm_start --upstream "docker.io=$UP_BAD_URL"
 
 nm_manifest nix/hello latest "$NM_WORK/m" >/dev/null
@@ -21,8 +23,18 @@ st=$(http_status "$NM_URL/v2/library/good/manifests/latest" \
 check_eq "a pull-through manifest" 200 "$st"
 layer=$(up_bad_info library/good layer)
 size=$(up_bad_info library/good layer_size)
+curl -s -o "$NM_WORK/b1" "$NM_URL/v2/library/good/blobs/$layer" &
+p1=$!
+sleep 0.3
+curl -s -o "$NM_WORK/b2" "$NM_URL/v2/library/good/blobs/$layer"
+wait "$p1"
+check_eq "a pull-through blob, two clients" "$size $size" \
+    "$(wc -c <"$NM_WORK/b1" | tr -d ' ') $(wc -c <"$NM_WORK/b2" | tr -d ' ')"
 st=$(http_status "$NM_URL/v2/library/good/blobs/$layer")
-check_eq "a pull-through blob" 200 "$st"
+check_eq "the blob again, from the store" 200 "$st"
+st=$(http_status "$NM_URL/v2/library/good/manifests/latest" \
+    -H "Accept: application/vnd.oci.image.manifest.v1+json")
+check_eq "the manifest again, within the tag TTL" 200 "$st"
 
 st=$(http_status "$NM_URL/metrics")
 check_eq "/metrics" 200 "$st"
@@ -46,14 +58,28 @@ check_eq "one build found no package" 1 \
 check_eq "none in progress" 0 "$(value nixmirror_builds_in_progress)"
 check_eq "both in the histogram" 2 \
     "$(value nixmirror_build_duration_seconds_count)"
-check_eq "manifests answered 200" 2 \
-    "$(value 'nixmirror_http_requests_total{route="manifest",status="200"}')"
 check_eq "manifests answered 404" 1 \
     "$(value 'nixmirror_http_requests_total{route="manifest",status="404"}')"
-check_eq "blobs answered 200" 1 \
+check_eq "manifests answered 200" 3 \
+    "$(value 'nixmirror_http_requests_total{route="manifest",status="200"}')"
+check_eq "blobs answered 200" 3 \
     "$(value 'nixmirror_http_requests_total{route="blob",status="200"}')"
-check_eq "the blob's bytes went out" "$size" \
+check_eq "the blob's bytes went out three times" "$((size * 3))" \
     "$(value 'nixmirror_http_response_bytes_total{route="blob",status="200"}')"
+check_eq "one blob miss" 1 \
+    "$(value 'nixmirror_cache_misses_total{type="blob",ns="docker.io"}')"
+check_eq "one client joined the download" 1 \
+    "$(value 'nixmirror_coalesced_waiters_total{type="blob",ns="docker.io"}')"
+check_eq "one blob hit" 1 \
+    "$(value 'nixmirror_cache_hits_total{type="blob",ns="docker.io"}')"
+check_eq "one manifest miss" 1 \
+    "$(value 'nixmirror_cache_misses_total{type="manifest",ns="docker.io"}')"
+check_eq "one manifest hit" 1 \
+    "$(value 'nixmirror_cache_hits_total{type="manifest",ns="docker.io"}')"
+check_eq "the upstream's rate limit" 99 \
+    "$(value 'nixmirror_upstream_ratelimit_remaining{upstream="docker.io"}')"
+check_eq "nothing evicted without a quota" 0 \
+    "$(value nixmirror_store_evicted_blobs_total)"
 n=$(value 'nixmirror_upstream_requests_total{upstream="docker.io",result="ok"}')
 [ "${n:-0}" -ge 2 ] && ok "upstream requests counted ($n)" ||
     bad "upstream requests: ${n:-none}"

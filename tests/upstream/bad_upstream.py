@@ -48,7 +48,8 @@ overlap.  The digests are written as JSON to --info:
                     "layer_size": N, "mode": "good"}, ...}
 
 and every request appends "<METHOD> <PATH> <STATUS> auth=<yes|no>" to
---log (auth: whether an Authorization header came with it).  With --hold S
+--log (auth: whether an Authorization header came with it).  Every 200
+with a body carries "ratelimit-remaining: 99;w=21600", as Docker Hub's do.  With --hold S
 every manifest answer waits S seconds first, and the log gets
 "INFLIGHT max=N" each time more requests than ever wait at once.
 Standard library only.
@@ -265,6 +266,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Type", media_type)
         self.send_header("Content-Length", str(len(data)))
         self.send_header("Docker-Content-Digest", digest)
+        # As Docker Hub does: what is left of the pull rate limit.
+        self.send_header("ratelimit-remaining", "99;w=21600")
         self.end_headers()
         if self.command != "HEAD":
             self.send_body(data, mode)
