@@ -10,7 +10,8 @@
  *	                 "max_packages": N },
  *	  "limits":    { "max_blob_bytes": N, "max_concurrent_builds": N,
  *	                 "build_timeout_s": N, "max_connections": N,
- *	                 "max_connections_per_client": N } }
+ *	                 "max_connections_per_client": N },
+ *	  "status":    { "allow": [CIDR...] } }
  *
  * Globs are fnmatch(3) patterns without FNM_PATHNAME, so a star matches
  * slashes too: "library/" then a star matches "library/a/b".  Nix
@@ -88,6 +89,7 @@ struct policy {
 	int			 p_refs;	/* under policy_mtx */
 	struct policy_cidrs	 p_callow;
 	struct policy_cidrs	 p_cdeny;
+	struct policy_cidrs	 p_sallow;	/* status.allow */
 	struct policy_upstream	*p_ups;
 	size_t			 p_nups;
 	struct policy_globs	 p_nallow;
@@ -135,6 +137,7 @@ policy_free(struct policy *p)
 		return;
 	policy_cidrs_clear(&p->p_callow);
 	policy_cidrs_clear(&p->p_cdeny);
+	policy_cidrs_clear(&p->p_sallow);
 	for (i = 0; i < p->p_nups; i++) {
 		free(p->p_ups[i].pu_ns);
 		policy_globs_clear(&p->p_ups[i].pu_allow);
@@ -290,6 +293,21 @@ policy_clients_parse(struct policy *p, json_t *o, char **cause)
 	return (0);
 }
 
+/* Parses "status": who may read /metrics. */
+static int
+policy_status_parse(struct policy *p, json_t *o, char **cause)
+{
+	static const char *const keys[] = { "allow", NULL };
+
+	if (o == NULL)
+		return (0);
+	if (policy_obj_check(o, "status", keys, cause) == -1 ||
+	    policy_cidrs_parse(json_object_get(o, "allow"), "status.allow",
+	    &p->p_sallow, cause) == -1)
+		return (-1);
+	return (0);
+}
+
 /* Parses "upstreams": one object of rules per namespace. */
 static int
 policy_upstreams_parse(struct policy *p, json_t *o, char **cause)
@@ -435,7 +453,7 @@ static struct policy *
 policy_doc_parse(const char *text, size_t len, char **cause)
 {
 	static const char *const keys[] = { "clients", "upstreams", "nix",
-	    "limits", NULL };
+	    "limits", "status", NULL };
 	struct policy	*p;
 	json_error_t	 jerr;
 	json_t		*root;
@@ -458,6 +476,8 @@ policy_doc_parse(const char *text, size_t len, char **cause)
 	    cause) == -1 ||
 	    policy_nix_parse(p, json_object_get(root, "nix"), cause) == -1 ||
 	    policy_limits_parse(p, json_object_get(root, "limits"),
+	    cause) == -1 ||
+	    policy_status_parse(p, json_object_get(root, "status"),
 	    cause) == -1)
 		goto fail;
 	json_decref(root);
@@ -684,6 +704,37 @@ policy_client_allowed(const struct sockaddr *sa, char **why)
 		ok = 0;
 	}
 out:
+	policy_release(p);
+	return (ok);
+}
+
+/*
+ * Whether a client may read /metrics: one in status.allow, or without
+ * that list one on a loopback address.
+ */
+int
+policy_status_allowed(const struct sockaddr *sa, char **why)
+{
+	struct policy	*p;
+	const char	*cls;
+	char		 text[INET6_ADDRSTRLEN];
+	uint8_t		 a[16];
+	int		 af, ok;
+
+	p = policy_hold();
+	if (p == NULL || !p->p_sallow.pcs_set) {
+		ok = sa != NULL && (cls = policy_addr_special(sa)) != NULL &&
+		    strcmp(cls, "loopback") == 0;
+		if (!ok)
+			xasprintf(why, "/metrics is served to loopback clients "
+			    "only (see status.allow in the policy)");
+	} else if (sa == NULL || policy_sa_addr(sa, &af, a, text,
+	    sizeof text) == -1) {
+		ok = 0;
+		xasprintf(why, "a client that is not an IP address is not in "
+		    "status.allow");
+	} else if (!(ok = policy_cidrs_find(&p->p_sallow, af, a) != NULL))
+		xasprintf(why, "client %s is not in status.allow", text);
 	policy_release(p);
 	return (ok);
 }

@@ -626,9 +626,8 @@ route_metrics(struct evhttp_request *req, struct store *st)
 	struct evhttp_connection *conn = evhttp_request_get_connection(req);
 	struct route_scrape	*rs;
 	struct sockaddr_storage	 ss;
-	char			*host = NULL;
+	char			*host = NULL, *why = NULL;
 	ev_uint16_t		 port = 0;
-	const char		*cls = NULL;
 
 	memset(&ss, 0, sizeof ss);
 	if (conn != NULL)
@@ -639,11 +638,10 @@ route_metrics(struct evhttp_request *req, struct store *st)
 	else if (host != NULL && inet_pton(AF_INET6, host,
 	    &((struct sockaddr_in6 *)(void *)&ss)->sin6_addr) == 1)
 		ss.ss_family = AF_INET6;
-	if (ss.ss_family != 0)
-		cls = policy_addr_special((struct sockaddr *)&ss);
-	if (cls == NULL || strcmp(cls, "loopback") != 0) {
-		proxy_error(req, 403, "DENIED", "/metrics is served to "
-		    "loopback clients only");
+	if (!policy_status_allowed(ss.ss_family != 0 ?
+	    (struct sockaddr *)&ss : NULL, &why)) {
+		proxy_error(req, 403, "DENIED", "%s", why);
+		free(why);
 		return;
 	}
 	rs = xcalloc(1, sizeof *rs);

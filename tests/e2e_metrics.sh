@@ -93,3 +93,22 @@ check_eq "the store's bytes" "$bytes" "$(value nixmirror_store_bytes)"
 st=$(curl -s -o /dev/null -w '%{http_code}' -I "$NM_URL/metrics")
 check_eq "HEAD /metrics" 200 "$st"
 nm_stop
+
+# Who may read /metrics is the policy's status.allow (loopback without it).
+echo '{"status": {"allow": ["10.0.0.0/8"]}}' >"$NM_WORK/policy.json"
+nm_restart --upstream "docker.io=$UP_BAD_URL" --policy "$NM_WORK/policy.json"
+st=$(http_status "$NM_URL/metrics")
+nm_check_error "a loopback client not in status.allow" 403 "$st" DENIED
+check_contains "the error names the rule" "not in status.allow" \
+    "$(nm_error_message)"
+st=$(http_status "$NM_URL/v2/")
+check_eq "the registry still answers it" 200 "$st"
+echo '{"status": {"allow": ["127.0.0.1/32"]}}' >"$NM_WORK/policy.json"
+kill -HUP "$NM_PID"
+i=0
+while [ "$(http_status "$NM_URL/metrics")" != 200 ] && [ $i -lt 50 ]; do
+	sleep 0.1
+	i=$((i + 1))
+done
+check_eq "after SIGHUP status.allow lets it in" 200 "$(http_status "$NM_URL/metrics")"
+nm_stop
