@@ -57,6 +57,13 @@ static size_t		 mt_nup;
 static struct mt_cache	 mt_cache[MT_MAX_CACHE];
 static size_t		 mt_ncache;
 static uint64_t		 mt_evicted_blobs, mt_evicted_bytes;	/* mt_mtx */
+static uint64_t		 mt_conns_total;
+static int64_t		 mt_conns_open;
+/* Connections the guard refused, by status (400..505). */
+static const int	 mt_refusals[] = { 400, 403, 405, 408, 414, 429, 431,
+			    505 };
+#define MT_NREFUSALS	(sizeof mt_refusals / sizeof mt_refusals[0])
+static uint64_t		 mt_refused[MT_NREFUSALS];
 static time_t		 mt_start;
 
 static pthread_mutex_t	 mt_mtx = PTHREAD_MUTEX_INITIALIZER;
@@ -142,6 +149,26 @@ metrics_cache(const char *type, const char *ns, int outcome)
 		snprintf(c->mc_ns, sizeof c->mc_ns, "%s", ns);
 	}
 	mt_cache[i].mc_n[outcome]++;
+}
+
+/* A client connection opened (1) or closed (-1). */
+void
+metrics_connection(int delta)
+{
+	mt_conns_open += delta;
+	if (delta > 0)
+		mt_conns_total++;
+}
+
+/* A connection the guard refused with a status. */
+void
+metrics_refused(int status)
+{
+	size_t	 i;
+
+	for (i = 0; i < MT_NREFUSALS; i++)
+		if (mt_refusals[i] == status)
+			mt_refused[i]++;
 }
 
 /* Blobs the store's quota evicted; any thread. */
@@ -293,6 +320,20 @@ metrics_text(const struct metrics_store *ms)
 	    "nixmirror_uptime_seconds %lld\n",
 	    (long long)(time(NULL) - mt_start));
 
+	mt_printf(&t, "# HELP nixmirror_connections_open Client connections "
+	    "open now.\n# TYPE nixmirror_connections_open gauge\n"
+	    "nixmirror_connections_open %lld\n", (long long)mt_conns_open);
+	mt_printf(&t, "# HELP nixmirror_connections_total Client connections "
+	    "accepted.\n# TYPE nixmirror_connections_total counter\n"
+	    "nixmirror_connections_total %llu\n",
+	    (unsigned long long)mt_conns_total);
+	mt_printf(&t, "# HELP nixmirror_connections_refused_total Connections "
+	    "the guard refused and closed, by status.\n# TYPE "
+	    "nixmirror_connections_refused_total counter\n");
+	for (i = 0; i < MT_NREFUSALS; i++)
+		mt_printf(&t, "nixmirror_connections_refused_total{status="
+		    "\"%d\"} %llu\n", mt_refusals[i],
+		    (unsigned long long)mt_refused[i]);
 	mt_printf(&t, "# HELP nixmirror_http_requests_total Requests answered, "
 	    "by route and status.\n# TYPE nixmirror_http_requests_total "
 	    "counter\n");

@@ -109,6 +109,9 @@ void	 metrics_upstream_ratelimit(const char *ns, int64_t remaining);
 #define METRICS_MISS		1
 #define METRICS_COALESCED	2
 void	 metrics_cache(const char *type, const char *ns, int outcome);
+/* On the loop: client connections (+1, -1), and the guard's refusals. */
+void	 metrics_connection(int delta);
+void	 metrics_refused(int status);
 /* Any thread: what the store quota evicted. */
 void	 metrics_evicted(uint64_t blobs, uint64_t bytes);
 /* Any thread: builds running (+1, -1) and a finished one (NIX_* code). */

@@ -174,6 +174,7 @@ guard_refuse(struct guard *gd, int status, const char *reason,
 	    "Content-Length: %zu\r\nConnection: close\r\n%s\r\n", status,
 	    reason, strlen(body), extra != NULL ? extra : "");
 	log_info("%s - guard %d %s: %s", gd->gd_host, status, code, msg);
+	metrics_refused(status);
 	gd->gd_state = GUARD_CLOSING;
 	evtimer_del(gd->gd_timer);
 	bufferevent_getcb(gd->gd_bev, &gd->gd_hread, &gd->gd_hwrite,
@@ -549,6 +550,7 @@ guard_sweep_cb(evutil_socket_t fd, short events, void *arg)
 			continue;
 		TAILQ_REMOVE(&guard_list, gd, gd_entry);
 		guard_count--;
+		metrics_connection(-1);
 		evbuffer_remove_cb_entry(bufferevent_get_input(gd->gd_bev),
 		    gd->gd_incb);
 		bufferevent_decref(gd->gd_bev);
@@ -598,6 +600,7 @@ proxy_guard_bev(struct event_base *base, void *arg)
 	bufferevent_incref(bev);
 	TAILQ_INSERT_TAIL(&guard_list, gd, gd_entry);
 	guard_count++;
+	metrics_connection(1);
 	return (bev);
 }
 

@@ -36,6 +36,13 @@ st=$(http_status "$NM_URL/v2/library/good/manifests/latest" \
     -H "Accept: application/vnd.oci.image.manifest.v1+json")
 check_eq "the manifest again, within the tag TTL" 200 "$st"
 
+# A request head the guard refuses (HTTP/2.5: 505).
+exec 3<>"/dev/tcp/127.0.0.1/$NM_PORT"
+printf 'GET /v2/ HTTP/2.5\r\nHost: x\r\n\r\n' >&3
+got=$(head -c 12 <&3)
+exec 3<&-
+check_eq "the guard refuses HTTP/2.5" "HTTP/1.1 505" "$got"
+
 st=$(http_status "$NM_URL/metrics")
 check_eq "/metrics" 200 "$st"
 check_contains "the text format" "text/plain; version=0.0.4" \
@@ -78,6 +85,14 @@ check_eq "one manifest hit" 1 \
     "$(value 'nixmirror_cache_hits_total{type="manifest",ns="docker.io"}')"
 check_eq "the upstream's rate limit" 99 \
     "$(value 'nixmirror_upstream_ratelimit_remaining{upstream="docker.io"}')"
+check_eq "one connection refused with 505" 1 \
+    "$(value 'nixmirror_connections_refused_total{status="505"}')"
+n=$(value nixmirror_connections_total)
+[ "${n:-0}" -ge 9 ] && ok "connections counted ($n)" ||
+    bad "connections: ${n:-none}"
+n=$(value nixmirror_connections_open)
+[ "${n:-0}" -ge 1 ] && ok "the scrape's connection is open ($n)" ||
+    bad "open connections: ${n:-none}"
 check_eq "nothing evicted without a quota" 0 \
     "$(value nixmirror_store_evicted_blobs_total)"
 n=$(value 'nixmirror_upstream_requests_total{upstream="docker.io",result="ok"}')
