@@ -86,6 +86,8 @@ void	*xreallocarray(void *, size_t, size_t);
 char	*xstrdup(const char *);
 /* Frees n strings and the array that holds them (NULL is fine). */
 void	 xstrvfree(char **, size_t);
+/* The n strings joined by sep, in a new string. */
+char	*xstrvjoin(char *const *, size_t, const char *sep);
 int	 xasprintf(char **, const char *, ...) NM_PRINTF(2, 3);
 int	 xvasprintf(char **, const char *, va_list) NM_PRINTF(2, 0);
 /* A copy with every byte outside printable ASCII written as \xHH. */

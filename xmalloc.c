@@ -68,6 +68,28 @@ xstrvfree(char **v, size_t n)
 	free(v);
 }
 
+/* The n strings joined by sep, in a new string. */
+char *
+xstrvjoin(char *const *v, size_t n, const char *sep)
+{
+	size_t	 i, len = 1, slen = strlen(sep);
+	char	*out, *p;
+
+	for (i = 0; i < n; i++)
+		len += strlen(v[i]) + slen;
+	p = out = xmalloc(len);
+	for (i = 0; i < n; i++) {
+		if (i > 0) {
+			memcpy(p, sep, slen);
+			p += slen;
+		}
+		memcpy(p, v[i], strlen(v[i]));
+		p += strlen(v[i]);
+	}
+	*p = '\0';
+	return (out);
+}
+
 int
 xvasprintf(char **ret, const char *fmt, va_list ap)
 {

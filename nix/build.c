@@ -496,7 +496,7 @@ build_labels(const struct nix_request *req, const char *revision)
 	json_t		*labels = json_object();
 	const char	*loc = NULL, *at, *sl;
 	char		*src = NULL, *pkgs;
-	size_t		 i, len = 0;
+	size_t		 i;
 
 	if (nm_conf->cf_source == NM_SOURCE_REPO &&
 	    strstr(nm_conf->cf_pkgs_repo, "://") != NULL) {
@@ -523,14 +523,7 @@ build_labels(const struct nix_request *req, const char *revision)
 	if (revision != NULL)
 		json_object_set_new(labels, "org.opencontainers.image.revision",
 		    json_string(revision));
-	for (i = 0; i < req->nr_npkgs; i++)
-		len += strlen(req->nr_pkgs[i]) + 1;
-	pkgs = xcalloc(1, len + 1);
-	for (i = 0; i < req->nr_npkgs; i++) {
-		if (i > 0)
-			strcat(pkgs, " ");
-		strcat(pkgs, req->nr_pkgs[i]);
-	}
+	pkgs = xstrvjoin(req->nr_pkgs, req->nr_npkgs, " ");
 	json_object_set_new(labels, "dev.nixmirror.packages",
 	    json_string(pkgs));
 	json_object_set_new(labels, "dev.nixmirror.layering",
@@ -547,7 +540,7 @@ build_layers(const struct nix_closure *nc, const struct nix_layering *ly,
 	struct nix_image_layer	*il;
 	const struct nix_layer	*l;
 	char			**paths;
-	size_t			 i, j, len;
+	size_t			 i, j;
 	int			 fresh;
 
 	il = xcalloc(ly->nl_nlayers + 1, sizeof *il);
@@ -555,21 +548,14 @@ build_layers(const struct nix_closure *nc, const struct nix_layering *ly,
 	for (i = 0; i < ly->nl_nlayers; i++) {
 		l = &ly->nl_layers[i];
 		paths = xcalloc(l->nl_npaths, sizeof *paths);
-		for (j = 0, len = 0; j < l->nl_npaths; j++) {
+		for (j = 0; j < l->nl_npaths; j++)
 			paths[j] = nc->nc_paths[l->nl_paths[j]].np_path;
-			len += strlen(paths[j]) + 1;
-		}
 		if (build_layer(paths, l->nl_npaths, 0, &il[i], &fresh,
 		    cause) == -1) {
 			free(paths);
 			goto fail;
 		}
-		il[i].il_paths = xcalloc(1, len + 1);
-		for (j = 0; j < l->nl_npaths; j++) {
-			if (j > 0)
-				strcat(il[i].il_paths, " ");
-			strcat(il[i].il_paths, paths[j]);
-		}
+		il[i].il_paths = xstrvjoin(paths, l->nl_npaths, " ");
 		free(paths);
 		*nfresh += fresh;
 	}
@@ -631,7 +617,7 @@ build_sbom(const struct nix_request *req, const struct nix_closure *nc,
 		    json_string(adigest));
 		list = json_dumps(desc, JSON_COMPACT | JSON_SORT_KEYS);
 		json_decref(desc);
-		xasprintf(&kind, "referrers %s", subject);
+		xasprintf(&kind, "%s%s", STORE_LIST_REFERRERS, subject);
 		rc = store_list_put(build_store, STORE_NIX_NS, "", kind, list);
 		free(kind);
 		free(list);

@@ -133,16 +133,9 @@ nix_sbom_spdx(const struct nix_closure *nc, const struct nix_request *req,
 {
 	json_t		*doc, *pkgs, *rels, *image;
 	char		*ns, *name, *id, *rid, *comment;
-	size_t		 i, k, len = 0;
+	size_t		 i, k;
 
-	for (i = 0; i < req->nr_npkgs; i++)
-		len += strlen(req->nr_pkgs[i]) + 1;
-	name = xcalloc(1, len + 1);
-	for (i = 0; i < req->nr_npkgs; i++) {
-		if (i > 0)
-			strcat(name, " ");
-		strcat(name, req->nr_pkgs[i]);
-	}
+	name = xstrvjoin(req->nr_pkgs, req->nr_npkgs, " ");
 	xasprintf(&ns, "https://nixmirror.invalid/spdx/%s", digest);
 	xasprintf(&comment, "A container image of the Nix packages %s for %s%s"
 	    "%s", name, req->nr_system != NULL ? req->nr_system :

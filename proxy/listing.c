@@ -112,19 +112,10 @@ ls_free(struct ls_req *ls)
 static void
 ls_send_json(struct evhttp_request *req, json_t *doc, const char *type)
 {
-	struct evkeyvalq	*oh = evhttp_request_get_output_headers(req);
-	struct evbuffer		*buf = evbuffer_new();
-	char			*text, len[32];
+	char	*text;
 
 	text = json_dumps(doc, JSON_COMPACT);
-	evhttp_add_header(oh, "Content-Type", type);
-	if (evhttp_request_get_command(req) == EVHTTP_REQ_HEAD) {
-		snprintf(len, sizeof len, "%zu", strlen(text));
-		evhttp_add_header(oh, "Content-Length", len);
-	} else
-		evbuffer_add(buf, text, strlen(text));
-	proxy_reply(req, 200, buf, NULL);
-	evbuffer_free(buf);
+	proxy_reply_text(req, type, text, strlen(text));
 	free(text);
 }
 
@@ -256,9 +247,7 @@ ls_close_cb(struct evhttp_connection *conn, void *arg)
 	struct ls_req	*ls = arg;
 
 	(void)conn;
-	if (ls->ls_req != NULL &&
-	    evhttp_request_get_connection(ls->ls_req) == NULL)
-		evhttp_request_free(ls->ls_req);
+	proxy_orphan(ls->ls_req);
 	ls->ls_req = NULL;
 }
 
@@ -415,23 +404,6 @@ ls_body_json(struct ls_req *ls)
 	    0, NULL));
 }
 
-/* The message of an upstream's error JSON, or NULL. */
-static char *
-ls_error_message(struct ls_req *ls)
-{
-	json_t	*doc, *m;
-	char	*msg = NULL;
-
-	if ((doc = ls_body_json(ls)) == NULL)
-		return (NULL);
-	m = json_object_get(json_array_get(json_object_get(doc, "errors"), 0),
-	    "message");
-	if (json_is_string(m))
-		msg = xstrdup(json_string_value(m));
-	json_decref(doc);
-	return (msg);
-}
-
 /* A page of tags came: collect it, and ask for the next or finish. */
 static void
 ls_tags_page(struct ls_req *ls)
@@ -515,7 +487,7 @@ ls_done_cb(struct up_req *ur, int status, const char *err, void *arg)
 		return;
 	}
 	if (err == NULL && (status == 401 || status == 403))
-		ls->ls_denied = ls_error_message(ls);
+		ls->ls_denied = proxy_error_message(ls->ls_body);
 	ls_fail(ls, err != NULL && status == 200 ? 0 : status, err);
 }
 
@@ -534,6 +506,18 @@ ls_fetch(struct ls_req *ls, enum ls_phase phase, const char *what)
 	    LS_TAGS ? "application/json" : MT_INDEX, &cb, ls);
 }
 
+/* The lists table's kind of a question: "tags" or "referrers <digest>". */
+static char *
+ls_kind(const struct listing_query *q)
+{
+	char	*kind;
+
+	if (q->lq_digest == NULL)
+		return (xstrdup(STORE_LIST_TAGS));
+	xasprintf(&kind, "%s%s", STORE_LIST_REFERRERS, q->lq_digest);
+	return (kind);
+}
+
 /* A new list request for a client. */
 static struct ls_req *
 ls_new(struct evhttp_request *req, struct store *st,
@@ -549,10 +533,7 @@ ls_new(struct evhttp_request *req, struct store *st,
 	ls->ls_up = up;
 	ls->ls_repo = xstrdup(repo);
 	ls_query_copy(ls, q);
-	if (q->lq_digest != NULL)
-		xasprintf(&ls->ls_kind, "referrers %s", q->lq_digest);
-	else
-		ls->ls_kind = xstrdup("tags");
+	ls->ls_kind = ls_kind(q);
 	ls->ls_list = json_array();
 	evhttp_connection_set_closecb(ls->ls_conn, ls_close_cb, ls);
 	return (ls);
@@ -570,10 +551,7 @@ ls_kept(struct evhttp_request *req, struct store *st, const char *ns,
 	time_t	 fetched;
 	int	 rv = -1;
 
-	if (q->lq_digest != NULL)
-		xasprintf(&kind, "referrers %s", q->lq_digest);
-	else
-		kind = xstrdup("tags");
+	kind = ls_kind(q);
 	if (store_list_get(st, ns, repo, kind, &text, &fetched) == 0 &&
 	    (nm_conf->cf_offline || time(NULL) - fetched < nm_conf->cf_tag_ttl))
 		rv = ls_send_kept(req, q, text);
@@ -658,7 +636,7 @@ ls_nix_kept(struct store *st, const char *digest)
 	time_t		 t;
 	size_t		 i;
 
-	xasprintf(&kind, "referrers %s", digest);
+	xasprintf(&kind, "%s%s", STORE_LIST_REFERRERS, digest);
 	list = store_list_get(st, LS_NIX_NS, "", kind, &text, &t) == 0 ?
 	    json_loads(text, 0, NULL) : NULL;
 	free(kind);
@@ -704,7 +682,6 @@ void
 proxy_nix_referrers_tag(struct evhttp_request *req, struct store *st,
     const char *rest, const char *tag)
 {
-	struct evbuffer	*buf;
 	json_t		*list = NULL, *doc;
 	char		 digest[NM_DIGEST_SIZE], dg[NM_DIGEST_SIZE], *text;
 	size_t		 len;
@@ -724,12 +701,11 @@ proxy_nix_referrers_tag(struct evhttp_request *req, struct store *st,
 	json_decref(doc);
 	len = strlen(text);
 	nm_sha256_digest(text, len, dg);
-	proxy_headers(req, dg, MT_INDEX, len);
-	buf = evbuffer_new();
-	if (evhttp_request_get_command(req) != EVHTTP_REQ_HEAD)
-		evbuffer_add(buf, text, len);
-	proxy_reply(req, 200, buf, NULL);
-	evbuffer_free(buf);
+	evhttp_add_header(evhttp_request_get_output_headers(req),
+	    "Docker-Content-Digest", dg);
+	evhttp_add_header(evhttp_request_get_output_headers(req),
+	    "Docker-Distribution-API-Version", "registry/2.0");
+	proxy_reply_text(req, MT_INDEX, text, len);
 	free(text);
 }
 

@@ -102,19 +102,6 @@ mirror_serve_manifest(struct evhttp_request *req, struct store *st,
 	return (0);
 }
 
-/*
- * A client's connection is being freed.  When evhttp saw the client's EOF
- * or a timeout before the response was whole, it detached the request
- * from the connection and leaves it to us: free it.  Otherwise evhttp
- * frees it right after this callback.
- */
-static void
-mirror_req_orphan(struct evhttp_request *req)
-{
-	if (req != NULL && evhttp_request_get_connection(req) == NULL)
-		evhttp_request_free(req);
-}
-
 /* The client went away; the fetch goes on and stores what it gets. */
 static void
 mf_close_cb(struct evhttp_connection *conn, void *arg)
@@ -122,7 +109,7 @@ mf_close_cb(struct evhttp_connection *conn, void *arg)
 	struct mf_req	*mf = arg;
 
 	(void)conn;
-	mirror_req_orphan(mf->mf_req);
+	proxy_orphan(mf->mf_req);
 	mf->mf_req = NULL;
 }
 
@@ -198,28 +185,6 @@ mf_fail(struct mf_req *mf, int status, const char *err)
 		mf_answer(mf, NULL, 502, "UNKNOWN", msg);
 	}
 	free(msg);
-}
-
-/* The message of an upstream's error JSON, or NULL. */
-static char *
-mirror_error_message(struct evbuffer *body)
-{
-	json_t		*doc, *m;
-	char		*text, *msg = NULL;
-	size_t		 len = evbuffer_get_length(body);
-
-	text = xmalloc(len + 1);
-	evbuffer_copyout(body, text, len);
-	text[len] = '\0';
-	if ((doc = json_loads(text, 0, NULL)) != NULL) {
-		m = json_object_get(json_array_get(json_object_get(doc,
-		    "errors"), 0), "message");
-		if (json_is_string(m))
-			msg = xstrdup(json_string_value(m));
-		json_decref(doc);
-	}
-	free(text);
-	return (msg);
 }
 
 /* Manifest response headers: keep the digest and media type. */
@@ -469,7 +434,7 @@ mf_done_cb(struct up_req *ur, int status, const char *err, void *arg)
 		return;
 	}
 	if (err == NULL && (status == 401 || status == 403))
-		mf->mf_denied = mirror_error_message(mf->mf_body);
+		mf->mf_denied = proxy_error_message(mf->mf_body);
 	mf_fail(mf, err != NULL && status == 200 ? 0 : status, err);
 }
 
@@ -754,7 +719,7 @@ bc_close(struct bl_client *bc, enum bc_end why, const char *note)
 		if (bc->bc_state != BC_CUT && bc->bc_state != BC_WAITING)
 			proxy_log(bc->bc_req, bc->bc_status, bc->bc_sent,
 			    "client left mid-transfer");
-		mirror_req_orphan(bc->bc_req);
+		proxy_orphan(bc->bc_req);
 		bc->bc_req = NULL;
 		bc->bc_conn = NULL;
 		if (bc->bc_state == BC_CUT)
@@ -892,7 +857,7 @@ dl_fail(struct dl *dl, int status, const char *err)
 		dl->dl_w = NULL;
 	}
 	if (dl->dl_errbody != NULL)
-		upmsg = mirror_error_message(dl->dl_errbody);
+		upmsg = proxy_error_message(dl->dl_errbody);
 	if (dl->dl_denied != NULL)
 		xasprintf(&msg, "not fetched from %s: %s", dl->dl_up->up_ns,
 		    dl->dl_denied);
@@ -1270,7 +1235,7 @@ cf_close_cb(struct evhttp_connection *conn, void *arg)
 	struct cf_req	*cf = arg;
 
 	(void)conn;
-	mirror_req_orphan(cf->cf_req);
+	proxy_orphan(cf->cf_req);
 	cf->cf_req = NULL;
 }
 
@@ -1400,7 +1365,7 @@ cf_done_cb(struct up_req *ur, int status, const char *err, void *arg)
 	evhttp_connection_set_closecb(cf->cf_conn, NULL, NULL);
 	cf->cf_req = NULL;
 	if (err == NULL && (status == 401 || status == 403)) {
-		msg = mirror_error_message(cf->cf_errbody);
+		msg = proxy_error_message(cf->cf_errbody);
 		proxy_error(req, 403, "DENIED", "upstream %s denied %s: %s",
 		    cf->cf_up->up_ns, cf->cf_repo, msg != NULL ? msg :
 		    "access denied");

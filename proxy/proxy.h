@@ -123,6 +123,13 @@ void	proxy_route(struct evhttp_request *, void *);
 /* Sends a reply (body may be NULL) and writes its access log line. */
 void	proxy_reply(struct evhttp_request *, int status, struct evbuffer *,
 	    const char *note);
+/* A 200 with an in-memory body (Content-Length only for HEAD). */
+void	proxy_reply_text(struct evhttp_request *, const char *type,
+	    const char *text, size_t len);
+/* Frees a request evhttp left to us when its client went away. */
+void	proxy_orphan(struct evhttp_request *);
+/* The message of an upstream's error JSON, or NULL; caller frees. */
+char	*proxy_error_message(struct evbuffer *);
 /* Sends the OCI error JSON with the given status and code. */
 void	proxy_error(struct evhttp_request *, int status, const char *code,
 	    const char *fmt, ...) NM_PRINTF(4, 5);

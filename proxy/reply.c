@@ -95,6 +95,63 @@ proxy_log(struct evhttp_request *req, int status, uint64_t bytes,
 	free(vis);
 }
 
+/*
+ * A client's connection is being freed.  When evhttp saw the client's EOF
+ * or a timeout before the response was whole, it detached the request
+ * from the connection and leaves it to us: free it.  Otherwise evhttp
+ * frees it right after this callback.
+ */
+void
+proxy_orphan(struct evhttp_request *req)
+{
+	if (req != NULL && evhttp_request_get_connection(req) == NULL)
+		evhttp_request_free(req);
+}
+
+/* The message of an upstream's error JSON, or NULL. */
+char *
+proxy_error_message(struct evbuffer *body)
+{
+	json_t		*doc, *m;
+	char		*text, *msg = NULL;
+	size_t		 len = evbuffer_get_length(body);
+
+	text = xmalloc(len + 1);
+	evbuffer_copyout(body, text, len);
+	text[len] = '\0';
+	if ((doc = json_loads(text, 0, NULL)) != NULL) {
+		m = json_object_get(json_array_get(json_object_get(doc,
+		    "errors"), 0), "message");
+		if (json_is_string(m))
+			msg = xstrdup(json_string_value(m));
+		json_decref(doc);
+	}
+	free(text);
+	return (msg);
+}
+
+/*
+ * Sends a 200 with a body held in memory and its Content-Type; a HEAD
+ * gets the Content-Length and no body.
+ */
+void
+proxy_reply_text(struct evhttp_request *req, const char *type,
+    const char *text, size_t len)
+{
+	struct evkeyvalq	*oh = evhttp_request_get_output_headers(req);
+	struct evbuffer		*buf = evbuffer_new();
+	char			 n[32];
+
+	evhttp_add_header(oh, "Content-Type", type);
+	if (evhttp_request_get_command(req) == EVHTTP_REQ_HEAD) {
+		snprintf(n, sizeof n, "%zu", len);
+		evhttp_add_header(oh, "Content-Length", n);
+	} else
+		evbuffer_add(buf, text, len);
+	proxy_reply(req, 200, buf, NULL);
+	evbuffer_free(buf);
+}
+
 /* Sends a reply (body may be NULL) and logs it. */
 void
 proxy_reply(struct evhttp_request *req, int status, struct evbuffer *body,

@@ -146,9 +146,7 @@ route_link_close_cb(struct evhttp_connection *conn, void *arg)
 	struct route_pending	*rp = arg;
 
 	(void)conn;
-	if (rp->rp_req != NULL &&
-	    evhttp_request_get_connection(rp->rp_req) == NULL)
-		evhttp_request_free(rp->rp_req);
+	proxy_orphan(rp->rp_req);
 	rp->rp_req = NULL;
 }
 
@@ -577,9 +575,7 @@ route_scrape_done(void *arg)
 {
 	struct route_scrape	*rs = arg;
 	struct evhttp_request	*req = rs->rs_req;
-	struct evkeyvalq	*oh;
-	struct evbuffer		*buf;
-	char			*text, len[32];
+	char			*text;
 
 	if (req == NULL) {
 		free(rs);
@@ -588,17 +584,8 @@ route_scrape_done(void *arg)
 	evhttp_connection_set_closecb(rs->rs_conn, NULL, NULL);
 	rs->rs_ms.ms_quota = nm_conf->cf_max_store_bytes;
 	text = metrics_text(&rs->rs_ms);
-	oh = evhttp_request_get_output_headers(req);
-	evhttp_add_header(oh, "Content-Type",
-	    "text/plain; version=0.0.4; charset=utf-8");
-	buf = evbuffer_new();
-	if (evhttp_request_get_command(req) == EVHTTP_REQ_HEAD) {
-		snprintf(len, sizeof len, "%zu", strlen(text));
-		evhttp_add_header(oh, "Content-Length", len);
-	} else
-		evbuffer_add(buf, text, strlen(text));
-	proxy_reply(req, 200, buf, NULL);
-	evbuffer_free(buf);
+	proxy_reply_text(req, "text/plain; version=0.0.4; charset=utf-8",
+	    text, strlen(text));
 	free(text);
 	free(rs);
 }
@@ -610,9 +597,7 @@ route_scrape_close_cb(struct evhttp_connection *conn, void *arg)
 	struct route_scrape	*rs = arg;
 
 	(void)conn;
-	if (rs->rs_req != NULL &&
-	    evhttp_request_get_connection(rs->rs_req) == NULL)
-		evhttp_request_free(rs->rs_req);
+	proxy_orphan(rs->rs_req);
 	rs->rs_req = NULL;
 }
 
@@ -695,19 +680,9 @@ proxy_route(struct evhttp_request *req, void *arg)
 		goto out;
 	}
 	if (kind == ROUTE_BASE) {
-		struct evbuffer	*buf = evbuffer_new();
-
 		evhttp_add_header(evhttp_request_get_output_headers(req),
 		    "Docker-Distribution-API-Version", "registry/2.0");
-		evhttp_add_header(evhttp_request_get_output_headers(req),
-		    "Content-Type", "application/json");
-		if (cmd == EVHTTP_REQ_HEAD)
-			evhttp_add_header(evhttp_request_get_output_headers(
-			    req), "Content-Length", "2");
-		else
-			evbuffer_add(buf, "{}", 2);
-		proxy_reply(req, 200, buf, NULL);
-		evbuffer_free(buf);
+		proxy_reply_text(req, "application/json", "{}", 2);
 		goto out;
 	}
 	if (!policy_name_valid(name)) {

@@ -72,6 +72,8 @@ char	*store_utag_list(struct store *, const char *ns, const char *repo);
  * Lists an upstream answered, by (ns, repo, kind): kind "tags", or
  * "referrers <digest>"; body is JSON text.
  */
+#define STORE_LIST_TAGS		"tags"
+#define STORE_LIST_REFERRERS	"referrers "	/* then the digest */
 int	store_list_put(struct store *, const char *ns, const char *repo,
 	    const char *kind, const char *body);
 /* The kept list (caller frees *body) and when it was fetched; 0 or -1. */

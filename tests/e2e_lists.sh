@@ -156,13 +156,7 @@ nm_stop
 # A Nix name: latest and the repository's tags and branches that can be
 # image tags.
 REPO=$NM_WORK/repo
-GIT="git -C $REPO -c user.name=t -c user.email=t@nixmirror.invalid"
-GIT="$GIT -c commit.gpgsign=false -c tag.gpgsign=false"
-mkdir -p "$REPO"
-cp -R "$NM_PKGS/." "$REPO/"
-git init -q -b main "$REPO"
-$GIT add -A .
-$GIT commit -q -m "package set"
+nm_pkgs_repo "$REPO"
 $GIT tag v1
 $GIT tag -a v2 -m "annotated"
 $GIT branch dev

@@ -11,13 +11,7 @@ need git curl jq tar skopeo
 
 ACCEPT_OCI="Accept: application/vnd.oci.image.manifest.v1+json"
 REPO=$NM_WORK/repo
-GIT="git -C $REPO -c user.name=t -c user.email=t@nixmirror.invalid"
-GIT="$GIT -c commit.gpgsign=false -c tag.gpgsign=false"
-mkdir -p "$REPO"
-cp -R "$NM_PKGS/." "$REPO/"
-git init -q -b main "$REPO"
-$GIT add -A .
-$GIT commit -q -m "package set"
+nm_pkgs_repo "$REPO"
 $GIT tag v1
 C1=$($GIT rev-parse HEAD)
 sed -i 's/hello from nixmirror/hello v2/' "$REPO/default.nix"

@@ -6,8 +6,6 @@
 need git curl jq tar python3 sha256sum
 
 REPO=$NM_WORK/repo
-GIT="git -C $REPO -c user.name=nixmirror-test -c user.email=test@nixmirror.invalid"
-GIT="$GIT -c commit.gpgsign=false -c tag.gpgsign=false"
 
 # Replaces what hello prints in every file of the repo and commits.
 rehello()
@@ -31,11 +29,7 @@ hello_of()
 	cat "$_p"
 }
 
-mkdir -p "$REPO"
-cp -R "$NM_PKGS/." "$REPO/"
-git init -q -b main "$REPO"
-$GIT add -A .
-$GIT commit -q -m "package set"
+nm_pkgs_repo "$REPO"
 $GIT tag v1
 $GIT tag -a v1.0-ann -m "annotated v1"
 C1=$($GIT rev-parse HEAD)

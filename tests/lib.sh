@@ -413,6 +413,21 @@ print(root + cur)
 EOF
 }
 
+# Makes DIR a git repository of the test package set with one commit on
+# main, and sets GIT to a git command for it (no signing, a test
+# identity): nm_pkgs_repo DIR.
+nm_pkgs_repo()
+{
+	GIT="git -C $1 -c user.name=nixmirror-test"
+	GIT="$GIT -c user.email=test@nixmirror.invalid"
+	GIT="$GIT -c commit.gpgsign=false -c tag.gpgsign=false"
+	mkdir -p "$1"
+	cp -R "$NM_PKGS/." "$1/"
+	git init -q -b main "$1"
+	$GIT add -A .
+	$GIT commit -q -m "package set"
+}
+
 # Fetches an image's layers with curl (checking digests) and unpacks them in
 # order into DIR: nm_unpack NAME REF DIR.
 nm_unpack()
