@@ -8,9 +8,13 @@
 #include <string.h>
 #include <time.h>
 
+#include <jansson.h>
+
 #include "nixmirror.h"
 
 static int		log_debug_on;
+static int		log_quiet_on;	/* info lines left out */
+static int		log_json_on;	/* one JSON object a line */
 static pthread_mutex_t	log_mtx = PTHREAD_MUTEX_INITIALIZER;
 
 static void	log_vwrite(const char *, const char *, const char *, va_list)
@@ -92,13 +96,28 @@ log_init(int debug)
 	log_debug_on = debug;
 }
 
+/* Only warnings and worse (a tool whose own output matters more). */
+void
+log_quiet(int quiet)
+{
+	log_quiet_on = quiet;
+}
+
+/* Lines as JSON objects {"time", "level", "msg", "error"}, or as text. */
+void
+log_json(int json)
+{
+	log_json_on = json;
+}
+
 /* Writes one line: time, level, message and an optional errno text. */
 static void
 log_vwrite(const char *level, const char *err, const char *fmt, va_list ap)
 {
-	char		 ts[32], *raw, *line;
+	char		 ts[32], *raw, *line, *text = NULL;
 	struct tm	 tm;
 	time_t		 now;
+	json_t		*obj;
 
 	now = time(NULL);
 	gmtime_r(&now, &tm);
@@ -109,15 +128,29 @@ log_vwrite(const char *level, const char *err, const char *fmt, va_list ap)
 		raw = NULL;
 	line = raw != NULL ? nm_redact(raw, 0) : NULL;
 	free(raw);
+	if (log_json_on) {
+		obj = json_pack("{s:s, s:s, s:s}", "time", ts, "level", level,
+		    "msg", line != NULL ? line : "(no memory for the message)");
+		if (obj != NULL && err != NULL)
+			json_object_set_new(obj, "error", json_string(err));
+		text = obj != NULL ? json_dumps(obj, JSON_COMPACT |
+		    JSON_PRESERVE_ORDER | JSON_ENSURE_ASCII) : NULL;
+		json_decref(obj);
+	}
 	pthread_mutex_lock(&log_mtx);
-	fprintf(stderr, "%s %s %s", ts, level, line != NULL ? line :
-	    "(no memory for the message)");
-	if (err != NULL)
-		fprintf(stderr, ": %s", err);
+	if (text != NULL)
+		fputs(text, stderr);
+	else {
+		fprintf(stderr, "%s %s %s", ts, level, line != NULL ? line :
+		    "(no memory for the message)");
+		if (err != NULL)
+			fprintf(stderr, ": %s", err);
+	}
 	fputc('\n', stderr);
 	fflush(stderr);
 	pthread_mutex_unlock(&log_mtx);
 	free(line);
+	free(text);
 }
 
 void
@@ -147,6 +180,8 @@ log_info(const char *fmt, ...)
 {
 	va_list	 ap;
 
+	if (log_quiet_on)
+		return;
 	va_start(ap, fmt);
 	log_vwrite("info", NULL, fmt, ap);
 	va_end(ap);

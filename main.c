@@ -104,11 +104,10 @@ main_config(int argc, char **argv)
 	    policy_config_check(nm_conf, &cause) == -1) {
 		/* The cause may quote a URL with a token in it. */
 		shown = nm_redact(cause, 0);
-		fprintf(stderr, "nixmirror: %s\n", shown != NULL ? shown :
-		    "bad configuration");
+		fprintf(stderr, "nixmirror: %s (nixmirror serve --help lists "
+		    "the flags)\n", shown != NULL ? shown : "bad configuration");
 		free(shown);
 		free(cause);
-		policy_config_usage();
 		exit(2);
 	}
 }
@@ -123,18 +122,25 @@ main_sighup_cb(evutil_socket_t sig, short events, void *arg)
 	policy_reload();
 }
 
-/* Runs the server until a signal stops it. */
-static int
-main_serve(void)
+/* What serve, and prefetch with a store of its own, run on. */
+static struct event	*main_events[4];
+static int		 main_lockfd = -1;
+static json_t		*main_pop;
+
+/*
+ * Starts everything a server needs: the policy, the store (locked:
+ * shared by serves, exclusive for a tool), the pool, Nix builds, the
+ * upstream client and the listener.  Exits with a message on failure.
+ */
+static void
+main_start(int exclusive)
 {
-	struct event	*sigterm, *sigint, *sighup, *gctimer = NULL;
 	struct timeval	 tv = { MAIN_GC_INTERVAL, 0 };
-	struct store	*st;
-	json_t		*pop;
 	char		*cause = NULL;
-	int		 lockfd;
 
 	log_init(nm_conf->cf_debug);
+	log_json(nm_conf->cf_log_format != NULL &&
+	    strcmp(nm_conf->cf_log_format, "json") == 0);
 	signal(SIGPIPE, SIG_IGN);
 	/*
 	 * Streams free and allocate megabytes of buffers all the time; a
@@ -151,46 +157,53 @@ main_serve(void)
 		fatalx("evthread_use_pthreads failed");
 	if (policy_load(nm_conf->cf_policy, &cause) == -1)
 		fatalx("%s", cause);
-	if ((pop = nix_popularity_load(nm_conf->cf_popularity, &cause)) == NULL)
+	if ((main_pop = nix_popularity_load(nm_conf->cf_popularity,
+	    &cause)) == NULL)
 		fatalx("popularity: %s", cause);
-	if ((st = store_open(nm_conf->cf_data, &cause)) == NULL)
-		fatalx("store: %s", cause);
-	if ((lockfd = main_lock(nm_conf->cf_data, 0, &cause)) == -1)
+	if (store_mkdirs(nm_conf->cf_data) == -1)
+		fatal("%s", nm_conf->cf_data);
+	if ((main_lockfd = main_lock(nm_conf->cf_data, exclusive,
+	    &cause)) == -1)
 		fatalx("%s", cause);
-	main_store = st;
+	if ((main_store = store_open(nm_conf->cf_data, &cause)) == NULL)
+		fatalx("store: %s", cause);
 	if ((main_base = event_base_new()) == NULL)
 		fatalx("event_base_new failed");
 	metrics_init();
 	if (work_init(main_base, 0, &cause) == -1)
 		fatalx("%s", cause);
-	nix_build_init(main_base, st, pop);
+	nix_build_init(main_base, main_store, main_pop);
 	if (proxy_upstream_init(main_base, &cause) == -1)
 		fatalx("%s", cause);
-	if (proxy_server_start(main_base, st, nm_conf->cf_listen, &cause) == -1)
+	if (proxy_server_start(main_base, main_store, nm_conf->cf_listen,
+	    &cause) == -1)
 		fatalx("%s", cause);
-	sigterm = evsignal_new(main_base, SIGTERM, main_signal_cb, NULL);
-	sigint = evsignal_new(main_base, SIGINT, main_signal_cb, NULL);
-	evsignal_add(sigterm, NULL);
-	evsignal_add(sigint, NULL);
-	sighup = evsignal_new(main_base, SIGHUP, main_sighup_cb, NULL);
-	evsignal_add(sighup, NULL);
+	main_events[0] = evsignal_new(main_base, SIGTERM, main_signal_cb, NULL);
+	main_events[1] = evsignal_new(main_base, SIGINT, main_signal_cb, NULL);
+	main_events[2] = evsignal_new(main_base, SIGHUP, main_sighup_cb, NULL);
+	evsignal_add(main_events[0], NULL);
+	evsignal_add(main_events[1], NULL);
+	evsignal_add(main_events[2], NULL);
 	if (nm_conf->cf_max_store_bytes > 0) {
-		gctimer = event_new(main_base, -1, EV_PERSIST, main_gc_cb, NULL);
-		if (gctimer == NULL || event_add(gctimer, &tv) == -1)
+		main_events[3] = event_new(main_base, -1, EV_PERSIST,
+		    main_gc_cb, NULL);
+		if (main_events[3] == NULL ||
+		    event_add(main_events[3], &tv) == -1)
 			fatalx("cannot start the store quota timer");
 	}
-	log_info("nixmirror %s serving Nix images from %s %s, data in %s",
-	    PACKAGE_VERSION, nm_conf->cf_source == NM_SOURCE_PATH ? "path" :
-	    nm_conf->cf_source == NM_SOURCE_REPO ? "git" : "channel",
-	    nm_conf->cf_source == NM_SOURCE_PATH ? nm_conf->cf_pkgs_path :
-	    nm_conf->cf_source == NM_SOURCE_REPO ? nm_conf->cf_pkgs_repo :
-	    nm_conf->cf_channel, nm_conf->cf_data);
-	event_base_dispatch(main_base);
-	event_free(sigterm);
-	event_free(sigint);
-	event_free(sighup);
-	if (gctimer != NULL)
-		event_free(gctimer);
+}
+
+/* Stops what main_start started, in the order that is safe. */
+static void
+main_stop(void)
+{
+	size_t	 i;
+
+	for (i = 0; i < sizeof main_events / sizeof main_events[0]; i++)
+		if (main_events[i] != NULL)
+			event_free(main_events[i]);
+	proxy_server_stop();
+	nix_build_shutdown();
 	/*
 	 * A gc stops between batches; every job ends, and its callback
 	 * runs, before the base goes.
@@ -199,9 +212,34 @@ main_serve(void)
 	work_drain();
 	proxy_upstream_free();
 	event_base_free(main_base);
-	store_close(st);
-	close(lockfd);
-	json_decref(pop);
+	store_close(main_store);
+	close(main_lockfd);
+	json_decref(main_pop);
+}
+
+/* Runs the server until a signal stops it. */
+static int
+main_serve(void)
+{
+	const char	*src;
+
+	main_start(0);
+	src = nm_conf->cf_source == NM_SOURCE_PATH ? nm_conf->cf_pkgs_path :
+	    nm_conf->cf_source == NM_SOURCE_REPO ? nm_conf->cf_pkgs_repo :
+	    nm_conf->cf_channel;
+	log_info("nixmirror %s serving Nix images from %s %s%s, data in %s",
+	    PACKAGE_VERSION, nm_conf->cf_source == NM_SOURCE_PATH ? "path" :
+	    nm_conf->cf_source == NM_SOURCE_REPO ? "git" : "channel", src,
+	    nm_conf->cf_offline ? " (offline: stored images only, no Nix "
+	    "builds)" : nm_conf->cf_source == NM_SOURCE_CHANNEL ?
+	    " (the channel and its binary cache need the network)" : "",
+	    nm_conf->cf_data);
+	for (size_t i = 0; i < nm_conf->cf_nupstreams; i++)
+		log_info("upstream %s at %s%s", nm_conf->cf_upstreams[i].up_ns,
+		    nm_conf->cf_upstreams[i].up_url, nm_conf->cf_offline ?
+		    " (offline: not contacted)" : "");
+	event_base_dispatch(main_base);
+	main_stop();
 	log_info("stopped");
 	return (0);
 }
@@ -310,30 +348,459 @@ main_pin(int pin, int argc, char **argv)
 	return (rv == -1 ? 1 : 0);
 }
 
+/* The usage of each subcommand; --help prints it on stdout, exit 0. */
+static const struct main_cmd {
+	const char	*mc_name;
+	const char	*mc_usage;
+	int		 mc_flags;	/* takes the configuration flags */
+} main_cmds[] = {
+	{ "serve", "nixmirror serve [--config FILE] [flags]\n"
+	    "  Serves Nix images and the pull-through cache on --listen.\n", 1 },
+	{ "prefetch", "nixmirror prefetch [--data DIR | --server URL] "
+	    "[--platform OS/ARCH[/VARIANT] | --platform all]\n"
+	    "    [--no-progress] [flags] (IMAGE... | -f LIST)\n"
+	    "  Fetches or builds each IMAGE (docker.io/library/busybox:1.36,\n"
+	    "  ghcr.io/org/app@sha256:..., nix/shell/htop:latest) into the "
+	    "store,\n  through a running mirror (--server http://HOST:PORT) or "
+	    "one started\n  here on the data directory.  Exits 1 naming each "
+	    "image that failed.\n", 1 },
+	{ "export", "nixmirror export [--data DIR] [--fetch] -o BUNDLE.tar "
+	    "[flags] (IMAGE... | -f LIST)\n"
+	    "  Writes the stored images as an OCI image layout tar (skopeo's\n"
+	    "  oci-archive: and ctr images import read it); --fetch prefetches "
+	    "them first.\n", 1 },
+	{ "import", "nixmirror import [--data DIR] [flags] BUNDLE.tar\n"
+	    "  Checks every blob of an OCI image layout tar, then stores its "
+	    "images\n  (all or nothing; again is a no-op) for serve --offline.\n",
+	    1 },
+	{ "gc", "nixmirror gc [--data DIR] [--max-store-bytes N] "
+	    "[--config FILE]\n"
+	    "  Evicts least-recently-used blobs down to --max-store-bytes (the "
+	    "daemon\n  stopped; serve evicts by itself).\n", 1 },
+	{ "pin", "nixmirror pin sha256:DIGEST [--data DIR] [--config FILE]\n"
+	    "  Keeps a stored manifest and what it references through gc.\n",
+	    1 },
+	{ "unpin", "nixmirror unpin sha256:DIGEST [--data DIR] "
+	    "[--config FILE]\n  Lets gc evict a pinned manifest again.\n", 1 },
+	{ "version", "nixmirror version\n  Prints the version.\n", 0 },
+};
+#define MAIN_NCMDS	(sizeof main_cmds / sizeof main_cmds[0])
+
+/* The usage of one subcommand, or of all (cmd NULL). */
+static void
+main_usage(FILE *fp, const char *cmd)
+{
+	size_t	 i;
+	int	 flags = 0;
+
+	fprintf(fp, "usage:");
+	for (i = 0; i < MAIN_NCMDS; i++) {
+		if (cmd != NULL && strcmp(cmd, main_cmds[i].mc_name) != 0)
+			continue;
+		fprintf(fp, " %s", main_cmds[i].mc_usage);
+		flags |= main_cmds[i].mc_flags;
+	}
+	if (flags)
+		policy_config_usage(fp);
+}
+
+/* Whether the arguments ask for help. */
+static int
+main_wants_help(int argc, char **argv)
+{
+	int	 i;
+
+	for (i = 0; i < argc; i++)
+		if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0)
+			return (1);
+	return (0);
+}
+
+/* A tool's arguments: its own flags and operands, then the rest. */
+struct main_args {
+	char		**ma_ops;	/* operands: images, a bundle */
+	size_t		  ma_nops;
+	char		**ma_conf;	/* configuration flags */
+	int		  ma_nconf;
+	const char	 *ma_list;	/* -f LIST */
+	const char	 *ma_out;	/* -o FILE */
+	const char	 *ma_server;	/* --server URL */
+	const char	 *ma_platform;	/* --platform P */
+	int		  ma_fetch;	/* --fetch */
+	int		  ma_noprogress; /* --no-progress */
+};
+
+/* Splits argv into a tool's flags and operands; 0, or -1 with *cause. */
+static int
+main_args_split(int argc, char **argv, struct main_args *ma, char **cause)
+{
+	const char	**val;
+	int		  i;
+
+	memset(ma, 0, sizeof *ma);
+	ma->ma_ops = xcalloc((size_t)argc + 1, sizeof *ma->ma_ops);
+	ma->ma_conf = xcalloc((size_t)argc + 1, sizeof *ma->ma_conf);
+	for (i = 0; i < argc; i++) {
+		val = NULL;
+		if (strcmp(argv[i], "-f") == 0)
+			val = &ma->ma_list;
+		else if (strcmp(argv[i], "-o") == 0)
+			val = &ma->ma_out;
+		else if (strcmp(argv[i], "--server") == 0)
+			val = &ma->ma_server;
+		else if (strcmp(argv[i], "--platform") == 0)
+			val = &ma->ma_platform;
+		else if (strcmp(argv[i], "--fetch") == 0) {
+			ma->ma_fetch = 1;
+			continue;
+		} else if (strcmp(argv[i], "--no-progress") == 0) {
+			ma->ma_noprogress = 1;
+			continue;
+		} else if (argv[i][0] != '-') {
+			ma->ma_ops[ma->ma_nops++] = argv[i];
+			continue;
+		} else {
+			ma->ma_conf[ma->ma_nconf++] = argv[i];
+			if (policy_config_flag_takes_value(argv[i]) &&
+			    i + 1 < argc)
+				ma->ma_conf[ma->ma_nconf++] = argv[++i];
+			continue;
+		}
+		if (i + 1 == argc) {
+			xasprintf(cause, "%s needs a value", argv[i]);
+			return (-1);
+		}
+		*val = argv[++i];
+	}
+	return (0);
+}
+
+static void
+main_args_free(struct main_args *ma)
+{
+	free(ma->ma_ops);
+	free(ma->ma_conf);
+}
+
+/*
+ * The image references of the operands and of -f LIST (one a line; '#'
+ * starts a comment); NULL with *cause naming the first bad one.
+ */
+static struct policy_ref *
+main_refs(const struct main_args *ma, size_t *n, char **cause)
+{
+	struct policy_ref	*refs = NULL;
+	FILE			*fp = NULL;
+	char			*line = NULL, *p, *e, *sub = NULL;
+	size_t			 cap = 0, i, lineno = 0;
+	ssize_t			 len;
+
+	*n = 0;
+	for (i = 0; ; i++) {
+		if (i < ma->ma_nops)
+			p = ma->ma_ops[i];
+		else {
+			if (ma->ma_list == NULL)
+				break;
+			if (fp == NULL && (fp = strcmp(ma->ma_list, "-") == 0 ?
+			    stdin : fopen(ma->ma_list, "r")) == NULL) {
+				xasprintf(cause, "%s: %s", ma->ma_list,
+				    strerror(errno));
+				goto fail;
+			}
+			if ((len = getline(&line, &cap, fp)) == -1)
+				break;
+			lineno++;
+			if ((e = strchr(line, '#')) != NULL)
+				*e = '\0';
+			for (p = line; *p == ' ' || *p == '\t'; p++)
+				;
+			for (e = p + strlen(p); e > p && (e[-1] == ' ' ||
+			    e[-1] == '\t' || e[-1] == '\n' || e[-1] == '\r'); e--)
+				;
+			*e = '\0';
+			if (*p == '\0')
+				continue;
+		}
+		refs = xreallocarray(refs, *n + 1, sizeof *refs);
+		if (policy_ref_parse(p, &refs[*n], &sub) == -1) {
+			if (i >= ma->ma_nops)
+				xasprintf(cause, "%s:%zu: %s", ma->ma_list,
+				    lineno, sub);
+			else
+				*cause = sub, sub = NULL;
+			free(sub);
+			goto fail;
+		}
+		(*n)++;
+	}
+	if (fp != NULL && fp != stdin)
+		fclose(fp);
+	free(line);
+	if (*n == 0) {
+		xasprintf(cause, "no image given");
+		free(refs);
+		return (NULL);
+	}
+	return (refs);
+fail:
+	if (fp != NULL && fp != stdin)
+		fclose(fp);
+	free(line);
+	for (i = 0; i < *n; i++)
+		policy_ref_clear(&refs[i]);
+	free(refs);
+	*n = 0;
+	return (NULL);
+}
+
+static void
+main_refs_free(struct policy_ref *refs, size_t n)
+{
+	size_t	 i;
+
+	for (i = 0; i < n; i++)
+		policy_ref_clear(&refs[i]);
+	free(refs);
+}
+
+/* Checks --platform: "all", or os/arch with an optional variant. */
+static int
+main_platform_valid(const char *p)
+{
+	const char	*s;
+
+	if (p == NULL || strcmp(p, "all") == 0)
+		return (1);
+	if ((s = strchr(p, '/')) == NULL || s == p || s[1] == '\0' ||
+	    s[1] == '/')
+		return (0);
+	return (strspn(p, "abcdefghijklmnopqrstuvwxyz0123456789/") ==
+	    strlen(p));
+}
+
+/*
+ * Prefetches the references: through the mirror at --server, or through
+ * one started on the data directory, listening on a loopback port only
+ * for this.  The number of images that failed.
+ */
+static int
+main_prefetch_refs(const struct main_args *ma, const struct policy_ref *refs,
+    size_t n)
+{
+	char		 host[256];
+	const char	*u;
+	char		*end;
+	long		 port;
+	int		 failed, progress;
+
+	progress = !ma->ma_noprogress && isatty(STDERR_FILENO);
+	if (ma->ma_server != NULL) {
+		u = ma->ma_server;
+		if (strncmp(u, "http://", 7) != 0 ||
+		    (end = strrchr(u + 7, ':')) == NULL ||
+		    (size_t)(end - (u + 7)) >= sizeof host ||
+		    (port = strtol(end + 1, &end, 10)) <= 0 || port > 65535 ||
+		    (*end != '\0' && strcmp(end, "/") != 0)) {
+			fprintf(stderr, "nixmirror prefetch: --server \"%s\" is "
+			    "not http://HOST:PORT\n", u);
+			return (-1);
+		}
+		snprintf(host, sizeof host, "%.*s", (int)(strrchr(u + 7, ':') -
+		    (u + 7)), u + 7);
+		if ((main_base = event_base_new()) == NULL)
+			fatalx("event_base_new failed");
+		failed = proxy_prefetch(main_base, host, (int)port, refs, n,
+		    ma->ma_platform, progress);
+		event_base_free(main_base);
+		return (failed);
+	}
+	free(nm_conf->cf_listen);
+	nm_conf->cf_listen = xstrdup("127.0.0.1:0");
+	free(nm_conf->cf_tls_cert);
+	free(nm_conf->cf_tls_key);
+	nm_conf->cf_tls_cert = nm_conf->cf_tls_key = NULL;
+	log_quiet(!nm_conf->cf_debug);
+	main_start(1);
+	failed = proxy_prefetch(main_base, "127.0.0.1", proxy_server_port(),
+	    refs, n, ma->ma_platform, progress);
+	main_stop();
+	return (failed);
+}
+
+/* Reads a tool's configuration, or exits 2 with the message. */
+static void
+main_tool_setup(const char *cmd, struct main_args *ma, int argc,
+    char **argv)
+{
+	char	*cause = NULL;
+
+	if (main_args_split(argc, argv, ma, &cause) == -1 ||
+	    main_tool_config(ma->ma_nconf, ma->ma_conf, &cause) == -1) {
+		fprintf(stderr, "nixmirror %s: %s (nixmirror %s --help)\n", cmd,
+		    cause, cmd);
+		exit(2);
+	}
+}
+
+/* "nixmirror prefetch". */
+static int
+main_prefetch(int argc, char **argv)
+{
+	struct main_args	 ma;
+	struct policy_ref	*refs;
+	size_t			 n;
+	char			*cause = NULL;
+	int			 failed;
+
+	main_tool_setup("prefetch", &ma, argc, argv);
+	if (ma.ma_out != NULL || ma.ma_fetch) {
+		fprintf(stderr, "nixmirror prefetch: -o and --fetch are "
+		    "export's\n");
+		return (2);
+	}
+	if (!main_platform_valid(ma.ma_platform)) {
+		fprintf(stderr, "nixmirror prefetch: --platform \"%s\" is not "
+		    "OS/ARCH[/VARIANT] or all\n", ma.ma_platform);
+		return (2);
+	}
+	if ((refs = main_refs(&ma, &n, &cause)) == NULL) {
+		fprintf(stderr, "nixmirror prefetch: %s\n", cause);
+		return (2);
+	}
+	failed = main_prefetch_refs(&ma, refs, n);
+	main_refs_free(refs, n);
+	main_args_free(&ma);
+	return (failed == 0 ? 0 : 1);
+}
+
+/* "nixmirror export". */
+static int
+main_export(int argc, char **argv)
+{
+	struct main_args	 ma;
+	struct policy_ref	*refs;
+	struct store		*st;
+	uint64_t		 bytes = 0;
+	size_t			 n;
+	char			*cause = NULL;
+	int			 lockfd, rv = 1;
+
+	main_tool_setup("export", &ma, argc, argv);
+	if (ma.ma_out == NULL) {
+		fprintf(stderr, "nixmirror export: -o BUNDLE.tar is needed\n");
+		return (2);
+	}
+	if ((refs = main_refs(&ma, &n, &cause)) == NULL) {
+		fprintf(stderr, "nixmirror export: %s\n", cause);
+		return (2);
+	}
+	if (ma.ma_fetch && main_prefetch_refs(&ma, refs, n) != 0) {
+		fprintf(stderr, "nixmirror export: not every image could be "
+		    "fetched; nothing written\n");
+		goto out;
+	}
+	log_init(0);
+	if ((st = main_tool_store(&lockfd, &cause)) == NULL) {
+		fprintf(stderr, "nixmirror export: %s\n", cause);
+		goto out;
+	}
+	if (store_export(st, refs, n, ma.ma_out, &bytes, &cause) == -1)
+		fprintf(stderr, "nixmirror export: %s\n", cause);
+	else {
+		printf("wrote %s: %zu images, %llu bytes\n", ma.ma_out, n,
+		    (unsigned long long)bytes);
+		rv = 0;
+	}
+	store_close(st);
+	close(lockfd);
+out:
+	main_refs_free(refs, n);
+	main_args_free(&ma);
+	return (rv);
+}
+
+/* "nixmirror import". */
+static int
+main_import(int argc, char **argv)
+{
+	struct main_args		 ma;
+	struct store_import_result	 res;
+	struct store			*st;
+	char				*cause = NULL;
+	size_t				 i;
+	int				 lockfd, rv = 1;
+
+	main_tool_setup("import", &ma, argc, argv);
+	if (ma.ma_nops != 1 || ma.ma_list != NULL || ma.ma_out != NULL) {
+		fprintf(stderr, "nixmirror import: one BUNDLE.tar is needed "
+		    "(nixmirror import --help)\n");
+		return (2);
+	}
+	log_init(0);
+	if (store_mkdirs(nm_conf->cf_data) == -1 ||
+	    (st = main_tool_store(&lockfd, &cause)) == NULL) {
+		fprintf(stderr, "nixmirror import: %s\n", cause != NULL ?
+		    cause : strerror(errno));
+		main_args_free(&ma);
+		return (1);
+	}
+	if (store_import(st, ma.ma_ops[0], &res, &cause) == -1)
+		fprintf(stderr, "nixmirror import: %s: %s\n", ma.ma_ops[0],
+		    cause);
+	else {
+		for (i = 0; i < res.ir_images; i++)
+			printf("imported %s\n", res.ir_refs[i]);
+		printf("%zu images, %zu new blobs (%llu bytes), %zu "
+		    "referrers\n", res.ir_images, res.ir_blobs,
+		    (unsigned long long)res.ir_bytes, res.ir_referrers);
+		store_import_result_clear(&res);
+		rv = 0;
+	}
+	store_close(st);
+	close(lockfd);
+	main_args_free(&ma);
+	return (rv);
+}
+
 int
 main(int argc, char **argv)
 {
-	if (argc >= 2 && strcmp(argv[1], "serve") == 0) {
+	const char	*cmd = argc >= 2 ? argv[1] : NULL;
+	size_t		 i;
+
+	if (cmd == NULL || strcmp(cmd, "help") == 0 ||
+	    strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0) {
+		main_usage(cmd != NULL ? stdout : stderr, argc >= 3 ? argv[2] :
+		    NULL);
+		return (cmd != NULL ? 0 : 2);
+	}
+	for (i = 0; i < MAIN_NCMDS; i++)
+		if (strcmp(cmd, main_cmds[i].mc_name) == 0)
+			break;
+	if (i == MAIN_NCMDS) {
+		fprintf(stderr, "nixmirror: unknown command \"%s\" (nixmirror "
+		    "--help lists them)\n", cmd);
+		return (2);
+	}
+	if (main_wants_help(argc - 2, argv + 2)) {
+		main_usage(stdout, cmd);
+		return (0);
+	}
+	if (strcmp(cmd, "serve") == 0) {
 		main_config(argc - 2, argv + 2);
 		return (main_serve());
 	}
-	if (argc >= 2 && strcmp(argv[1], "gc") == 0)
+	if (strcmp(cmd, "prefetch") == 0)
+		return (main_prefetch(argc - 2, argv + 2));
+	if (strcmp(cmd, "export") == 0)
+		return (main_export(argc - 2, argv + 2));
+	if (strcmp(cmd, "import") == 0)
+		return (main_import(argc - 2, argv + 2));
+	if (strcmp(cmd, "gc") == 0)
 		return (main_gc(argc - 2, argv + 2));
-	if (argc >= 2 && (strcmp(argv[1], "pin") == 0 ||
-	    strcmp(argv[1], "unpin") == 0))
-		return (main_pin(argv[1][0] == 'p', argc - 2, argv + 2));
-	if (argc >= 2 && strcmp(argv[1], "version") == 0) {
-		printf("nixmirror %s\n", PACKAGE_VERSION);
-		return (0);
-	}
-	if (argc >= 2 && strcmp(argv[1], "--help") != 0 &&
-	    strcmp(argv[1], "help") != 0)
-		fprintf(stderr, "nixmirror: unknown command \"%s\"\n", argv[1]);
-	policy_config_usage();
-	fprintf(stderr, "       nixmirror gc [--data DIR] [--max-store-bytes N] "
-	    "[--config FILE]\n"
-	    "       nixmirror pin|unpin sha256:DIGEST [--data DIR] "
-	    "[--config FILE]\n");
-	return (argc >= 2 && strcmp(argv[1], "--help") != 0 &&
-	    strcmp(argv[1], "help") != 0 ? 2 : 0);
+	if (strcmp(cmd, "pin") == 0 || strcmp(cmd, "unpin") == 0)
+		return (main_pin(cmd[0] == 'p', argc - 2, argv + 2));
+	printf("nixmirror %s\n", PACKAGE_VERSION);
+	return (0);
 }

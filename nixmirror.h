@@ -65,12 +65,15 @@ struct nm_config {
 	int64_t			 cf_max_store_bytes;	/* 0: no quota */
 	char			*cf_tls_cert;
 	char			*cf_tls_key;
+	char			*cf_log_format;	/* "text" or "json" */
 };
 
 extern struct nm_config *nm_conf;
 
 /* log.c */
 void	log_init(int debug);
+void	log_quiet(int);
+void	log_json(int);
 char	*nm_redact(const char *, int);
 void	log_warn(const char *, ...) NM_PRINTF(1, 2);
 void	log_warnx(const char *, ...) NM_PRINTF(1, 2);

@@ -68,6 +68,8 @@ static const struct config_key config_keys[] = {
 	CK_STR("tls_key", cf_tls_key, "the certificate's private key"),
 	{ "offline", CONFIG_BOOL, offsetof(struct nm_config, cf_offline), 0, 1,
 	    "never contact an upstream; serve what is stored" },
+	CK_STR("log_format", cf_log_format,
+	    "log lines as \"text\" or \"json\" (text)"),
 	{ "debug", CONFIG_BOOL, offsetof(struct nm_config, cf_debug), 0, 1,
 	    "log debug lines" },
 };
@@ -329,26 +331,47 @@ config_upstreams_json(struct nm_config *cf, json_t *obj, char **cause)
 	return (0);
 }
 
-/* Prints the flags of "serve". */
+/* Prints the flags every subcommand that opens the store takes. */
 void
-policy_config_usage(void)
+policy_config_usage(FILE *fp)
 {
 	size_t	 i;
 	char	 flag[64];
 
-	fprintf(stderr, "usage: nixmirror serve [--config FILE] [flags]\n"
-	    "       nixmirror version\nflags:\n");
+	fprintf(fp, "flags (each also a key of the --config JSON file, with "
+	    "'_' for '-'):\n  %-26s VALUE  JSON file of settings; flags "
+	    "win\n", "--config");
 	for (i = 0; i < CONFIG_NKEYS; i++) {
 		snprintf(flag, sizeof flag, "--%s", config_keys[i].ck_name);
 		for (char *p = flag + 2; *p != '\0'; p++)
 			if (*p == '_')
 				*p = '-';
-		fprintf(stderr, "  %-26s %s%s\n", flag,
+		fprintf(fp, "  %-26s %s%s\n", flag,
 		    config_keys[i].ck_type == CONFIG_BOOL ? "" : "VALUE  ",
 		    config_keys[i].ck_help);
 	}
-	fprintf(stderr, "  %-26s NS=URL  pull-through upstream of a namespace "
-	    "(repeatable)\n", "--upstream");
+	fprintf(fp, "  %-26s NS=URL  pull-through upstream of a namespace "
+	    "(repeatable)\nenvironment:\n  %-26s Nix uses no binary cache "
+	    "or network (offline package sets)\n", "--upstream",
+	    "NIXMIRROR_OFFLINE=1");
+}
+
+/*
+ * Whether a command-line argument is a flag whose value is the next
+ * argument (so that a subcommand can tell it from its own operands).
+ */
+int
+policy_config_flag_takes_value(const char *arg)
+{
+	const struct config_key	*ck;
+	size_t			 idx;
+
+	if (strncmp(arg, "--", 2) != 0 || strchr(arg, '=') != NULL)
+		return (0);
+	if (strcmp(arg, "--config") == 0 || strcmp(arg, "--upstream") == 0)
+		return (1);
+	return ((ck = config_find(arg + 2, &idx)) != NULL &&
+	    ck->ck_type != CONFIG_BOOL);
 }
 
 /* Parses "--flag VALUE", "--flag=VALUE" and bare boolean flags. */
@@ -481,6 +504,12 @@ policy_config_check(struct nm_config *cf, char **cause)
 	if (config_upstream_add(cf, "docker.io", "https://registry-1.docker.io",
 	    NULL, NULL, cause) == -1)
 		return (-1);
+	if (cf->cf_log_format != NULL && strcmp(cf->cf_log_format, "text") !=
+	    0 && strcmp(cf->cf_log_format, "json") != 0) {
+		xasprintf(cause, "log_format: \"%s\" is neither text nor json",
+		    cf->cf_log_format);
+		return (-1);
+	}
 	if ((cf->cf_tls_cert == NULL) != (cf->cf_tls_key == NULL)) {
 		xasprintf(cause, "tls_cert and tls_key go together");
 		return (-1);

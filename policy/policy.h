@@ -8,6 +8,7 @@
 #include <sys/types.h>
 
 #include <stdint.h>
+#include <stdio.h>
 
 #include "nixmirror.h"
 
@@ -30,6 +31,23 @@ int	policy_range_parse(const char *, uint64_t size, uint64_t *start,
 
 /* A registry host with an optional port ("ghcr.io", "127.0.0.1:5000"). */
 int	policy_ns_valid(const char *);
+
+/*
+ * A parsed image reference.  For a Nix image pr_ns is NULL and pr_repo
+ * is the name after the Nix prefix; pr_name is the name with its host
+ * ("docker.io/library/busybox", or "nix/shell/htop"), pr_ref the whole
+ * normalised reference.  A tag, a digest, or both.
+ */
+struct policy_ref {
+	char	*pr_ns;		/* "docker.io", "ghcr.io"; NULL: Nix */
+	char	*pr_repo;	/* "library/busybox", "shell/htop" */
+	char	*pr_tag;	/* or NULL */
+	char	*pr_digest;	/* or NULL */
+	char	*pr_name;
+	char	*pr_ref;
+};
+int	policy_ref_parse(const char *, struct policy_ref *, char **cause);
+void	policy_ref_clear(struct policy_ref *);
 
 /* policy/addr.c: where an upstream's redirects and realms may lead. */
 struct sockaddr;
@@ -82,6 +100,8 @@ int	policy_config_args(struct nm_config *, int, char **, char **cause);
 int	policy_config_file(struct nm_config *, const char *, char **cause);
 /* Checks the finished configuration. */
 int	policy_config_check(struct nm_config *, char **cause);
-void	policy_config_usage(void);
+void	policy_config_usage(FILE *);
+/* Whether a flag's value is the next argument ("--data DIR"). */
+int	policy_config_flag_takes_value(const char *);
 
 #endif /* POLICY_H */

@@ -20,6 +20,20 @@ void	proxy_guard_free(void);
 int	proxy_server_start(struct event_base *, struct store *,
 	    const char *listen, char **cause);
 void	proxy_server_stop(void);
+/* The port it listens on (for "ADDR:0"); 0 when not listening. */
+int	proxy_server_port(void);
+
+/*
+ * proxy/prefetch.c: "nixmirror prefetch", a client of a mirror (a
+ * running one, or one started in this process on a loopback port) that
+ * pulls each image whole, so that it is stored.  platform is "os/arch
+ * [/variant]" or "all"; progress draws a live display on stderr.
+ * Returns the number of images that failed, each named on stderr.
+ */
+struct policy_ref;
+int	proxy_prefetch(struct event_base *, const char *host, int port,
+	    const struct policy_ref *, size_t, const char *platform,
+	    int progress);
 
 /* proxy/upstream.c: the client of upstream registries. */
 struct up_req;

@@ -48,7 +48,9 @@ struct route_pending {
 	struct nix_waiter		*rp_waiter;
 	struct timeval			 rp_start;
 	char				*rp_name;	/* the Nix name */
+	char				*rp_tag;
 	char				 rp_digest[NM_DIGEST_SIZE];
+	char				 rp_oci[NM_DIGEST_SIZE];
 	int				 rp_rc;
 	int				 rp_head;
 	int				 rp_docker;	/* client takes schema2 */
@@ -106,20 +108,49 @@ static void
 route_pending_free(struct route_pending *rp)
 {
 	free(rp->rp_name);
+	free(rp->rp_tag);
 	free(rp);
 }
 
-/* The link job of a built image: its manifest and what it references. */
+/*
+ * The link job of a built image: its manifest (in both forms) and what
+ * they reference; then the tag records the OCI form, which prefetch
+ * and export find by name and tag, and serve --offline serves.
+ */
 static void
 route_link_job(void *arg)
 {
 	struct route_pending	*rp = arg;
+	const char		*form[2] = { rp->rp_digest, rp->rp_oci };
+	int			 i;
 
-	rp->rp_rc = store_link_manifest(rp->rp_store, STORE_NIX_NS,
-	    rp->rp_name, rp->rp_digest);
+	rp->rp_rc = 0;
+	for (i = 0; i < 2 && rp->rp_rc == 0; i++) {
+		if (i == 1 && strcmp(form[0], form[1]) == 0)
+			break;
+		rp->rp_rc = store_link_manifest(rp->rp_store, STORE_NIX_NS,
+		    rp->rp_name, form[i]);
+		if (rp->rp_rc == 0)
+			rp->rp_rc = proxy_nix_link_referrers(rp->rp_store,
+			    rp->rp_name, form[i]);
+	}
 	if (rp->rp_rc == 0)
-		rp->rp_rc = proxy_nix_link_referrers(rp->rp_store, rp->rp_name,
-		    rp->rp_digest);
+		rp->rp_rc = store_utag_put(rp->rp_store, STORE_NIX_NS,
+		    rp->rp_name, rp->rp_tag, rp->rp_oci);
+}
+
+/* Whether a built image's links and tag are recorded already. */
+static int
+route_link_done(const struct route_pending *rp)
+{
+	char	 d[NM_DIGEST_SIZE];
+	time_t	 checked;
+
+	return (store_link_has(rp->rp_store, STORE_NIX_NS, rp->rp_name,
+	    rp->rp_digest) && store_link_has(rp->rp_store, STORE_NIX_NS,
+	    rp->rp_name, rp->rp_oci) && store_utag_get(rp->rp_store,
+	    STORE_NIX_NS, rp->rp_name, rp->rp_tag, d, &checked) == 0 &&
+	    strcmp(d, rp->rp_oci) == 0);
 }
 
 /* Back on the loop after the link: serve the manifest. */
@@ -166,11 +197,10 @@ route_manifest_built(const struct nix_build_result *res, void *arg)
 	if (res->br_status == NIX_OK) {
 		snprintf(rp->rp_digest, sizeof rp->rp_digest, "%s",
 		    rp->rp_docker ? res->br_docker : res->br_oci);
-		if (store_link_has(rp->rp_store, STORE_NIX_NS, rp->rp_name,
-		    rp->rp_digest) || !work_available() ||
+		snprintf(rp->rp_oci, sizeof rp->rp_oci, "%s", res->br_oci);
+		if (route_link_done(rp) || !work_available() ||
 		    work_submit(route_link_job, route_linked, rp) == -1) {
-			if (!store_link_has(rp->rp_store, STORE_NIX_NS,
-			    rp->rp_name, rp->rp_digest))
+			if (!route_link_done(rp))
 				route_link_job(rp);
 			route_linked(rp);
 		} else
@@ -233,6 +263,33 @@ route_nix_policy(struct evhttp_request *req, const struct nix_request *nr)
 	return (0);
 }
 
+/*
+ * Offline: a Nix image's manifest by tag is the one last built or
+ * imported under this name and tag; nothing is evaluated.
+ */
+static void
+route_nix_offline(struct evhttp_request *req, struct store *st,
+    const char *rest, const char *tag)
+{
+	char	 digest[NM_DIGEST_SIZE], *type = NULL;
+	uint64_t size;
+	time_t	 checked;
+
+	if (store_utag_get(st, STORE_NIX_NS, rest, tag, digest, &checked) ==
+	    -1 || store_blob_stat(st, digest, &size, &type) == -1 ||
+	    type == NULL) {
+		free(type);
+		metrics_cache("manifest", "nix", METRICS_MISS);
+		proxy_error(req, 404, "MANIFEST_UNKNOWN", "%s/%s:%s is not "
+		    "stored, and the mirror is offline (no Nix build runs)",
+		    nm_conf->cf_nix_prefix, rest, tag);
+		return;
+	}
+	metrics_cache("manifest", "nix", METRICS_HIT);
+	proxy_serve_file(req, st, digest, type, 0);
+	free(type);
+}
+
 /* GET or HEAD of a Nix image's manifest by tag. */
 static void
 route_nix_manifest(struct evhttp_request *req, struct store *st,
@@ -261,12 +318,18 @@ route_nix_manifest(struct evhttp_request *req, struct store *st,
 		nix_request_clear(&nr);
 		return;
 	}
+	if (nm_conf->cf_offline) {
+		nix_request_clear(&nr);
+		route_nix_offline(req, st, rest, tag);
+		return;
+	}
 	rp = xcalloc(1, sizeof *rp);
 	rp->rp_req = req;
 	rp->rp_conn = evhttp_request_get_connection(req);
 	rp->rp_store = st;
 	rp->rp_docker = docker;
 	rp->rp_name = xstrdup(rest);
+	rp->rp_tag = xstrdup(tag);
 	gettimeofday(&rp->rp_start, NULL);
 	rp->rp_waiter = nix_build_get(&nr, tag, route_manifest_built, rp);
 	if (rp->rp_waiter != NULL)
@@ -671,6 +734,12 @@ proxy_route(struct evhttp_request *req, void *arg)
 	TAILQ_INIT(&query);
 	if (strcmp(p, "/metrics") == 0) {
 		route_metrics(req, st);
+		return;
+	}
+	/* The listener opens after the store: up is ready. */
+	if (strcmp(p, "/healthz") == 0) {
+		proxy_reply_text(req, "application/json",
+		    "{\"status\":\"ready\"}", 18);
 		return;
 	}
 	path = xstrdup(p);

@@ -131,6 +131,23 @@ proxy_server_start(struct event_base *base, struct store *st,
 	return (0);
 }
 
+/* The port the listener is bound to (for --listen ADDR:0); 0 if none. */
+int
+proxy_server_port(void)
+{
+	struct sockaddr_storage	 ss;
+	socklen_t		 len = sizeof ss;
+
+	if (server_listener == NULL || getsockname(evconnlistener_get_fd(
+	    server_listener), (struct sockaddr *)&ss, &len) == -1)
+		return (0);
+	if (ss.ss_family == AF_INET)
+		return (ntohs(((struct sockaddr_in *)(void *)&ss)->sin_port));
+	if (ss.ss_family == AF_INET6)
+		return (ntohs(((struct sockaddr_in6 *)(void *)&ss)->sin6_port));
+	return (0);
+}
+
 /* Stops accepting and closes every connection. */
 void
 proxy_server_stop(void)

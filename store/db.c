@@ -123,15 +123,13 @@ _Static_assert(sizeof store_migration_steps /
     sizeof store_migration_steps[0] == STORE_NMIGRATIONS,
     "one step (or NULL) per migration");
 
-static int		 store_mkdirs(const char *);
-
 static int		 store_db_migrate(struct store *, char **);
 static int		 store_db_open(struct store *, char **);
 static int		 store_copy(char *, size_t, const unsigned char *);
 static void		 store_conn_done(struct store_conn *, sqlite3_stmt *);
 
-/* Creates a directory and its missing parents, mode 0755. */
-static int
+/* Creates a directory and its missing parents, mode 0755; 0 or -1. */
+int
 store_mkdirs(const char *path)
 {
 	char	*p, *s;

@@ -17,6 +17,8 @@ struct iovec;
 struct store_writer;
 
 /* store/db.c */
+/* Creates a directory and its missing parents, mode 0755; 0 or -1. */
+int		 store_mkdirs(const char *);
 /* Opens (creating and migrating) DIR/nixmirror.db and DIR/blobs. */
 struct store	*store_open(const char *dir, char **cause);
 void		 store_close(struct store *);
@@ -141,6 +143,34 @@ void	 store_writer_abort(struct store_writer *);
 
 /* Removes leftover temp files of an earlier run (done by store_open). */
 void	 store_tmp_clean(struct store *);
+
+/* store/bundle.c: OCI image layout tars, for air-gapped sites. */
+struct policy_ref;
+/*
+ * Writes the images the references name (by tag, or by a digest their
+ * repository links to) with what they reference and their referrers as
+ * an OCI image layout tar at path, whole or not at all; *bytes is its
+ * size.  0, or -1 with *cause naming what is not stored.
+ */
+int	 store_export(struct store *, const struct policy_ref *, size_t,
+	    const char *path, uint64_t *bytes, char **cause);
+/* What an import stored. */
+struct store_import_result {
+	size_t		  ir_images;	/* named manifests recorded */
+	char		**ir_refs;	/* "REF DIGEST" of each */
+	size_t		  ir_blobs;	/* blobs new to the store */
+	uint64_t	  ir_bytes;	/* their bytes */
+	size_t		  ir_referrers;	/* referrers recorded */
+};
+/*
+ * Imports an OCI image layout tar (any tool's, with full references as
+ * ref names): every blob is checked against its digest before anything
+ * is recorded, then blobs, manifests, links, referrers and tags.  An
+ * import of what is stored changes nothing.  0, or -1 with *cause.
+ */
+int	 store_import(struct store *, const char *path,
+	    struct store_import_result *, char **cause);
+void	 store_import_result_clear(struct store_import_result *);
 
 /* store/gc.c */
 /* What a garbage collection did; sizes are sums of blobs.size. */
