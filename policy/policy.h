@@ -32,6 +32,7 @@ int	policy_range_parse(const char *, uint64_t size, uint64_t *start,
 /* A registry host with an optional port ("ghcr.io", "127.0.0.1:5000"). */
 int	policy_ns_valid(const char *);
 
+/* policy/ref.c */
 /*
  * A parsed image reference.  For a Nix image pr_ns is NULL and pr_repo
  * is the name after the Nix prefix; pr_name is the name with its host

@@ -181,6 +181,19 @@ grep -q " info build " "$NM_LOG" &&
 st=$(http_status "$NM_URL/v2/nix/shell/cowsay/referrers/$NIX_DG")
 check_eq "the imported SBOM is listed as a referrer" 1 \
     "$(jq '.manifests | length' "$NM_BODY")"
+# containerd reads the bundle itself too (another namespace, so the pulls
+# above were not helped by it).
+CTR_SAVED=$CTR
+CTR="ctr --address $SOCK --namespace imported"
+ctr_do images import "$B"
+ctr_do images ls
+grep -F "$DOCK" "$NM_WORK/ctr.out" | grep -qF "$UP_BUSY_DG" &&
+    ok "ctr images import reads the bundle with the docker.io image" ||
+    bad "ctr images import: $(cat "$NM_WORK/ctr.out")"
+grep -F "docker.io/$NIXI" "$NM_WORK/ctr.out" | grep -qF "$NIX_DG" &&
+    ok "and the Nix image" ||
+    bad "ctr images import, Nix image: $(cat "$NM_WORK/ctr.out")"
+CTR=$CTR_SAVED
 ctd_stop kill
 st=$(http_status "$NM_URL/healthz")
 check_eq "/healthz answers 200" 200 "$st"
