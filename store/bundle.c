@@ -30,6 +30,7 @@
 #include "nixmirror.h"
 #include "policy/policy.h"
 #include "store/store.h"
+#include "store/store_int.h"
 
 #define BUNDLE_MAX_JSON	(4 * 1024 * 1024)	/* a manifest, index.json */
 #define BUNDLE_MAX_DEPTH 2			/* index, manifest, theirs */
@@ -86,26 +87,6 @@ bundle_referrers_kind(const char *digest)
 	return (kind);
 }
 
-/* Parses a stored manifest or index (at most BUNDLE_MAX_JSON bytes). */
-static json_t *
-bundle_stored_json(struct store *st, const char *digest)
-{
-	struct stat	 sb;
-	json_t		*root = NULL;
-	char		*path;
-
-	if ((path = store_blob_path(st, digest)) == NULL)
-		return (NULL);
-	if (stat(path, &sb) == 0 && sb.st_size <= BUNDLE_MAX_JSON)
-		root = json_load_file(path, JSON_REJECT_DUPLICATES, NULL);
-	free(path);
-	if (root != NULL && !json_is_object(root)) {
-		json_decref(root);
-		root = NULL;
-	}
-	return (root);
-}
-
 /* The digest of descriptor d, when it is a valid sha256 one. */
 static const char *
 bundle_desc_digest(json_t *d)
@@ -131,7 +112,7 @@ bundle_collect(struct store *st, struct bundle_set *set, const char *digest,
 	size_t		 i, mark;
 	char		*sub = NULL;
 
-	if ((root = bundle_stored_json(st, digest)) == NULL) {
+	if ((root = store_manifest_json(st, digest)) == NULL) {
 		xasprintf(cause, "%s: manifest %s is not stored", ref, digest);
 		return (-1);
 	}
@@ -666,7 +647,7 @@ bundle_in_json(struct bundle_in *bi, const char *digest)
 	json_t			*root;
 
 	if (bb == NULL)
-		return (bundle_stored_json(bi->bi_store, digest));
+		return (store_manifest_json(bi->bi_store, digest));
 	if (bb->bb_json == NULL)
 		return (NULL);
 	root = json_loadb(bb->bb_json, bb->bb_len, JSON_REJECT_DUPLICATES,

@@ -43,6 +43,26 @@ static void	link_collect(struct store *, struct link_set *, const char *,
 static int	link_insert(struct store *, const char *, const char *,
 		    const struct link_set *);
 
+/* A stored manifest or index as a JSON object; NULL when it is not one. */
+json_t *
+store_manifest_json(struct store *st, const char *digest)
+{
+	struct stat	 sb;
+	json_t		*root = NULL;
+	char		*path;
+
+	if ((path = store_blob_path(st, digest)) == NULL)
+		return (NULL);
+	if (stat(path, &sb) == 0 && sb.st_size <= LINK_MAX_MANIFEST)
+		root = json_load_file(path, JSON_REJECT_DUPLICATES, NULL);
+	free(path);
+	if (root != NULL && !json_is_object(root)) {
+		json_decref(root);
+		root = NULL;
+	}
+	return (root);
+}
+
 /* Adds a digest to a set once; anything but a valid digest is ignored. */
 static void
 link_set_add(struct link_set *ls, const char *digest)
@@ -73,24 +93,13 @@ link_collect(struct store *st, struct link_set *ls, const char *digest,
 {
 	static const char *const lists[] = { "layers", "manifests", "blobs" };
 	json_t		*root, *v;
-	json_error_t	 err;
-	struct stat	 sb;
 	const char	*d;
-	char		*path;
 	size_t		 i, j;
 
 	link_set_add(ls, digest);
 	if (depth > LINK_MAX_DEPTH ||
-	    (path = store_blob_path(st, digest)) == NULL)
+	    (root = store_manifest_json(st, digest)) == NULL)
 		return;
-	root = NULL;
-	if (stat(path, &sb) == 0 && sb.st_size <= LINK_MAX_MANIFEST)
-		root = json_load_file(path, JSON_REJECT_DUPLICATES, &err);
-	free(path);
-	if (root == NULL || !json_is_object(root)) {
-		json_decref(root);
-		return;
-	}
 	link_set_add(ls, json_string_value(json_object_get(json_object_get(
 	    root, "config"), "digest")));
 	for (i = 0; i < sizeof lists / sizeof lists[0]; i++) {

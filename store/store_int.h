@@ -72,6 +72,12 @@ void	store_touch_flush(struct store *);
 /* The store lock (SQLite use, and placing blob files against gc). */
 void	store_lock(struct store *);
 void	store_unlock(struct store *);
+/*
+ * store/link.c: a stored manifest or index (at most 4 MiB) as a JSON
+ * object, or NULL.
+ */
+struct json_t;
+struct json_t	*store_manifest_json(struct store *, const char *digest);
 /* store/link.c: the links backfill of migration 4; lock held. */
 int	store_link_backfill(struct store *);
 /* The lock of the reading connection. */
