@@ -719,9 +719,16 @@ build_image(struct nix_build *nb, const char *key, const char *commit,
 		src.ns_rev = commit;
 
 	memset(&nc, 0, sizeof nc);
+	/* A long build shows its phases in the log as it goes. */
+	log_info("building %s: evaluating and realising %zu packages", key,
+	    nb->nb_req.nr_npkgs);
 	rc = nix_closure_build(&src, &nb->nb_req, nb->nb_timeout, &nc, cause);
 	if (rc != NIX_OK)
 		return (rc);
+	for (*bytes = 0, i = 0; i < nc.nc_npaths; i++)
+		*bytes += nc.nc_paths[i].np_narsize;
+	log_info("building %s: closure of %zu store paths (%llu bytes); layering",
+	    key, nc.nc_npaths, (unsigned long long)*bytes);
 	/* Version 1 stays for sites whose nodes hold its layers. */
 	if (nm_conf->cf_layering == 1)
 		nix_layer_group(&nc, build_pop, (size_t)nm_conf->cf_max_layers,
@@ -729,6 +736,7 @@ build_image(struct nix_build *nb, const char *key, const char *commit,
 	else
 		nix_layer_group_stable(&nc, build_pop,
 		    (size_t)nm_conf->cf_max_layers, &ly);
+	log_info("building %s: writing %zu layers", key, ly.nl_nlayers + 1);
 	il = build_layers(&nc, &ly, nl, nf, cause);
 	rc = NIX_EFAIL;
 	if (il != NULL && build_manifests(il, *nl, &nb->nb_req, &nc,

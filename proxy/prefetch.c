@@ -57,7 +57,8 @@ struct pf_req {
 	char			 pr_ref[NM_DIGEST_SIZE + 128];
 	uint64_t		 pr_size;	/* a blob's, from its descriptor */
 	uint64_t		 pr_got;
-	int			 pr_referrer;	/* a child that is a referrer */
+	int			 pr_referrer;
+	struct evhttp_connection *pr_conn;	/* a child that is a referrer */
 };
 TAILQ_HEAD(pf_reqs, pf_req);
 
@@ -286,6 +287,15 @@ pf_chunk_cb(struct evhttp_request *req, void *arg)
 	evbuffer_drain(in, n);
 }
 
+/* Frees a connection once its request's callback has returned. */
+static void
+pf_conn_free_cb(evutil_socket_t fd, short events, void *arg)
+{
+	(void)fd;
+	(void)events;
+	evhttp_connection_free(arg);
+}
+
 /* One request ended. */
 static void
 pf_done_cb(struct evhttp_request *req, void *arg)
@@ -332,6 +342,9 @@ pf_done_cb(struct evhttp_request *req, void *arg)
 			    -1), len, digest != NULL &&
 			    policy_digest_valid(digest) ? digest : NULL);
 	}
+	if (event_base_once(pf.base, -1, EV_TIMEOUT, pf_conn_free_cb,
+	    pr->pr_conn, NULL) == -1)
+		fatalx("event_base_once failed");
 	free(pr);
 	pf_pump(pi);
 }
@@ -350,7 +363,7 @@ pf_start(struct pf_req *pr)
 	    (ev_uint16_t)pf.port)) == NULL)
 		fatalx("evhttp_connection_base_new failed");
 	evhttp_connection_set_timeout(conn, PF_TIMEOUT);
-	evhttp_connection_free_on_completion(conn);
+	pr->pr_conn = conn;
 	req = evhttp_request_new(pf_done_cb, pr);
 	if (pr->pr_kind == PF_BLOB)
 		evhttp_request_set_chunked_cb(req, pf_chunk_cb);
@@ -378,6 +391,7 @@ pf_start(struct pf_req *pr)
 	if (evhttp_make_request(conn, req, EVHTTP_REQ_GET, path) == -1) {
 		pr->pr_img->pi_running--;
 		pf_fail(pr->pr_img, "cannot send a request to %s", host);
+		evhttp_connection_free(conn);
 		free(pr);
 	}
 	free(path);
@@ -543,6 +557,8 @@ proxy_prefetch(struct event_base *base, const char *host, int port,
 	}
 	pf_next_image();
 	event_base_dispatch(base);
+	/* The connections of the last requests are freed by now. */
+	event_base_loop(base, EVLOOP_NONBLOCK);
 	if (pf.timer != NULL)
 		event_free(pf.timer);
 	fprintf(stderr, "prefetch: %zu stored (%s received), %d failed\n",
