@@ -137,6 +137,17 @@ log_vwrite(const char *level, const char *err, const char *fmt, va_list ap)
 		    JSON_PRESERVE_ORDER | JSON_ENSURE_ASCII) : NULL;
 		json_decref(obj);
 	}
+	/* Warnings are the status page's "last errors". */
+	if (line != NULL && strcmp(level, "warn") == 0) {
+		if (err != NULL) {
+			char *e;
+
+			xasprintf(&e, "%s: %s", line, err);
+			status_error(e);
+			free(e);
+		} else
+			status_error(line);
+	}
 	pthread_mutex_lock(&log_mtx);
 	if (text != NULL)
 		fputs(text, stderr);

@@ -170,6 +170,7 @@ main_start(int exclusive)
 	if ((main_base = event_base_new()) == NULL)
 		fatalx("event_base_new failed");
 	metrics_init();
+	status_init();
 	if (work_init(main_base, 0, &cause) == -1)
 		fatalx("%s", cause);
 	nix_build_init(main_base, main_store, main_pop);

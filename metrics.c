@@ -127,6 +127,32 @@ metrics_upstream_ratelimit(const char *ns, int64_t remaining)
 		u->mu_ratelimit = remaining;
 }
 
+/* The ratelimit-remaining an upstream last sent, or -1. */
+int64_t
+metrics_ratelimit(const char *ns)
+{
+	size_t	 i;
+
+	for (i = 0; i < mt_nup; i++)
+		if (strcmp(mt_up[i].mu_ns, ns) == 0)
+			return (mt_up[i].mu_ratelimit);
+	return (-1);
+}
+
+/* The cache outcomes of every type and namespace, summed. */
+void
+metrics_hits(struct metrics_hits *mh)
+{
+	size_t	 i;
+
+	memset(mh, 0, sizeof *mh);
+	for (i = 0; i < mt_ncache; i++) {
+		mh->mh_hits += mt_cache[i].mc_n[METRICS_HIT];
+		mh->mh_misses += mt_cache[i].mc_n[METRICS_MISS];
+		mh->mh_coalesced += mt_cache[i].mc_n[METRICS_COALESCED];
+	}
+}
+
 /* A cache outcome (METRICS_HIT, _MISS, _COALESCED) of a type and ns. */
 void
 metrics_cache(const char *type, const char *ns, int outcome)

@@ -124,6 +124,30 @@ void	 metrics_build_running(int delta);
 void	 metrics_build(int result, double seconds);
 /* The exposition text, caller frees. */
 char	*metrics_text(const struct metrics_store *);
+/* On the loop: for the status page. */
+struct metrics_hits {
+	uint64_t	 mh_hits;
+	uint64_t	 mh_misses;
+	uint64_t	 mh_coalesced;
+};
+void	 metrics_hits(struct metrics_hits *);
+int64_t	 metrics_ratelimit(const char *ns);	/* -1: never sent */
+
+/*
+ * status.c: what the status page (/ and /status.json) shows.  Any thread
+ * but status_json and status_html, which run on the loop.
+ */
+struct json_t;
+void	 status_init(void);
+void	 status_upstream(const char *ns, const char *err);	/* NULL: ok */
+void	 status_revision(const char *tag, const char *commit);
+int	 status_build_start(const char *image, const char *pkgs);
+void	 status_build_phase(int, const char *, ...) NM_PRINTF(2, 3);
+void	 status_build_end(int, int ok, const char *digest_or_error);
+/* A warning of the log; never logs itself. */
+void	 status_error(const char *);
+struct json_t *status_json(const struct metrics_store *);
+char	*status_html(const struct json_t *);
 
 /* digest.c: SHA-256 through OpenSSL's EVP interface. */
 struct nm_sha256;

@@ -57,6 +57,7 @@ struct nix_build {
 	enum build_state	 nb_state;
 	int			 nb_timeout;	/* seconds per Nix step */
 	struct nix_build_result	 nb_result;
+	int			 nb_sid;	/* its status page entry */
 	struct event		*nb_done;	/* a result without a job */
 	TAILQ_HEAD(, nix_waiter) nb_waiters;
 	TAILQ_ENTRY(nix_build)	 nb_entry;
@@ -534,8 +535,9 @@ build_labels(const struct nix_request *req, const char *revision)
 }
 
 static struct nix_image_layer *
-build_layers(const struct nix_closure *nc, const struct nix_layering *ly,
-    size_t *nlayers, size_t *nfresh, char **cause)
+build_layers(int sid, const struct nix_closure *nc,
+    const struct nix_layering *ly, size_t *nlayers, size_t *nfresh,
+    char **cause)
 {
 	struct nix_image_layer	*il;
 	const struct nix_layer	*l;
@@ -546,6 +548,8 @@ build_layers(const struct nix_closure *nc, const struct nix_layering *ly,
 	il = xcalloc(ly->nl_nlayers + 1, sizeof *il);
 	*nfresh = 0;
 	for (i = 0; i < ly->nl_nlayers; i++) {
+		status_build_phase(sid, "compressing layer %zu of %zu", i + 1,
+		    ly->nl_nlayers + 1);
 		l = &ly->nl_layers[i];
 		paths = xcalloc(l->nl_npaths, sizeof *paths);
 		for (j = 0; j < l->nl_npaths; j++)
@@ -559,6 +563,7 @@ build_layers(const struct nix_closure *nc, const struct nix_layering *ly,
 		free(paths);
 		*nfresh += fresh;
 	}
+	status_build_phase(sid, "compressing layer %zu of %zu", i + 1, i + 1);
 	if (build_layer(nc->nc_rootpaths, nc->nc_nroots, 1, &il[i], &fresh,
 	    cause) == -1)
 		goto fail;
@@ -682,8 +687,10 @@ build_resolve(struct nix_build *nb, char commit[41], char **cause)
 
 	if (nm_conf->cf_source != NM_SOURCE_REPO)
 		return (NIX_OK);
-	if (build_known_commit(nb->nb_tag, commit) == 0)
+	if (build_known_commit(nb->nb_tag, commit) == 0) {
+		status_revision(nb->nb_tag, commit);
 		return (NIX_OK);
+	}
 	rc = nix_git_resolve(nm_conf->cf_pkgs_repo, nb->nb_tag,
 	    nb->nb_timeout, commit, cause);
 	if (rc != NIX_OK)
@@ -693,6 +700,7 @@ build_resolve(struct nix_build *nb, char commit[41], char **cause)
 		log_warnx("%s: cannot record tag %s", __func__, nb->nb_tag);
 	log_info("tag %s of %s is commit %s", nb->nb_tag, nm_conf->cf_pkgs_repo,
 	    commit);
+	status_revision(nb->nb_tag, commit);
 	return (NIX_OK);
 }
 
@@ -722,6 +730,8 @@ build_image(struct nix_build *nb, const char *key, const char *commit,
 	/* A long build shows its phases in the log as it goes. */
 	log_info("building %s: evaluating and realising %zu packages", key,
 	    nb->nb_req.nr_npkgs);
+	status_build_phase(nb->nb_sid, "evaluating and realising %zu package%s",
+	    nb->nb_req.nr_npkgs, nb->nb_req.nr_npkgs == 1 ? "" : "s");
 	rc = nix_closure_build(&src, &nb->nb_req, nb->nb_timeout, &nc, cause);
 	if (rc != NIX_OK)
 		return (rc);
@@ -729,6 +739,8 @@ build_image(struct nix_build *nb, const char *key, const char *commit,
 		*bytes += nc.nc_paths[i].np_narsize;
 	log_info("building %s: closure of %zu store paths (%llu bytes); layering",
 	    key, nc.nc_npaths, (unsigned long long)*bytes);
+	status_build_phase(nb->nb_sid, "layering %zu store paths (%llu bytes)",
+	    nc.nc_npaths, (unsigned long long)*bytes);
 	/* Version 1 stays for sites whose nodes hold its layers. */
 	if (nm_conf->cf_layering == 1)
 		nix_layer_group(&nc, build_pop, (size_t)nm_conf->cf_max_layers,
@@ -737,7 +749,7 @@ build_image(struct nix_build *nb, const char *key, const char *commit,
 		nix_layer_group_stable(&nc, build_pop,
 		    (size_t)nm_conf->cf_max_layers, &ly);
 	log_info("building %s: writing %zu layers", key, ly.nl_nlayers + 1);
-	il = build_layers(&nc, &ly, nl, nf, cause);
+	il = build_layers(nb->nb_sid, &nc, &ly, nl, nf, cause);
 	rc = NIX_EFAIL;
 	if (il != NULL && build_manifests(il, *nl, &nb->nb_req, &nc,
 	    build_source_pinned() ? (nm_conf->cf_source == NM_SOURCE_REPO ?
@@ -756,6 +768,23 @@ build_image(struct nix_build *nb, const char *key, const char *commit,
 	nix_layering_clear(&ly);
 	nix_closure_clear(&nc);
 	return (rc);
+}
+
+/* Shows a build on the status page: its image name as a client asks. */
+static void
+build_status_start(struct nix_build *nb)
+{
+	const struct nix_request *req = &nb->nb_req;
+	char	*pkgs, *name, *image;
+
+	pkgs = xstrvjoin(req->nr_pkgs, req->nr_npkgs, " ");
+	name = nix_request_name(req);
+	xasprintf(&image, "%s/%s%s%s", nm_conf->cf_nix_prefix, name,
+	    nb->nb_tag[0] != '\0' ? ":" : "", nb->nb_tag);
+	nb->nb_sid = status_build_start(image, pkgs);
+	free(image);
+	free(name);
+	free(pkgs);
 }
 
 /* The pool job: resolves, looks up or builds; the loop hears after. */
@@ -779,10 +808,13 @@ build_job(void *arg)
 	if (build_lookup(key, res) == 0)
 		goto done;
 	metrics_build_running(1);
+	build_status_start(nb);
 	res->br_status = build_image(nb, key, commit, &res->br_cause, &nl, &nf,
 	    &bytes);
 	gettimeofday(&t1, NULL);
 	metrics_build_running(-1);
+	status_build_end(nb->nb_sid, res->br_status == NIX_OK,
+	    res->br_status == NIX_OK ? res->br_oci : res->br_cause);
 	metrics_build(res->br_status, (double)(t1.tv_sec - t0.tv_sec) +
 	    (double)(t1.tv_usec - t0.tv_usec) / 1e6);
 	rk = nix_request_key(&nb->nb_req);

@@ -123,6 +123,40 @@ nix_name_component(struct nix_request *req, const char *comp, char **cause)
 	return (nix_name_add(req, comp, cause));
 }
 
+/*
+ * The name a client would pull the request by, after the prefix:
+ * "shell/hello", "arm64/hello"; caller frees.
+ */
+char *
+nix_request_name(const struct nix_request *req)
+{
+	char	*name, *p;
+	size_t	 i, j, len = 16;
+
+	for (i = 0; i < req->nr_npkgs; i++)
+		len += strlen(req->nr_pkgs[i]) + 1;
+	p = name = xmalloc(len);
+	*p = '\0';
+	if (req->nr_shell)
+		p = stpcpy(p, "shell/");
+	if (req->nr_system != NULL && strcmp(req->nr_system,
+	    NM_SYSTEM_ARM64) == 0)
+		p = stpcpy(p, "arm64/");
+	for (i = 0; i < req->nr_npkgs; i++) {
+		for (j = 0; req->nr_shell && j < sizeof nix_name_shell /
+		    sizeof *nix_name_shell; j++)
+			if (strcmp(req->nr_pkgs[i], nix_name_shell[j]) == 0)
+				break;
+		if (req->nr_shell && j < sizeof nix_name_shell /
+		    sizeof *nix_name_shell)
+			continue;
+		p = stpcpy(stpcpy(p, req->nr_pkgs[i]), "/");
+	}
+	if (p > name)
+		p[-1] = '\0';
+	return (name);
+}
+
 /* Orders package strings with strcmp for qsort. */
 static int
 nix_name_cmp(const void *a, const void *b)

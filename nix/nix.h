@@ -86,6 +86,8 @@ int	nix_name_parse(const char *, struct nix_request *, char **cause);
 void	nix_request_clear(struct nix_request *);
 /* A stable text form of a request: system and sorted packages. */
 char	*nix_request_key(const struct nix_request *);
+/* The name after the prefix a client pulls it by ("shell/hello"). */
+char	*nix_request_name(const struct nix_request *);
 
 /* nix/eval.c: blocking; runs in a build worker thread. */
 /*

@@ -36,13 +36,18 @@ struct config_key {
 	{ n, CONFIG_INT, offsetof(struct nm_config, f), lo, hi, h }
 
 static const struct config_key config_keys[] = {
+	/* Serving (the groups are those of --help and the README). */
 	CK_STR("listen", cf_listen, "ADDR:PORT to listen on (:5000)"),
 	CK_STR("data", cf_data, "data directory (./var)"),
+	CK_STR("tls_cert", cf_tls_cert, "serve https with this certificate"),
+	CK_STR("tls_key", cf_tls_key, "the certificate's private key"),
+	/* Nix images. */
 	CK_STR("pkgs_path", cf_pkgs_path, "local Nix package set directory"),
 	CK_STR("pkgs_repo", cf_pkgs_repo, "git repository of a package set"),
 	CK_STR("channel", cf_channel, "nixpkgs channel or commit"),
 	CK_STR("popularity", cf_popularity, "popularity JSON file"),
 	CK_STR("nix_prefix", cf_nix_prefix, "first name component of Nix images"),
+	CK_STR("nix_ns", cf_nix_ns, "an ns parameter that means Nix images"),
 	CK_INT("build_timeout", cf_build_timeout, 1, 86400,
 	    "seconds each Nix step may take (600)"),
 	CK_INT("max_builds", cf_max_builds, 1, 64, "concurrent builds (2)"),
@@ -52,26 +57,37 @@ static const struct config_key config_keys[] = {
 	    "layering version for new images: 2 stable, 1 dominators (2)"),
 	CK_INT("tag_ttl", cf_tag_ttl, 0, 86400 * 365,
 	    "seconds before a tag is checked again (300)"),
+	/* The pull-through cache (and --upstream). */
 	CK_STR("upstream_ca", cf_upstream_ca,
 	    "extra CA certificates (PEM) for upstreams"),
-	CK_STR("nix_ns", cf_nix_ns, "an ns parameter that means Nix images"),
 	CK_INT("upstream_timeout", cf_upstream_timeout, 1, 3600,
 	    "seconds to connect or wait for an upstream (30)"),
 	CK_INT("upstream_min_rate", cf_upstream_min_rate, 0, 1 << 30,
 	    "bytes a second an upstream body must keep up (1024)"),
 	CK_INT("upstream_max_connections", cf_upstream_max_connections, 0,
 	    4096, "requests in flight to one upstream; more wait (16)"),
+	{ "offline", CONFIG_BOOL, offsetof(struct nm_config, cf_offline), 0, 1,
+	    "never contact an upstream; serve what is stored" },
+	/* Policy and store. */
 	CK_STR("policy", cf_policy, "policy file (JSON; reloaded on SIGHUP)"),
 	{ "max_store_bytes", CONFIG_I64, offsetof(struct nm_config,
 	    cf_max_store_bytes), 0, INT64_MAX, "store quota in bytes (0: none)" },
-	CK_STR("tls_cert", cf_tls_cert, "serve https with this certificate"),
-	CK_STR("tls_key", cf_tls_key, "the certificate's private key"),
-	{ "offline", CONFIG_BOOL, offsetof(struct nm_config, cf_offline), 0, 1,
-	    "never contact an upstream; serve what is stored" },
+	/* Logging. */
 	CK_STR("log_format", cf_log_format,
 	    "log lines as \"text\" or \"json\" (text)"),
 	{ "debug", CONFIG_BOOL, offsetof(struct nm_config, cf_debug), 0, 1,
 	    "log debug lines" },
+};
+/* The headings of --help, before the key that starts each group. */
+static const struct {
+	const char	*cg_first;
+	const char	*cg_title;
+} config_groups[] = {
+	{ "listen", "serving" },
+	{ "pkgs_path", "Nix images" },
+	{ "upstream_ca", "the pull-through cache" },
+	{ "policy", "policy and store" },
+	{ "log_format", "logging" },
 };
 #define CONFIG_NKEYS	(sizeof config_keys / sizeof config_keys[0])
 
@@ -335,13 +351,22 @@ config_upstreams_json(struct nm_config *cf, json_t *obj, char **cause)
 void
 policy_config_usage(FILE *fp)
 {
-	size_t	 i;
+	size_t	 i, g;
 	char	 flag[64];
 
 	fprintf(fp, "flags (each also a key of the --config JSON file, with "
 	    "'_' for '-'):\n  %-26s VALUE  JSON file of settings; flags "
 	    "win\n", "--config");
 	for (i = 0; i < CONFIG_NKEYS; i++) {
+		for (g = 0; g < sizeof config_groups / sizeof config_groups[0];
+		    g++)
+			if (strcmp(config_groups[g].cg_first,
+			    config_keys[i].ck_name) == 0)
+				fprintf(fp, " %s:\n", config_groups[g].cg_title);
+		/* --upstream is no key of its own: "upstreams" in the file. */
+		if (strcmp(config_keys[i].ck_name, "upstream_ca") == 0)
+			fprintf(fp, "  %-26s NS=URL  pull-through upstream of a "
+			    "namespace (repeatable)\n", "--upstream");
 		snprintf(flag, sizeof flag, "--%s", config_keys[i].ck_name);
 		for (char *p = flag + 2; *p != '\0'; p++)
 			if (*p == '_')
@@ -350,10 +375,8 @@ policy_config_usage(FILE *fp)
 		    config_keys[i].ck_type == CONFIG_BOOL ? "" : "VALUE  ",
 		    config_keys[i].ck_help);
 	}
-	fprintf(fp, "  %-26s NS=URL  pull-through upstream of a namespace "
-	    "(repeatable)\nenvironment:\n  %-26s Nix uses no binary cache "
-	    "or network (offline package sets)\n", "--upstream",
-	    "NIXMIRROR_OFFLINE=1");
+	fprintf(fp, "environment:\n  %-26s Nix uses no binary cache or "
+	    "network (offline package sets)\n", "NIXMIRROR_OFFLINE=1");
 }
 
 /*

@@ -83,7 +83,7 @@ void	policy_reload(void);
 int	policy_parse(const char *text, size_t len, char **cause);
 /* Each check: 1 allowed, 0 denied with *why naming the rule (freed by caller). */
 int	policy_client_allowed(const struct sockaddr *, char **why);
-/* Whether a client may read /metrics (status.allow, else loopback). */
+/* May a client read /metrics and the status page (status.allow, else loopback)? */
 int	policy_status_allowed(const struct sockaddr *, char **why);
 int	policy_upstream_allowed(const char *ns, const char *repo, char **why);
 int	policy_nix_allowed(char *const *pkgs, size_t n, char **why);

@@ -293,7 +293,7 @@ policy_clients_parse(struct policy *p, json_t *o, char **cause)
 	return (0);
 }
 
-/* Parses "status": who may read /metrics. */
+/* Parses "status": who may read /metrics and the status page. */
 static int
 policy_status_parse(struct policy *p, json_t *o, char **cause)
 {
@@ -709,7 +709,8 @@ out:
 }
 
 /*
- * Whether a client may read /metrics: one in status.allow, or without
+ * Whether a client may read /metrics and the status page (/ and
+ * /status.json): one in status.allow, or without
  * that list one on a loopback address.
  */
 int
@@ -726,8 +727,9 @@ policy_status_allowed(const struct sockaddr *sa, char **why)
 		ok = sa != NULL && (cls = policy_addr_special(sa)) != NULL &&
 		    strcmp(cls, "loopback") == 0;
 		if (!ok)
-			xasprintf(why, "/metrics is served to loopback clients "
-			    "only (see status.allow in the policy)");
+			xasprintf(why, "/metrics and the status page are "
+			    "served to loopback clients only (see status.allow "
+			    "in the policy)");
 	} else if (sa == NULL || policy_sa_addr(sa, &af, a, text,
 	    sizeof text) == -1) {
 		ok = 0;

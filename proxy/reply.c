@@ -46,6 +46,9 @@ proxy_route_name(const char *uri)
 	n = strcspn(uri, "?");
 	if (n == 8 && strncmp(uri, "/metrics", 8) == 0)
 		return ("metrics");
+	if ((n == 1 && uri[0] == '/') ||
+	    (n == 12 && strncmp(uri, "/status.json", 12) == 0))
+		return ("status");
 	if ((n == 4 && strncmp(uri, "/v2/", 4) == 0) ||
 	    (n == 3 && strncmp(uri, "/v2", 3) == 0))
 		return ("base");

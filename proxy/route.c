@@ -614,8 +614,17 @@ route_split(char *path, char **name, char **ref)
 	return (-1);
 }
 
-/* A /metrics request while a pool job reads the store's totals. */
+/*
+ * A /metrics or status page request while a pool job reads the store's
+ * totals.
+ */
+enum route_scrape_kind {
+	SCRAPE_METRICS,
+	SCRAPE_STATUS_JSON,
+	SCRAPE_STATUS_HTML,
+};
 struct route_scrape {
+	enum route_scrape_kind	 rs_kind;
 	struct evhttp_request	*rs_req;	/* NULL once the client left */
 	struct evhttp_connection *rs_conn;
 	struct store		*rs_store;
@@ -632,12 +641,13 @@ route_scrape_job(void *arg)
 	    &rs->rs_ms.ms_blobs);
 }
 
-/* Back on the loop: the exposition. */
+/* Back on the loop: the exposition, or the status page. */
 static void
 route_scrape_done(void *arg)
 {
 	struct route_scrape	*rs = arg;
 	struct evhttp_request	*req = rs->rs_req;
+	json_t			*st;
 	char			*text;
 
 	if (req == NULL) {
@@ -646,9 +656,28 @@ route_scrape_done(void *arg)
 	}
 	evhttp_connection_set_closecb(rs->rs_conn, NULL, NULL);
 	rs->rs_ms.ms_quota = nm_conf->cf_max_store_bytes;
-	text = metrics_text(&rs->rs_ms);
-	proxy_reply_text(req, "text/plain; version=0.0.4; charset=utf-8",
-	    text, strlen(text));
+	if (rs->rs_kind == SCRAPE_METRICS) {
+		text = metrics_text(&rs->rs_ms);
+		proxy_reply_text(req, "text/plain; version=0.0.4; "
+		    "charset=utf-8", text, strlen(text));
+		free(text);
+		free(rs);
+		return;
+	}
+	st = status_json(&rs->rs_ms);
+	if (rs->rs_kind == SCRAPE_STATUS_JSON)
+		text = json_dumps(st, JSON_INDENT(1) | JSON_PRESERVE_ORDER |
+		    JSON_REAL_PRECISION(6));
+	else
+		text = status_html(st);
+	json_decref(st);
+	if (text == NULL)
+		fatalx("%s: no memory", __func__);
+	evhttp_add_header(evhttp_request_get_output_headers(req),
+	    "Cache-Control", "no-store");
+	proxy_reply_text(req, rs->rs_kind == SCRAPE_STATUS_JSON ?
+	    "application/json" : "text/html; charset=utf-8", text,
+	    strlen(text));
 	free(text);
 	free(rs);
 }
@@ -665,11 +694,13 @@ route_scrape_close_cb(struct evhttp_connection *conn, void *arg)
 }
 
 /*
- * GET /metrics: the counters in the Prometheus text format, for clients
- * on a loopback address only (the metrics name upstreams and images).
+ * GET /metrics (the counters in the Prometheus text format), /status.json
+ * and / (the status page): for the clients in status.allow, by default
+ * those on a loopback address only (they name upstreams and images).
  */
 static void
-route_metrics(struct evhttp_request *req, struct store *st)
+route_scrape(struct evhttp_request *req, struct store *st,
+    enum route_scrape_kind kind)
 {
 	struct evhttp_connection *conn = evhttp_request_get_connection(req);
 	struct route_scrape	*rs;
@@ -693,6 +724,7 @@ route_metrics(struct evhttp_request *req, struct store *st)
 		return;
 	}
 	rs = xcalloc(1, sizeof *rs);
+	rs->rs_kind = kind;
 	rs->rs_req = req;
 	rs->rs_conn = conn;
 	rs->rs_store = st;
@@ -733,7 +765,12 @@ proxy_route(struct evhttp_request *req, void *arg)
 	}
 	TAILQ_INIT(&query);
 	if (strcmp(p, "/metrics") == 0) {
-		route_metrics(req, st);
+		route_scrape(req, st, SCRAPE_METRICS);
+		return;
+	}
+	if (strcmp(p, "/status.json") == 0 || strcmp(p, "/") == 0) {
+		route_scrape(req, st, p[1] == '\0' ? SCRAPE_STATUS_HTML :
+		    SCRAPE_STATUS_JSON);
 		return;
 	}
 	/* The listener opens after the store: up is ready. */

@@ -1274,6 +1274,22 @@ up_req_new(const struct nm_upstream *up, int head, const char *url,
 	return (ur);
 }
 
+/* What the status page shows of a finished request's upstream. */
+static void
+up_status(const struct up_req *ur, const char *err)
+{
+	char	*why = NULL;
+
+	if (err == NULL && ur->ur_status == 0)
+		err = "no response";
+	if (err == NULL && ur->ur_status == 429)
+		xasprintf(&why, "rate limited (429)");
+	else if (err == NULL && ur->ur_status >= 500)
+		xasprintf(&why, "HTTP %d", ur->ur_status);
+	status_upstream(ur->ur_up->up_ns, why != NULL ? why : err);
+	free(why);
+}
+
 /* The end of a request: one uc_done, then it is freed. */
 static void
 up_finish(struct up_req *ur, const char *err)
@@ -1282,6 +1298,7 @@ up_finish(struct up_req *ur, const char *err)
 	up_slot_put(ur);
 	metrics_upstream(ur->ur_up->up_ns, err != NULL || ur->ur_status == 0 ||
 	    ur->ur_status >= 500);
+	up_status(ur, err);
 	if (ur->ur_cb.uc_done != NULL)
 		ur->ur_cb.uc_done(ur, ur->ur_status, err, ur->ur_arg);
 	event_free(ur->ur_timer);

@@ -13,10 +13,17 @@
 need make systemd-analyze systemd-sysusers setpriv curl jq
 [ "$(id -u)" = 0 ] || skip "setpriv needs root"
 
+# make of the build tree, on its own (not a part of make check's jobs).
+mk()
+{
+	env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL make -s --no-print-directory \
+	    -C "$NM_BUILD" "$@"
+}
+
 D=$NM_WORK/dest
-make -s -C "$NM_BUILD" install DESTDIR="$D" >"$NM_WORK/install.out" 2>&1 ||
+mk install DESTDIR="$D" >"$NM_WORK/install.out" 2>&1 ||
     fail "make install: $(cat "$NM_WORK/install.out")"
-mkvar() { make -s -C "$NM_BUILD" -f Makefile -f - print <<MKEOF
+mkvar() { mk -f Makefile -f - print <<MKEOF
 print:
 	@echo \$($1)
 MKEOF
@@ -113,6 +120,6 @@ check_eq "it still serves after the reload" 200 \
     "$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "$NM_URL/v2/")"
 nm_stop
 
-make -s -C "$NM_BUILD" uninstall DESTDIR="$D" >"$NM_WORK/uninstall.out" 2>&1 ||
+mk uninstall DESTDIR="$D" >"$NM_WORK/uninstall.out" 2>&1 ||
     fail "make uninstall: $(cat "$NM_WORK/uninstall.out")"
 check_eq "make uninstall leaves no file" "" "$(find "$D" -type f)"

@@ -321,5 +321,16 @@ in
     '';
   };
 
+  # A build that takes a while and then fails, so that it is never cached
+  # and a test can watch it in progress (tests/e2e_status.sh).
+  slowbroken = mk {
+    name = "slowbroken-1.0";
+    script = ''
+      sleep 8
+      echo "slow intentional failure" >&2
+      exit 1
+    '';
+  };
+
   notADrv = 42;
 }

@@ -1,0 +1,133 @@
+# tests/e2e_status.sh: the status page at / and its JSON at /status.json,
+# read the way a person reads it: loaded in headless Chromium (Debian's
+# chromium), whose rendered DOM is checked.  While a slow build runs, the
+# page shows it in progress with its phase; afterwards it lists the built
+# image with its manifest digest, the failed one with the missing package,
+# the errors, each upstream's last success or error, the store against the
+# quota and the hit ratio.  The page has no script.  The policy's
+# status.allow covers it as it covers /metrics.
+
+. "${NM_TOP:-$(dirname "$0")/..}/tests/lib.sh"
+. "$NM_TOP/tests/upstream/lib_upstream.sh"
+
+need chromium curl jq python3
+CHROME=$(command -v chromium)
+
+up_start
+# dead.example's upstream is a closed port: its requests fail.
+nm_start --upstream "docker.io=$UP_REG_URL" \
+    --upstream dead.example=http://127.0.0.1:9 --max-store-bytes 50000000
+VERSION=$("$NM_BIN" version | awk '{ print $2 }')
+
+# Renders a page in headless Chromium and writes the DOM it ends with as a
+# JSON summary (see tests/status_dom.py): render FILE.
+render()
+{
+	HOME=$NM_WORK/chrome timeout 90 "$CHROME" --headless --no-sandbox \
+	    --disable-gpu --no-first-run --user-data-dir="$NM_WORK/chrome" \
+	    --dump-dom "$NM_URL/" >"$NM_WORK/dom.html" 2>"$NM_WORK/chrome.err" ||
+	    fail "chromium: $(tail -5 "$NM_WORK/chrome.err")"
+	python3 "$NM_TOP/tests/status_dom.py" <"$NM_WORK/dom.html" >"$1" ||
+	    fail "the rendered page: $(head -c 600 "$NM_WORK/dom.html")"
+}
+
+# Prints a field of the rendered page: dom FILE JQ-FILTER.
+dom()
+{
+	jq -r "$2" "$1"
+}
+
+# A build that runs for seconds (and then fails: it is never cached).
+curl -s -o /dev/null --max-time 120 -H "$ACCEPT_DOCKER" \
+    "$NM_URL/v2/nix/slowbroken/manifests/latest" &
+SLOW=$!
+i=0
+until curl -s "$NM_URL/status.json" |
+    jq -e '.builds.in_progress[] | select(.image == "nix/slowbroken")' \
+    >/dev/null 2>&1; do
+	[ "$i" -lt 100 ] || fail "the slow build never shows in /status.json"
+	sleep 0.1
+	i=$((i + 1))
+done
+ok "/status.json lists the slow build in progress"
+render "$NM_WORK/p1.json"
+check_eq "the page's title" "nixmirror status" "$(dom "$NM_WORK/p1.json" .title)"
+check_eq "the build in progress shows on the page" nix/slowbroken \
+    "$(dom "$NM_WORK/p1.json" '.tables.running[0].Image')"
+check_contains "with its phase" "evaluating and realising 1 package" \
+    "$(dom "$NM_WORK/p1.json" '.tables.running[0].Phase')"
+check_contains "and how long it has run" " s" \
+    "$(dom "$NM_WORK/p1.json" '.tables.running[0]["Running for"]')"
+check_eq "and its packages" slowbroken \
+    "$(dom "$NM_WORK/p1.json" '.tables.running[0].Packages')"
+wait "$SLOW" || true
+
+# Traffic: a Nix image, a missing package, an upstream image pulled
+# through, a failing upstream.
+HELLO=$(nm_manifest nix/shell/hello latest "$NM_WORK/m.hello" "$ACCEPT_OCI")
+st=$(http_status "$NM_URL/v2/nix/shell/nosuchpkg/manifests/latest")
+check_eq "a missing package is a 404" 404 "$st"
+nm_manifest library/busyimg latest "$NM_WORK/m.busy" >/dev/null
+nm_manifest library/busyimg latest "$NM_WORK/m.busy" >/dev/null
+st=$(http_status "$NM_URL/v2/library/x/manifests/latest?ns=dead.example")
+check_ne "an image of the dead upstream fails" 200 "$st"
+
+render "$NM_WORK/p2.json"
+P=$NM_WORK/p2.json
+check_eq "the version" "$VERSION" "$(dom "$P" .fields.Version)"
+check_contains "the package source" "path $NM_PKGS" \
+    "$(dom "$P" '.fields["Package source"]')"
+check_contains "the store against its quota" "of 47.7 MiB (" \
+    "$(dom "$P" .fields.Store)"
+check_contains "the hit ratio" "% (" "$(dom "$P" '.fields["Hit ratio"]')"
+check_eq "nothing in progress any more" "None." "$(dom "$P" .paras.running)"
+check_eq "the built image is listed, ok" ok "$(dom "$P" \
+    '[.tables.builds[] | select(.Image == "nix/shell/hello")][0].Result')"
+check_eq "with the manifest digest the registry API serves" "$HELLO" \
+    "$(dom "$P" '[.tables.builds[] | select(.Image == "nix/shell/hello")][0]["Manifest or error"]')"
+check_eq "the missing package's build failed" failed "$(dom "$P" \
+    '[.tables.builds[] | select(.Image == "nix/shell/nosuchpkg")][0].Result')"
+check_contains "and says which package" nosuchpkg "$(dom "$P" \
+    '[.tables.builds[] | select(.Image == "nix/shell/nosuchpkg")][0]["Manifest or error"]')"
+check_eq "the slow build is listed as failed" failed "$(dom "$P" \
+    '[.tables.builds[] | select(.Image == "nix/slowbroken")][0].Result')"
+check_contains "the errors name the missing package" nosuchpkg \
+    "$(dom "$P" '[.tables.errors[].Error] | join("\n")')"
+check_ne "docker.io's last success is shown" never "$(dom "$P" \
+    '.tables.upstreams[] | select(.Namespace == "docker.io") | .["Last success"]')"
+check_eq "docker.io has no error" none "$(dom "$P" \
+    '.tables.upstreams[] | select(.Namespace == "docker.io") | .["Last error"]')"
+check_eq "dead.example never succeeded" never "$(dom "$P" \
+    '.tables.upstreams[] | select(.Namespace == "dead.example") | .["Last success"]')"
+check_ne "dead.example's last error is shown" none "$(dom "$P" \
+    '.tables.upstreams[] | select(.Namespace == "dead.example") | .["Last error"]')"
+check_eq "the page has no script" 0 "$(dom "$P" .scripts)"
+
+# The same data as JSON.
+st=$(http_status "$NM_URL/status.json")
+check_eq "GET /status.json" 200 "$st"
+check_eq "its version" "$VERSION" "$(jq -r .version "$NM_BODY")"
+check_eq "its last build of nix/shell/hello" "$HELLO" "$(jq -r \
+    '[.builds.recent[] | select(.image == "nix/shell/hello")][0].manifest' \
+    "$NM_BODY")"
+check_eq "its quota" 50000000 "$(jq -r .store.quota_bytes "$NM_BODY")"
+bytes=$(find "$NM_DATA/blobs" -type f -printf '%s\n' | awk '{ s += $1 } END { print s }')
+check_eq "its store bytes are the blob files'" "$bytes" \
+    "$(jq -r .store.bytes "$NM_BODY")"
+check_eq "one cache hit (the second busyimg manifest) at least" true \
+    "$(jq -r '.cache.hits >= 1 and .cache.hit_ratio > 0' "$NM_BODY")"
+[ "$(jq -r '.upstreams[] | select(.namespace == "dead.example") | .last_error.message' "$NM_BODY")" != null ] &&
+    ok "dead.example's last error has a message" ||
+    bad "dead.example has no last error in JSON"
+nm_stop
+
+# status.allow governs the page as it does /metrics.
+echo '{"status": {"allow": ["10.0.0.0/8"]}}' >"$NM_WORK/policy.json"
+nm_restart --upstream "docker.io=$UP_REG_URL" --policy "$NM_WORK/policy.json"
+st=$(http_status "$NM_URL/")
+nm_check_error "the page for a client not in status.allow" 403 "$st" DENIED
+check_contains "the error names the rule" "not in status.allow" \
+    "$(nm_error_message)"
+st=$(http_status "$NM_URL/status.json")
+nm_check_error "/status.json for a client not in status.allow" 403 "$st" DENIED
+nm_stop
