@@ -16,6 +16,7 @@ static int		log_debug_on;
 static int		log_quiet_on;	/* info lines left out */
 static int		log_json_on;	/* one JSON object a line */
 static pthread_mutex_t	log_mtx = PTHREAD_MUTEX_INITIALIZER;
+static void		(*log_warn_hook)(const char *);
 
 static void	log_vwrite(const char *, const char *, const char *, va_list)
 		    NM_PRINTF(3, 0);
@@ -104,6 +105,13 @@ log_quiet(int quiet)
 }
 
 /* Lines as JSON objects {"time", "level", "msg", "error"}, or as text. */
+/* Also hands every warning line to fn (which must not log). */
+void
+log_on_warn(void (*fn)(const char *))
+{
+	log_warn_hook = fn;
+}
+
 void
 log_json(int json)
 {
@@ -137,16 +145,17 @@ log_vwrite(const char *level, const char *err, const char *fmt, va_list ap)
 		    JSON_PRESERVE_ORDER | JSON_ENSURE_ASCII) : NULL;
 		json_decref(obj);
 	}
-	/* Warnings are the status page's "last errors". */
-	if (line != NULL && strcmp(level, "warn") == 0) {
+	/* Warnings go to the hook too (the status page's "last errors"). */
+	if (line != NULL && log_warn_hook != NULL &&
+	    strcmp(level, "warn") == 0) {
 		if (err != NULL) {
 			char *e;
 
 			xasprintf(&e, "%s: %s", line, err);
-			status_error(e);
+			log_warn_hook(e);
 			free(e);
 		} else
-			status_error(line);
+			log_warn_hook(line);
 	}
 	pthread_mutex_lock(&log_mtx);
 	if (text != NULL)

@@ -171,6 +171,7 @@ main_start(int exclusive)
 		fatalx("event_base_new failed");
 	metrics_init();
 	status_init();
+	log_on_warn(status_error);
 	if (work_init(main_base, 0, &cause) == -1)
 		fatalx("%s", cause);
 	nix_build_init(main_base, main_store, main_pop);

@@ -74,6 +74,7 @@ extern struct nm_config *nm_conf;
 void	log_init(int debug);
 void	log_quiet(int);
 void	log_json(int);
+void	log_on_warn(void (*)(const char *));
 char	*nm_redact(const char *, int);
 void	log_warn(const char *, ...) NM_PRINTF(1, 2);
 void	log_warnx(const char *, ...) NM_PRINTF(1, 2);

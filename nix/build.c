@@ -704,6 +704,15 @@ build_resolve(struct nix_build *nb, char commit[41], char **cause)
 	return (NIX_OK);
 }
 
+/* Nix's phases of a build, for the status page. */
+static void
+build_phase(void *arg, const char *phase)
+{
+	struct nix_build	*nb = arg;
+
+	status_build_phase(nb->nb_sid, "%s", phase);
+}
+
 /* Evaluates, realises, layers and stores one image. */
 static int
 build_image(struct nix_build *nb, const char *key, const char *commit,
@@ -712,6 +721,7 @@ build_image(struct nix_build *nb, const char *key, const char *commit,
 	struct nix_build_result	*res = &nb->nb_result;
 	struct nix_source	 src;
 	struct nix_closure	 nc;
+	struct nix_progress	 np;
 	struct nix_layering	 ly;
 	struct nix_image_layer	*il;
 	struct store_image	 si;
@@ -730,9 +740,10 @@ build_image(struct nix_build *nb, const char *key, const char *commit,
 	/* A long build shows its phases in the log as it goes. */
 	log_info("building %s: evaluating and realising %zu packages", key,
 	    nb->nb_req.nr_npkgs);
-	status_build_phase(nb->nb_sid, "evaluating and realising %zu package%s",
-	    nb->nb_req.nr_npkgs, nb->nb_req.nr_npkgs == 1 ? "" : "s");
-	rc = nix_closure_build(&src, &nb->nb_req, nb->nb_timeout, &nc, cause);
+	np.np_fn = build_phase;
+	np.np_arg = nb;
+	rc = nix_closure_build(&src, &nb->nb_req, nb->nb_timeout, &np, &nc,
+	    cause);
 	if (rc != NIX_OK)
 		return (rc);
 	for (*bytes = 0, i = 0; i < nc.nc_npaths; i++)

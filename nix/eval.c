@@ -392,12 +392,70 @@ nix_buf_read(int fd, struct nix_buf *nb)
 	return (n == 0 ? 0 : 1);
 }
 
+/* Tells a build's phase, when someone listens. */
+static void
+nix_phase(const struct nix_progress *np, const char *fmt, ...)
+{
+	va_list	 ap;
+	char	*phase;
+
+	if (np == NULL || np->np_fn == NULL)
+		return;
+	va_start(ap, fmt);
+	xvasprintf(&phase, fmt, ap);
+	va_end(ap);
+	np->np_fn(np->np_arg, phase);
+	free(phase);
+}
+
+/*
+ * Follows nix-store --realise on its stderr: "these N derivations will be
+ * built:", "these N paths will be fetched ...", then a "building '...'" or
+ * "copying path '...'" line as each one starts.
+ */
+struct nix_realising {
+	const struct nix_progress *nr_progress;
+	size_t		 nr_scanned;	/* bytes of stderr read as lines */
+	size_t		 nr_total;
+	size_t		 nr_started;
+};
+
+static void
+nix_realising_scan(struct nix_realising *nr, const struct nix_buf *err)
+{
+	const char	*line, *nl, *end = err->nb_data + err->nb_len;
+	unsigned long	 n;
+	int		 more = 0;
+
+	for (line = err->nb_data + nr->nr_scanned;
+	    (nl = memchr(line, '\n', (size_t)(end - line))) != NULL;
+	    line = nl + 1) {
+		if (strncmp(line, "these ", 6) == 0 &&
+		    sscanf(line + 6, "%lu", &n) == 1)
+			nr->nr_total += n;
+		else if (strncmp(line, "this derivation will be built", 29) == 0 ||
+		    strncmp(line, "this path will be fetched", 25) == 0)
+			nr->nr_total++;
+		else if (strncmp(line, "building '", 10) == 0 ||
+		    strncmp(line, "copying path '", 14) == 0) {
+			nr->nr_started++;
+			more = 1;
+		}
+	}
+	nr->nr_scanned = (size_t)(line - err->nb_data);
+	if (more)
+		nix_phase(nr->nr_progress, "realising %zu of %zu paths",
+		    nr->nr_started, nr->nr_total > nr->nr_started ?
+		    nr->nr_total : nr->nr_started);
+}
+
 /*
  * Reads both pipes until EOF or the deadline (-1: none); NIX_OK,
- * NIX_ETIMEOUT or NIX_EFAIL.
+ * NIX_ETIMEOUT or NIX_EFAIL.  With nr, stderr is followed as it comes.
  */
 static int
-nix_run_collect(int fds[2], struct nix_buf bufs[2], int64_t deadline)
+nix_run_collect(int fds[2], struct nix_buf bufs[2], int64_t deadline,
+    struct nix_realising *nr)
 {
 	struct pollfd	 pfd[2];
 	int64_t		 left;
@@ -429,6 +487,8 @@ nix_run_collect(int fds[2], struct nix_buf bufs[2], int64_t deadline)
 				continue;
 			if ((r = nix_buf_read(fds[i], &bufs[i])) == -1)
 				return (NIX_EFAIL);
+			if (i == 1 && nr != NULL)
+				nix_realising_scan(nr, &bufs[i]);
 			if (r == 0) {
 				close(fds[i]);
 				fds[i] = -1;
@@ -494,7 +554,7 @@ nix_buf_give(struct nix_buf *nb, char **to)
 /* Runs argv with the given environment; see nix_run. */
 static int
 nix_run_envp(char *const argv[], char *const envp[], int timeout,
-    char **out, char **err)
+    char **out, char **err, struct nix_realising *nr)
 {
 	struct nix_buf	 bufs[2];
 	int		 p_out[2] = { -1, -1 }, p_err[2] = { -1, -1 };
@@ -520,7 +580,7 @@ nix_run_envp(char *const argv[], char *const envp[], int timeout,
 	fds[1] = p_err[0];
 	p_out[0] = p_err[0] = -1;
 
-	if ((rc = nix_run_collect(fds, bufs, deadline)) != NIX_OK)
+	if ((rc = nix_run_collect(fds, bufs, deadline, nr)) != NIX_OK)
 		kill(-pid, SIGKILL);
 	status = nix_run_reap(pid, deadline);
 	if (rc == NIX_OK) {
@@ -558,7 +618,7 @@ done:
 int
 nix_run(char *const argv[], int timeout, char **out, char **err)
 {
-	return (nix_run_envp(argv, environ, timeout, out, err));
+	return (nix_run_envp(argv, environ, timeout, out, err, NULL));
 }
 
 /* Logs a child's stderr line by line. */
@@ -879,11 +939,13 @@ nix_realise_cause(const char *err, const char *system)
 
 /* Step 2: builds or substitutes the requested outputs. */
 static int
-nix_eval_realise(json_t *ev, const char *system, int timeout, char **cause)
+nix_eval_realise(json_t *ev, const char *system, int timeout,
+    const struct nix_progress *np, char **cause)
 {
-	struct nix_argv	 na = { NULL, 0, 0 };
-	char		*err = NULL;
-	int		 rc;
+	struct nix_argv		 na = { NULL, 0, 0 };
+	struct nix_realising	 nr;
+	char			*err = NULL;
+	int			 rc;
 
 	nix_argv_nix(&na, "nix-store");
 	nix_argv_add(&na, "--no-build-output");
@@ -895,7 +957,9 @@ nix_eval_realise(json_t *ev, const char *system, int timeout, char **cause)
 		rc = NIX_EFAIL;
 		goto done;
 	}
-	rc = nix_run(na.na_argv, timeout, NULL, &err);
+	memset(&nr, 0, sizeof nr);
+	nr.nr_progress = np;
+	rc = nix_run_envp(na.na_argv, environ, timeout, NULL, &err, &nr);
 	if (rc == NIX_ETIMEOUT)
 		xasprintf(cause, "build timed out after %d seconds", timeout);
 	else if (rc != NIX_OK) {
@@ -1130,7 +1194,8 @@ nix_eval_roots(json_t *ev, struct nix_closure *nc)
  */
 int
 nix_closure_build(const struct nix_source *src, const struct nix_request *req,
-    int timeout, struct nix_closure *nc, char **cause)
+    int timeout, const struct nix_progress *np, struct nix_closure *nc,
+    char **cause)
 {
 	json_t		*ev = NULL;
 	const char	*system;
@@ -1142,6 +1207,8 @@ nix_closure_build(const struct nix_source *src, const struct nix_request *req,
 	system = req->nr_system != NULL ? req->nr_system : NM_SYSTEM_X86;
 
 	t = t0 = nix_now_ms();
+	nix_phase(np, "evaluating %zu package%s", req->nr_npkgs,
+	    req->nr_npkgs == 1 ? "" : "s");
 	if ((rc = nix_eval_run(src, req, timeout, &ev, cause)) != NIX_OK)
 		goto done;
 	if ((rc = nix_eval_check(ev, cause)) != NIX_OK)
@@ -1150,12 +1217,14 @@ nix_closure_build(const struct nix_source *src, const struct nix_request *req,
 	    req->nr_npkgs, system, (nix_now_ms() - t) / 1000.0);
 
 	t = nix_now_ms();
-	if ((rc = nix_eval_realise(ev, system, timeout, cause)) != NIX_OK)
+	nix_phase(np, "realising");
+	if ((rc = nix_eval_realise(ev, system, timeout, np, cause)) != NIX_OK)
 		goto done;
 	log_debug("%s: realised in %.2fs", __func__,
 	    (nix_now_ms() - t) / 1000.0);
 
 	t = nix_now_ms();
+	nix_phase(np, "reading the closure");
 	if ((rc = nix_eval_closure(ev, timeout, nc, cause)) != NIX_OK)
 		goto done;
 	if (nix_eval_roots(ev, nc) == -1) {
@@ -1274,7 +1343,7 @@ nix_git_lsremote(const char *url, char *const pats[], int timeout,
 	for (i = 0; pats[i] != NULL; i++)
 		nix_argv_add(&na, pats[i]);
 	env = nix_git_env();
-	rc = nix_run_envp(na.na_argv, env, timeout, out, &err);
+	rc = nix_run_envp(na.na_argv, env, timeout, out, &err, NULL);
 	/* The log names the repository; the client hears only what failed. */
 	if (rc == NIX_ETIMEOUT) {
 		log_warnx("git ls-remote %s timed out after %d seconds", url,

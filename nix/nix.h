@@ -104,9 +104,14 @@ struct nix_source {
  * NIX_OK, or a NIX_E* code with *cause set to a one-line reason that names
  * missing or ambiguous packages; the whole log goes to the server log.
  */
+/* Where a build reports its phase as it goes (the status page). */
+struct nix_progress {
+	void	(*np_fn)(void *, const char *phase);
+	void	 *np_arg;
+};
 int	nix_closure_build(const struct nix_source *,
-	    const struct nix_request *, int timeout, struct nix_closure *,
-	    char **cause);
+	    const struct nix_request *, int timeout,
+	    const struct nix_progress *, struct nix_closure *, char **cause);
 void	nix_closure_clear(struct nix_closure *);
 /*
  * Resolves a git ref ("latest" is the default branch, 40 hex is itself)

@@ -43,18 +43,19 @@ curl -s -o /dev/null --max-time 120 -H "$ACCEPT_DOCKER" \
 SLOW=$!
 i=0
 until curl -s "$NM_URL/status.json" |
-    jq -e '.builds.in_progress[] | select(.image == "nix/slowbroken")' \
-    >/dev/null 2>&1; do
-	[ "$i" -lt 100 ] || fail "the slow build never shows in /status.json"
+    jq -e '.builds.in_progress[] | select(.image == "nix/slowbroken" and
+    .phase == "realising 1 of 1 paths")' >/dev/null 2>&1; do
+	[ "$i" -lt 100 ] ||
+	    fail "the slow build never shows realising in /status.json"
 	sleep 0.1
 	i=$((i + 1))
 done
-ok "/status.json lists the slow build in progress"
+ok "/status.json lists the slow build in progress, realising its path"
 render "$NM_WORK/p1.json"
 check_eq "the page's title" "nixmirror status" "$(dom "$NM_WORK/p1.json" .title)"
 check_eq "the build in progress shows on the page" nix/slowbroken \
     "$(dom "$NM_WORK/p1.json" '.tables.running[0].Image')"
-check_contains "with its phase" "evaluating and realising 1 package" \
+check_eq "with its phase" "realising 1 of 1 paths" \
     "$(dom "$NM_WORK/p1.json" '.tables.running[0].Phase')"
 check_contains "and how long it has run" " s" \
     "$(dom "$NM_WORK/p1.json" '.tables.running[0]["Running for"]')"

@@ -143,7 +143,7 @@ build(const char *loc, const char *rev, const char *system,
 	req.nr_pkgs = names;
 	req.nr_npkgs = pkg2 != NULL ? 2 : 1;
 	req.nr_system = system;
-	return (nix_closure_build(&src, &req, 60, nc, cause));
+	return (nix_closure_build(&src, &req, 60, NULL, nc, cause));
 }
 
 /* The index of the closure path whose name ends with suffix. */
