@@ -23,14 +23,11 @@ nm_start --upstream "docker.io=$UP_REG_URL"
 # insecure registry for Nix images), with the mirror's address in it.
 DK=$NM_WORK/docker
 mkdir -p "$DK"
-awk '/^```json/ { injs = 1; buf = ""; next }
-    injs && /^```/ { injs = 0; if (buf ~ /insecure-registries/) print buf; next }
-    injs { buf = buf $0 "\n" }' "$NM_TOP/README.md" >"$DK/readme.json"
+nm_readme_block json insecure-registries >"$DK/readme.json"
 jq -e '."registry-mirrors" and ."insecure-registries"' "$DK/readme.json" \
-    >/dev/null || fail "no daemon.json snippet in the README"
-sed "s/mirror\.example:5000/$NM_ADDR/g" "$DK/readme.json" |
-    jq '. + {"iptables": false, "bridge": "none"}' >"$DK/daemon.json" ||
-    fail "daemon.json"
+    >/dev/null || fail "the README's daemon.json: $(cat "$DK/readme.json")"
+jq '. + {"iptables": false, "bridge": "none"}' "$DK/readme.json" \
+    >"$DK/daemon.json" || fail "daemon.json"
 check_eq "daemon.json names the mirror" "http://$NM_ADDR" \
     "$(jq -r '."registry-mirrors"[0]' "$DK/daemon.json")"
 

@@ -23,10 +23,7 @@ nm_start --upstream "docker.io=$UP_REG_URL"
 # The README's registries.conf drop-in, with the mirror's address.
 PD=$NM_WORK/podman
 mkdir -p "$PD"
-awk '/^```toml/ { intoml = 1; buf = ""; next }
-    intoml && /^```/ { intoml = 0; if (buf ~ /registry\.mirror/) print buf; next }
-    intoml { buf = buf $0 "\n" }' "$NM_TOP/README.md" |
-    sed "s/mirror\.example:5000/$NM_ADDR/g" >"$PD/registries.conf"
+nm_readme_block toml 'registry\\.mirror' >"$PD/registries.conf"
 grep -q "location = \"$NM_ADDR\"" "$PD/registries.conf" ||
     fail "no registries.conf snippet in the README"
 export CONTAINERS_REGISTRIES_CONF="$PD/registries.conf"

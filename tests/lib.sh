@@ -166,6 +166,19 @@ trap 'exit 129' HUP
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
+# Prints the README's code block of a language that contains a pattern
+# (an awk regex), with the mirror's address for mirror.example:5000:
+# nm_readme_block LANG REGEX.  Fails when there is none.
+nm_readme_block()
+{
+	_blk=$(awk -v lang="$1" -v pat="$2" '
+	    $0 == "```" lang { inblk = 1; buf = ""; next }
+	    inblk && /^```/ { inblk = 0; if (buf ~ pat) { printf "%s", buf; exit } }
+	    inblk { buf = buf $0 "\n" }' "$NM_TOP/README.md")
+	[ -n "$_blk" ] || fail "no $1 block with $2 in the README"
+	printf '%s\n' "$_blk" | sed "s/mirror\.example:5000/$NM_ADDR/g"
+}
+
 # Prints a free loopback TCP port.
 nm_free_port()
 {
