@@ -76,7 +76,8 @@ check_ne "an image of the dead upstream fails" 200 "$st"
 render "$NM_WORK/p2.json"
 P=$NM_WORK/p2.json
 check_eq "the version" "$VERSION" "$(dom "$P" .fields.Version)"
-check_contains "the package source" "path $NM_PKGS" \
+check_contains "the package source (its real path)" \
+    "path $(cd "$NM_PKGS" && pwd -P)" \
     "$(dom "$P" '.fields["Package source"]')"
 check_contains "the store against its quota" "of 47.7 MiB (" \
     "$(dom "$P" .fields.Store)"
