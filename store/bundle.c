@@ -815,7 +815,7 @@ store_import(struct store *st, const char *path,
 	const char		*d, *name, *sd, *key;
 	char			*sub = NULL;
 	size_t			 i, j, k, nims = 0;
-	int			 rv = -1;
+	int			 rv = -1, inbatch = 0;
 
 	memset(&bi, 0, sizeof bi);
 	memset(res, 0, sizeof *res);
@@ -907,7 +907,17 @@ store_import(struct store *st, const char *path,
 		goto out;
 	}
 
-	/* Everything checked: commit the blobs, then record. */
+	/*
+	 * Everything checked: commit the blobs, then record, all in one
+	 * transaction.  A blob file renamed into place before a failure has
+	 * no row, so nothing shows it (gc removes it later, or the next
+	 * import records it).
+	 */
+	if (store_batch_begin(st) == -1) {
+		xasprintf(cause, "cannot start recording the bundle");
+		goto out;
+	}
+	inbatch = 1;
 	for (i = 0; i < bi.bi_n; i++) {
 		bb = &bi.bi_blobs[i];
 		if (bb->bb_w == NULL || !bb->bb_used)
@@ -965,11 +975,20 @@ store_import(struct store *st, const char *path,
 		xasprintf(&res->ir_refs[res->ir_images - 1], "%s %s",
 		    pr->pr_ref, ims[i].im_digest);
 	}
+	inbatch = 0;
+	if (store_batch_end(st, 1) == -1) {
+		xasprintf(cause, "cannot commit the bundle's records");
+		goto out;
+	}
 	rv = 0;
 	goto out;
 linkfail:
 	xasprintf(cause, "cannot link the referrers of %s", ims[i].im_ref.pr_ref);
 out:
+	if (inbatch)
+		(void)store_batch_end(st, 0);
+	if (rv == -1)
+		store_import_result_clear(res);
 	for (i = 0; i < nims; i++) {
 		policy_ref_clear(&ims[i].im_ref);
 		free(ims[i].im_set.bs_d);

@@ -164,6 +164,38 @@ store_lock(struct store *st)
 		fatalx("%s: pthread_mutex_lock failed", __func__);
 }
 
+/*
+ * Makes the writes that follow, until store_batch_end, one transaction
+ * (an import records a whole bundle at once).  The store lock is held
+ * all along, so no other thread's write lands in it.  0 or -1.
+ */
+int
+store_batch_begin(struct store *st)
+{
+	store_lock(st);
+	if (store_db_exec(st, "BEGIN IMMEDIATE") == -1) {
+		store_unlock(st);
+		return (-1);
+	}
+	st->st_batch = 1;
+	return (0);
+}
+
+/* Commits the batch when ok (0, or -1 if that fails), else rolls it back. */
+int
+store_batch_end(struct store *st, int ok)
+{
+	int	 rv = -1;
+
+	st->st_batch = 0;
+	if (ok && store_db_exec(st, "COMMIT") == 0)
+		rv = 0;
+	else
+		store_db_exec(st, "ROLLBACK");
+	store_unlock(st);
+	return (ok ? rv : -1);
+}
+
 /* Releases the store's database lock. */
 void
 store_unlock(struct store *st)
@@ -198,6 +230,15 @@ store_db_exec(struct store *st, const char *sql)
 {
 	char	*err = NULL;
 
+	/* Inside store_batch_begin, a transaction is a savepoint of it. */
+	if (st->st_batch) {
+		if (strncmp(sql, "BEGIN", 5) == 0)
+			sql = "SAVEPOINT nm_step";
+		else if (strcmp(sql, "COMMIT") == 0)
+			sql = "RELEASE nm_step";
+		else if (strcmp(sql, "ROLLBACK") == 0)
+			sql = "ROLLBACK TO nm_step; RELEASE nm_step";
+	}
 	if (sqlite3_exec(st->st_w.sc_db, sql, NULL, NULL, &err) != SQLITE_OK) {
 		log_warnx("%s: \"%.40s\": %s", __func__, sql,
 		    err != NULL ? err : sqlite3_errmsg(st->st_w.sc_db));
@@ -487,13 +528,18 @@ store_db_open(struct store *st, char **cause)
 struct store *
 store_open(const char *dir, char **cause)
 {
-	struct store	*st;
+	struct store		*st;
+	pthread_mutexattr_t	 ma;
 
 	st = xcalloc(1, sizeof *st);
 	st->st_dir = xstrdup(dir);
 	xasprintf(&st->st_blobs, "%s/blobs/sha256", dir);
 	xasprintf(&st->st_tmp, "%s/tmp", dir);
-	if (pthread_mutex_init(&st->st_mtx, NULL) != 0 ||
+	/* Recursive, so that a batch can hold it across the store's calls. */
+	if (pthread_mutexattr_init(&ma) != 0 ||
+	    pthread_mutexattr_settype(&ma, PTHREAD_MUTEX_RECURSIVE) != 0 ||
+	    pthread_mutex_init(&st->st_mtx, &ma) != 0 ||
+	    pthread_mutexattr_destroy(&ma) != 0 ||
 	    pthread_mutex_init(&st->st_rmtx, NULL) != 0 ||
 	    pthread_mutex_init(&st->st_tmtx, NULL) != 0)
 		fatalx("%s: pthread_mutex_init failed", __func__);

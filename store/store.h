@@ -98,6 +98,13 @@ int	store_link_put(struct store *, const char *ns, const char *repo,
 int	store_link_manifest(struct store *, const char *ns, const char *repo,
 	    const char *digest);
 
+/*
+ * The writes between these two are one transaction: all or none of them
+ * is recorded.  The caller's thread holds the store lock in between.
+ */
+int	store_batch_begin(struct store *);
+int	store_batch_end(struct store *, int ok);
+
 /* store/blob.c */
 /* The file path of a blob (need not exist); caller frees. */
 char	*store_blob_path(struct store *, const char *digest);

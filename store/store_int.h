@@ -30,7 +30,8 @@ struct store {
 	char		*st_blobs;	/* DIR/blobs/sha256 */
 	char		*st_tmp;	/* DIR/tmp */
 	struct store_conn st_w;		/* writes, and reads of writers */
-	pthread_mutex_t	 st_mtx;	/* serialises st_w */
+	pthread_mutex_t	 st_mtx;	/* serialises st_w (recursive) */
+	int		 st_batch;	/* in store_batch_begin (st_mtx) */
 	struct store_conn st_r;		/* only reads: the loop's lookups */
 	pthread_mutex_t	 st_rmtx;	/* serialises st_r */
 	/* Blob accesses not yet written, applied in batches off the loop. */

@@ -64,6 +64,7 @@ static void	 test_invalid(struct store *);
 static void	 test_meta(struct store *);
 static void	 test_tags(struct store *);
 static void	 test_utags(struct store *);
+static void	 test_batch(struct store *);
 static int	 test_blob_bytes(char *, size_t, int, int);
 static void	*test_thread(void *);
 static void	 test_threads(struct store *);
@@ -627,6 +628,47 @@ test_utags(struct store *st)
 }
 
 /*
+ * A batch (an import's records) is one transaction: rolled back, none of
+ * its writes is there, though each of them ran its own transaction (a
+ * savepoint then); committed, all are.
+ */
+static void
+test_batch(struct store *st)
+{
+	char	 d[NM_DIGEST_SIZE], got[NM_DIGEST_SIZE];
+	char	*cause = NULL;
+	time_t	 checked;
+
+	CHECK(store_batch_begin(st) == 0, "batch begins");
+	CHECK(store_blob_put_mem(st, "batch blob", 10, "application/json", d,
+	    &cause) == 0, "a blob in the batch");
+	CHECK(store_utag_put(st, "docker.io", "library/batch", "t", d) == 0,
+	    "a tag in the batch");
+	CHECK(store_link_put(st, "docker.io", "library/batch", d) == 0,
+	    "a link in the batch");
+	CHECK(store_batch_end(st, 0) == -1, "batch rolled back");
+	CHECK(store_utag_get(st, "docker.io", "library/batch", "t", got,
+	    &checked) == -1, "the rolled-back tag is not there");
+	CHECK(store_link_has(st, "docker.io", "library/batch", d) == 0,
+	    "the rolled-back link is not there");
+	CHECK(store_blob_stat(st, d, NULL, NULL) == -1,
+	    "the rolled-back blob has no row");
+
+	CHECK(store_batch_begin(st) == 0, "batch begins again");
+	CHECK(store_blob_put_mem(st, "batch blob", 10, "application/json", d,
+	    &cause) == 0 && store_utag_put(st, "docker.io", "library/batch",
+	    "t", d) == 0 && store_link_put(st, "docker.io", "library/batch",
+	    d) == 0, "the same writes");
+	CHECK(store_batch_end(st, 1) == 0, "batch commits");
+	CHECK(store_utag_get(st, "docker.io", "library/batch", "t", got,
+	    &checked) == 0 && strcmp(got, d) == 0, "the committed tag");
+	CHECK(store_link_has(st, "docker.io", "library/batch", d) == 1,
+	    "the committed link");
+	CHECK(store_blob_stat(st, d, NULL, NULL) == 0, "the committed blob");
+	free(cause);
+}
+
+/*
  * Repository links: a manifest links what it references (an index its
  * stored children and theirs), repositories and namespaces are separate,
  * and a store from before links gets them from its tags when it opens.
@@ -820,6 +862,7 @@ main(void)
 	test_meta(st);
 	test_tags(st);
 	test_utags(st);
+	test_batch(st);
 	test_lists(st);
 	test_links(&st);
 	test_threads(st);
