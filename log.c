@@ -18,8 +18,8 @@ static int		log_json_on;	/* one JSON object a line */
 static pthread_mutex_t	log_mtx = PTHREAD_MUTEX_INITIALIZER;
 static void		(*log_warn_hook)(const char *);
 
-static void	log_vwrite(const char *, const char *, const char *, va_list)
-		    NM_PRINTF(3, 0);
+static void	log_vwrite(const char *, const char *, int, const char *, va_list)
+		    NM_PRINTF(4, 0);
 
 /* Whether c may end a URL's authority or a path quoted in a message. */
 static int
@@ -120,7 +120,8 @@ log_json(int json)
 
 /* Writes one line: time, level, message and an optional errno text. */
 static void
-log_vwrite(const char *level, const char *err, const char *fmt, va_list ap)
+log_vwrite(const char *level, const char *err, int hook, const char *fmt,
+    va_list ap)
 {
 	char		 ts[32], *raw, *line, *text = NULL;
 	struct tm	 tm;
@@ -146,7 +147,7 @@ log_vwrite(const char *level, const char *err, const char *fmt, va_list ap)
 		json_decref(obj);
 	}
 	/* Warnings go to the hook too (the status page's "last errors"). */
-	if (line != NULL && log_warn_hook != NULL &&
+	if (line != NULL && log_warn_hook != NULL && hook &&
 	    strcmp(level, "warn") == 0) {
 		if (err != NULL) {
 			char *e;
@@ -180,7 +181,7 @@ log_warn(const char *fmt, ...)
 	int	 saved = errno;
 
 	va_start(ap, fmt);
-	log_vwrite("warn", strerror(saved), fmt, ap);
+	log_vwrite("warn", strerror(saved), 1, fmt, ap);
 	va_end(ap);
 	errno = saved;
 }
@@ -191,7 +192,18 @@ log_warnx(const char *fmt, ...)
 	va_list	 ap;
 
 	va_start(ap, fmt);
-	log_vwrite("warn", NULL, fmt, ap);
+	log_vwrite("warn", NULL, 1, fmt, ap);
+	va_end(ap);
+}
+
+/* A warning line that details another (a child's stderr): not hooked. */
+void
+log_warn_detail(const char *fmt, ...)
+{
+	va_list	 ap;
+
+	va_start(ap, fmt);
+	log_vwrite("warn", NULL, 0, fmt, ap);
 	va_end(ap);
 }
 
@@ -203,7 +215,7 @@ log_info(const char *fmt, ...)
 	if (log_quiet_on)
 		return;
 	va_start(ap, fmt);
-	log_vwrite("info", NULL, fmt, ap);
+	log_vwrite("info", NULL, 0, fmt, ap);
 	va_end(ap);
 }
 
@@ -215,7 +227,7 @@ log_debug(const char *fmt, ...)
 	if (!log_debug_on)
 		return;
 	va_start(ap, fmt);
-	log_vwrite("debug", NULL, fmt, ap);
+	log_vwrite("debug", NULL, 0, fmt, ap);
 	va_end(ap);
 }
 
@@ -226,7 +238,7 @@ fatal(const char *fmt, ...)
 	int	 saved = errno;
 
 	va_start(ap, fmt);
-	log_vwrite("fatal", strerror(saved), fmt, ap);
+	log_vwrite("fatal", strerror(saved), 0, fmt, ap);
 	va_end(ap);
 	exit(1);
 }
@@ -237,7 +249,7 @@ fatalx(const char *fmt, ...)
 	va_list	 ap;
 
 	va_start(ap, fmt);
-	log_vwrite("fatal", NULL, fmt, ap);
+	log_vwrite("fatal", NULL, 0, fmt, ap);
 	va_end(ap);
 	exit(1);
 }

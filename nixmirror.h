@@ -78,6 +78,7 @@ void	log_on_warn(void (*)(const char *));
 char	*nm_redact(const char *, int);
 void	log_warn(const char *, ...) NM_PRINTF(1, 2);
 void	log_warnx(const char *, ...) NM_PRINTF(1, 2);
+void	log_warn_detail(const char *, ...) NM_PRINTF(1, 2);
 void	log_info(const char *, ...) NM_PRINTF(1, 2);
 void	log_debug(const char *, ...) NM_PRINTF(1, 2);
 void	fatal(const char *, ...) NM_PRINTF(1, 2) NM_DEAD;

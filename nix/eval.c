@@ -631,7 +631,7 @@ nix_log_stderr(const char *what, const char *err)
 		if ((nl = strchr(p, '\n')) == NULL)
 			nl = p + strlen(p);
 		if (nl > p)
-			log_warnx("%s: %.*s", what, (int)(nl - p), p);
+			log_warn_detail("%s: %.*s", what, (int)(nl - p), p);
 		if (*nl == '\0')
 			break;
 	}

@@ -95,6 +95,8 @@ check_eq "the slow build is listed as failed" failed "$(dom "$P" \
     '[.tables.builds[] | select(.Image == "nix/slowbroken")][0].Result')"
 check_contains "the errors name the missing package" nosuchpkg \
     "$(dom "$P" '[.tables.errors[].Error] | join("\n")')"
+check_eq "one line an error: Nix's stderr is only in the log" 0 "$(dom "$P" \
+    '[.tables.errors[].Error | select(startswith("nix-store:"))] | length')"
 check_ne "docker.io's last success is shown" never "$(dom "$P" \
     '.tables.upstreams[] | select(.Namespace == "docker.io") | .["Last success"]')"
 check_eq "docker.io has no error" none "$(dom "$P" \
