@@ -145,7 +145,11 @@ void	 status_upstream(const char *ns, const char *err);	/* NULL: ok */
 void	 status_revision(const char *tag, const char *commit);
 int	 status_build_start(const char *image, const char *pkgs);
 void	 status_build_phase(int, const char *, ...) NM_PRINTF(2, 3);
+/* A queued build starts to run, in a first phase. */
+void	 status_build_running(int, const char *phase);
 void	 status_build_end(int, int ok, const char *digest_or_error);
+/* Off the page with no record: the image needed no build after all. */
+void	 status_build_forget(int);
 /* A warning of the log; never logs itself. */
 void	 status_error(const char *);
 struct json_t *status_json(const struct metrics_store *);

@@ -24,7 +24,8 @@ struct st_running {
 	char		*sr_image;
 	char		*sr_pkgs;
 	char		*sr_phase;
-	struct timespec	 sr_start;
+	struct timespec	 sr_start;	/* queued, then started */
+	int		 sr_started;	/* out of the queue */
 	struct st_running *sr_next;
 };
 
@@ -121,7 +122,7 @@ status_build_start(const char *image, const char *pkgs)
 	r = xcalloc(1, sizeof *r);
 	r->sr_image = xstrdup(image);
 	r->sr_pkgs = xstrdup(pkgs);
-	r->sr_phase = xstrdup("queued");
+	r->sr_phase = xstrdup("waiting for a build slot");
 	clock_gettime(CLOCK_MONOTONIC, &r->sr_start);
 	pthread_mutex_lock(&st_mtx);
 	id = r->sr_id = st_nextid++;
@@ -155,7 +156,49 @@ status_build_phase(int id, const char *fmt, ...)
 	free(phase);
 }
 
-/* A build ended: ok with its manifest digest, or not with its error. */
+/* A waiting build starts to run: its clock restarts, in a first phase. */
+void
+status_build_running(int id, const char *phase)
+{
+	struct st_running	*r;
+
+	pthread_mutex_lock(&st_mtx);
+	for (r = st_running; r != NULL; r = r->sr_next)
+		if (r->sr_id == id)
+			break;
+	if (r != NULL) {
+		clock_gettime(CLOCK_MONOTONIC, &r->sr_start);
+		r->sr_started = 1;
+		free(r->sr_phase);
+		r->sr_phase = xstrdup(phase);
+	}
+	pthread_mutex_unlock(&st_mtx);
+}
+
+/* Takes a build off the page without a record (nothing was built). */
+void
+status_build_forget(int id)
+{
+	struct st_running	*r, **rp;
+
+	pthread_mutex_lock(&st_mtx);
+	for (rp = &st_running; (r = *rp) != NULL; rp = &r->sr_next)
+		if (r->sr_id == id)
+			break;
+	if (r != NULL) {
+		*rp = r->sr_next;
+		free(r->sr_image);
+		free(r->sr_pkgs);
+		free(r->sr_phase);
+		free(r);
+	}
+	pthread_mutex_unlock(&st_mtx);
+}
+
+/*
+ * A build ended: ok with its manifest digest, or not with its error.  An
+ * id already ended or forgotten is ignored.
+ */
 void
 status_build_end(int id, int ok, const char *what)
 {
@@ -294,9 +337,10 @@ status_builds(void)
 	clock_gettime(CLOCK_MONOTONIC, &now);
 	run = json_array();
 	for (r = st_running; r != NULL; r = r->sr_next)
-		json_array_append_new(run, json_pack("{s:o, s:o, s:o, s:f}",
+		json_array_append_new(run, json_pack("{s:o, s:o, s:s, s:o, s:f}",
 		    "image", status_str(r->sr_image),
 		    "packages", status_str(r->sr_pkgs),
+		    "state", r->sr_started ? "running" : "waiting",
 		    "phase", status_str(r->sr_phase),
 		    "elapsed_seconds", (double)(now.tv_sec - r->sr_start.tv_sec) +
 		    (double)(now.tv_nsec - r->sr_start.tv_nsec) / 1e9));
@@ -563,7 +607,7 @@ status_html_builds(FILE *f, const json_t *builds)
 		fputs("<p id=\"running\">None.</p>\n", f);
 	else
 		fputs("<table id=\"running\"><tr><th>Image</th><th>Packages"
-		    "</th><th>Phase</th><th>Running for</th></tr>\n", f);
+		    "</th><th>Phase</th><th>For</th></tr>\n", f);
 	json_array_foreach(run, i, b) {
 		fputs("<tr><td>", f);
 		status_esc(f, json_object_get(b, "image"));

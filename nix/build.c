@@ -76,6 +76,7 @@ static void	 build_found_cb(evutil_socket_t, short, void *);
 static void	 build_job(void *);
 static void	 build_job_done(void *);
 static void	 build_start_queued(void);
+static void	 build_status_start(struct nix_build *);
 
 /* Sets up the queue. */
 void
@@ -310,6 +311,7 @@ nix_build_get(const struct nix_request *req, const char *tag,
 		    nb)) == NULL)
 			fatalx("%s: event_new", __func__);
 		TAILQ_INSERT_TAIL(&build_list, nb, nb_entry);
+		build_status_start(nb);
 		log_debug("%s: queued %s", __func__, key);
 		if (build_stopping)
 			build_refuse(nb);
@@ -389,6 +391,9 @@ build_done_cb(evutil_socket_t fd, short events, void *arg)
 	/* A build refused at shutdown never ran. */
 	if (nb->nb_state != BUILD_QUEUED)
 		build_running--;
+	/* One that ended before it built (refused, no worker) leaves too. */
+	status_build_end(nb->nb_sid, nb->nb_result.br_status == NIX_OK,
+	    nb->nb_result.br_cause);
 	nb->nb_state = BUILD_DONE;
 	TAILQ_REMOVE(&build_list, nb, nb_entry);
 	while ((nw = TAILQ_FIRST(&nb->nb_waiters)) != NULL) {
@@ -781,7 +786,10 @@ build_image(struct nix_build *nb, const char *key, const char *commit,
 	return (rc);
 }
 
-/* Shows a build on the status page: its image name as a client asks. */
+/*
+ * Shows a build on the status page, waiting for a build slot: its image
+ * name as a client asks.
+ */
 static void
 build_status_start(struct nix_build *nb)
 {
@@ -810,16 +818,21 @@ build_job(void *arg)
 	uint64_t		 bytes = 0;
 
 	gettimeofday(&t0, NULL);
+	status_build_running(nb->nb_sid, nm_conf->cf_source == NM_SOURCE_REPO ?
+	    "resolving the tag" : "starting");
 	res->br_status = build_resolve(nb, commit, &res->br_cause);
 	if (res->br_status != NIX_OK) {
 		metrics_build(res->br_status, -1);
+		status_build_end(nb->nb_sid, 0, res->br_cause);
 		goto done;
 	}
 	key = build_image_key(&nb->nb_req, commit);
-	if (build_lookup(key, res) == 0)
+	if (build_lookup(key, res) == 0) {
+		/* Built meanwhile (or at this commit before): no build. */
+		status_build_forget(nb->nb_sid);
 		goto done;
+	}
 	metrics_build_running(1);
-	build_status_start(nb);
 	res->br_status = build_image(nb, key, commit, &res->br_cause, &nl, &nf,
 	    &bytes);
 	gettimeofday(&t1, NULL);

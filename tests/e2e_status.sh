@@ -16,7 +16,8 @@ CHROME=$(command -v chromium)
 up_start
 # dead.example's upstream is a closed port: its requests fail.
 nm_start --upstream "docker.io=$UP_REG_URL" \
-    --upstream dead.example=http://127.0.0.1:9 --max-store-bytes 50000000
+    --upstream dead.example=http://127.0.0.1:9 --max-store-bytes 50000000 \
+    --max-builds 1
 VERSION=$("$NM_BIN" version | awk '{ print $2 }')
 
 # Renders a page in headless Chromium and writes the DOM it ends with as a
@@ -51,17 +52,33 @@ until curl -s "$NM_URL/status.json" |
 	i=$((i + 1))
 done
 ok "/status.json lists the slow build in progress, realising its path"
+# With one build slot, the next image waits for it.
+curl -s -o /dev/null --max-time 120 -H "$ACCEPT_DOCKER" \
+    "$NM_URL/v2/nix/figlet/manifests/latest" &
+FIG=$!
+i=0
+until curl -s "$NM_URL/status.json" |
+    jq -e '.builds.in_progress[] | select(.image == "nix/figlet" and
+    .state == "waiting")' >/dev/null 2>&1; do
+	[ "$i" -lt 100 ] || fail "the queued build never shows in /status.json"
+	sleep 0.1
+	i=$((i + 1))
+done
+ok "/status.json lists the next build as waiting"
 render "$NM_WORK/p1.json"
 check_eq "the page's title" "nixmirror status" "$(dom "$NM_WORK/p1.json" .title)"
 check_eq "the build in progress shows on the page" nix/slowbroken \
-    "$(dom "$NM_WORK/p1.json" '.tables.running[0].Image')"
+    "$(dom "$NM_WORK/p1.json" '.tables.running[] | select(.Image == "nix/slowbroken") | .Image')"
 check_eq "with its phase" "realising 1 of 1 paths" \
-    "$(dom "$NM_WORK/p1.json" '.tables.running[0].Phase')"
+    "$(dom "$NM_WORK/p1.json" '.tables.running[] | select(.Image == "nix/slowbroken") | .Phase')"
 check_contains "and how long it has run" " s" \
-    "$(dom "$NM_WORK/p1.json" '.tables.running[0]["Running for"]')"
+    "$(dom "$NM_WORK/p1.json" '.tables.running[] | select(.Image == "nix/slowbroken") | .For')"
 check_eq "and its packages" slowbroken \
-    "$(dom "$NM_WORK/p1.json" '.tables.running[0].Packages')"
+    "$(dom "$NM_WORK/p1.json" '.tables.running[] | select(.Image == "nix/slowbroken") | .Packages')"
+check_eq "the queued image shows waiting for a slot" "waiting for a build slot" \
+    "$(dom "$NM_WORK/p1.json" '.tables.running[] | select(.Image == "nix/figlet") | .Phase')"
 wait "$SLOW" || true
+wait "$FIG" || fail "the queued build of nix/figlet failed"
 
 # Traffic: a Nix image, a missing package, an upstream image pulled
 # through, a failing upstream.
@@ -93,6 +110,8 @@ check_contains "and says which package" nosuchpkg "$(dom "$P" \
     '[.tables.builds[] | select(.Image == "nix/shell/nosuchpkg")][0]["Manifest or error"]')"
 check_eq "the slow build is listed as failed" failed "$(dom "$P" \
     '[.tables.builds[] | select(.Image == "nix/slowbroken")][0].Result')"
+check_eq "the queued one built after it" ok "$(dom "$P" \
+    '[.tables.builds[] | select(.Image == "nix/figlet")][0].Result')"
 check_contains "the errors name the missing package" nosuchpkg \
     "$(dom "$P" '[.tables.errors[].Error] | join("\n")')"
 check_eq "one line an error: Nix's stderr is only in the log" 0 "$(dom "$P" \
