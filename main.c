@@ -16,6 +16,7 @@
 #include <event2/event.h>
 #include <event2/thread.h>
 #include <jansson.h>
+#include <openssl/ssl.h>
 
 #include "nixmirror.h"
 #include "nix/nix.h"
@@ -358,12 +359,14 @@ static const struct main_cmd {
 } main_cmds[] = {
 	{ "serve", "nixmirror serve [--config FILE] [flags]\n"
 	    "  Serves Nix images and the pull-through cache on --listen.\n", 1 },
-	{ "prefetch", "nixmirror prefetch [--data DIR | --server URL] "
-	    "[--platform OS/ARCH[/VARIANT] | --platform all]\n"
-	    "    [--no-progress] [flags] (IMAGE... | -f LIST)\n"
+	{ "prefetch", "nixmirror prefetch [--data DIR | --server URL "
+	    "[--server-ca FILE]]\n"
+	    "    [--platform OS/ARCH[/VARIANT] | --platform all] "
+	    "[--no-progress] [flags]\n    (IMAGE... | -f LIST)\n"
 	    "  Fetches or builds each IMAGE (docker.io/library/busybox:1.36,\n"
 	    "  ghcr.io/org/app@sha256:..., nix/shell/htop:latest) into the "
-	    "store,\n  through a running mirror (--server http://HOST:PORT) or "
+	    "store,\n  through a running mirror (--server http://HOST:PORT, or "
+	    "https:// with\n  its CA in --server-ca if not a system one) or "
 	    "one started\n  here on the data directory.  Exits 1 naming each "
 	    "image that failed.\n", 1 },
 	{ "export", "nixmirror export [--data DIR] [--fetch] -o BUNDLE.tar "
@@ -427,6 +430,7 @@ struct main_args {
 	const char	 *ma_list;	/* -f LIST */
 	const char	 *ma_out;	/* -o FILE */
 	const char	 *ma_server;	/* --server URL */
+	const char	 *ma_server_ca;	/* --server-ca FILE */
 	const char	 *ma_platform;	/* --platform P */
 	int		  ma_fetch;	/* --fetch */
 	int		  ma_noprogress; /* --no-progress */
@@ -450,6 +454,8 @@ main_args_split(int argc, char **argv, struct main_args *ma, char **cause)
 			val = &ma->ma_out;
 		else if (strcmp(argv[i], "--server") == 0)
 			val = &ma->ma_server;
+		else if (strcmp(argv[i], "--server-ca") == 0)
+			val = &ma->ma_server_ca;
 		else if (strcmp(argv[i], "--platform") == 0)
 			val = &ma->ma_platform;
 		else if (strcmp(argv[i], "--fetch") == 0) {
@@ -591,30 +597,42 @@ main_prefetch_refs(const struct main_args *ma, const struct policy_ref *refs,
     size_t n)
 {
 	char		 host[256];
-	const char	*u;
-	char		*end;
+	const char	*u, *hp;
+	char		*end, *cause = NULL;
 	long		 port;
-	int		 failed, progress;
+	int		 failed, progress, tls;
+	SSL_CTX		*ctx = NULL;
 
 	progress = !ma->ma_noprogress && isatty(STDERR_FILENO);
 	if (ma->ma_server != NULL) {
 		u = ma->ma_server;
-		if (strncmp(u, "http://", 7) != 0 ||
-		    (end = strrchr(u + 7, ':')) == NULL ||
-		    (size_t)(end - (u + 7)) >= sizeof host ||
+		tls = strncmp(u, "https://", 8) == 0;
+		hp = u + (tls ? 8 : 7);
+		if ((!tls && strncmp(u, "http://", 7) != 0) ||
+		    (end = strrchr(hp, ':')) == NULL ||
+		    (size_t)(end - hp) >= sizeof host || end == hp ||
 		    (port = strtol(end + 1, &end, 10)) <= 0 || port > 65535 ||
 		    (*end != '\0' && strcmp(end, "/") != 0)) {
 			fprintf(stderr, "nixmirror prefetch: --server \"%s\" is "
-			    "not http://HOST:PORT\n", u);
+			    "not http://HOST:PORT or https://HOST:PORT\n", u);
 			return (-1);
 		}
-		snprintf(host, sizeof host, "%.*s", (int)(strrchr(u + 7, ':') -
-		    (u + 7)), u + 7);
+		snprintf(host, sizeof host, "%.*s", (int)(strrchr(hp, ':') - hp),
+		    hp);
+		if (tls && (ctx = proxy_tls_client(ma->ma_server_ca,
+		    &cause)) == NULL) {
+			fprintf(stderr, "nixmirror prefetch: --server-ca: %s\n",
+			    cause);
+			free(cause);
+			return (-1);
+		}
 		if ((main_base = event_base_new()) == NULL)
 			fatalx("event_base_new failed");
-		failed = proxy_prefetch(main_base, host, (int)port, refs, n,
-		    ma->ma_platform, progress);
+		failed = proxy_prefetch(main_base, host, (int)port, ctx, refs,
+		    n, ma->ma_platform, progress);
 		event_base_free(main_base);
+		if (ctx != NULL)
+			SSL_CTX_free(ctx);
 		return (failed);
 	}
 	free(nm_conf->cf_listen);
@@ -625,7 +643,7 @@ main_prefetch_refs(const struct main_args *ma, const struct policy_ref *refs,
 	log_quiet(!nm_conf->cf_debug);
 	main_start(1);
 	failed = proxy_prefetch(main_base, "127.0.0.1", proxy_server_port(),
-	    refs, n, ma->ma_platform, progress);
+	    NULL, refs, n, ma->ma_platform, progress);
 	main_stop();
 	return (failed);
 }

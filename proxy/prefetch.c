@@ -21,10 +21,14 @@
 #include <unistd.h>
 
 #include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 #include <jansson.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 
 #include "nixmirror.h"
 #include "policy/policy.h"
@@ -82,6 +86,7 @@ static struct {
 	struct event_base	*base;
 	const char		*host;
 	int			 port;
+	SSL_CTX			*tls;	/* https, or NULL */
 	const char		*os, *arch, *variant;	/* NULL os: all */
 	int			 progress;
 	struct event		*timer;
@@ -296,6 +301,18 @@ pf_conn_free_cb(evutil_socket_t fd, short events, void *arg)
 	evhttp_connection_free(arg);
 }
 
+/* The TLS error that ended a connection, or 0. */
+static unsigned long
+pf_tls_error(struct evhttp_connection *conn)
+{
+	struct bufferevent	*bev;
+
+	if (pf.tls == NULL ||
+	    (bev = evhttp_connection_get_bufferevent(conn)) == NULL)
+		return (0);
+	return (bufferevent_get_openssl_error(bev));
+}
+
 /* One request ended. */
 static void
 pf_done_cb(struct evhttp_request *req, void *arg)
@@ -306,9 +323,15 @@ pf_done_cb(struct evhttp_request *req, void *arg)
 	const char	*digest;
 	char		*err;
 	size_t		 len;
+	unsigned long	 tlserr;
 
 	pi->pi_running--;
-	if (req == NULL || evhttp_request_get_response_code(req) == 0)
+	if ((req == NULL || evhttp_request_get_response_code(req) == 0) &&
+	    (tlserr = pf_tls_error(pr->pr_conn)) != 0)
+		pf_fail(pi, "the mirror at %s:%d failed TLS for %s: %s",
+		    pf.host, pf.port, pr->pr_ref,
+		    ERR_reason_error_string(tlserr));
+	else if (req == NULL || evhttp_request_get_response_code(req) == 0)
 		pf_fail(pi, "the mirror at %s:%d did not answer for %s",
 		    pf.host, pf.port, pr->pr_ref);
 	else if (evhttp_request_get_response_code(req) != 200) {
@@ -355,13 +378,18 @@ pf_start(struct pf_req *pr)
 {
 	struct evhttp_connection	*conn;
 	struct evhttp_request		*req;
+	struct bufferevent		*bev;
 	struct evkeyvalq		*h;
 	const struct policy_ref		*ref = pr->pr_img->pi_ref;
 	char				*path, host[300];
 
-	if ((conn = evhttp_connection_base_new(pf.base, NULL, pf.host,
-	    (ev_uint16_t)pf.port)) == NULL)
-		fatalx("evhttp_connection_base_new failed");
+	bev = NULL;
+	if (pf.tls != NULL && (bev = proxy_tls_bufferevent(pf.base, pf.tls,
+	    pf.host)) == NULL)
+		fatalx("cannot set up TLS to %s", pf.host);
+	if ((conn = evhttp_connection_base_bufferevent_new(pf.base, NULL, bev,
+	    pf.host, (ev_uint16_t)pf.port)) == NULL)
+		fatalx("evhttp_connection_base_bufferevent_new failed");
 	evhttp_connection_set_timeout(conn, PF_TIMEOUT);
 	pr->pr_conn = conn;
 	req = evhttp_request_new(pf_done_cb, pr);
@@ -523,8 +551,8 @@ pf_host_platform(char *buf, size_t len)
 /* Prefetches the images; see proxy.h. */
 int
 proxy_prefetch(struct event_base *base, const char *host, int port,
-    const struct policy_ref *refs, size_t nrefs, const char *platform,
-    int progress)
+    SSL_CTX *tls, const struct policy_ref *refs, size_t nrefs,
+    const char *platform, int progress)
 {
 	struct timeval	 tv = { 0, 200 * 1000 };
 	char		 plat[128], *p, a[32];
@@ -533,6 +561,7 @@ proxy_prefetch(struct event_base *base, const char *host, int port,
 	pf.base = base;
 	pf.host = host;
 	pf.port = port;
+	pf.tls = tls;
 	pf.refs = refs;
 	pf.nrefs = nrefs;
 	pf.progress = progress;

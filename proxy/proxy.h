@@ -27,13 +27,21 @@ int	proxy_server_port(void);
  * proxy/prefetch.c: "nixmirror prefetch", a client of a mirror (a
  * running one, or one started in this process on a loopback port) that
  * pulls each image whole, so that it is stored.  platform is "os/arch
- * [/variant]" or "all"; progress draws a live display on stderr.
+ * [/variant]" or "all"; progress draws a live display on stderr; tls,
+ * when not NULL, makes it talk https to the mirror.
  * Returns the number of images that failed, each named on stderr.
  */
 struct policy_ref;
+typedef struct ssl_ctx_st SSL_CTX;
+struct bufferevent;
 int	proxy_prefetch(struct event_base *, const char *host, int port,
-	    const struct policy_ref *, size_t, const char *platform,
-	    int progress);
+	    SSL_CTX *tls, const struct policy_ref *, size_t,
+	    const char *platform, int progress);
+
+/* TLS clients (upstreams, prefetch): see proxy/upstream.c. */
+SSL_CTX	*proxy_tls_client(const char *cafile, char **cause);
+struct bufferevent *proxy_tls_bufferevent(struct event_base *, SSL_CTX *,
+	    const char *host);
 
 /* proxy/upstream.c: the client of upstream registries. */
 struct up_req;

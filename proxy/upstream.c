@@ -166,20 +166,39 @@ proxy_upstream_init(struct event_base *base, char **cause)
 	    EVDNS_BASE_DISABLE_WHEN_INACTIVE)) == NULL &&
 	    (up_dns = evdns_base_new(base, 0)) != NULL)
 		(void)evdns_base_load_hosts(up_dns, NULL);
-	if ((up_ssl = SSL_CTX_new(TLS_client_method())) == NULL)
-		fatalx("%s: SSL_CTX_new", __func__);
-	SSL_CTX_set_min_proto_version(up_ssl, TLS1_2_VERSION);
-	SSL_CTX_set_verify(up_ssl, SSL_VERIFY_PEER, NULL);
-	if (SSL_CTX_set_default_verify_paths(up_ssl) != 1)
-		log_warnx("%s: no system CA store", __func__);
-	if (nm_conf->cf_upstream_ca != NULL &&
-	    SSL_CTX_load_verify_locations(up_ssl, nm_conf->cf_upstream_ca,
-	    NULL) != 1) {
-		xasprintf(cause, "upstream_ca: cannot load %s",
-		    nm_conf->cf_upstream_ca);
+	if ((up_ssl = proxy_tls_client(nm_conf->cf_upstream_ca, cause)) ==
+	    NULL) {
+		char *c = *cause;
+
+		xasprintf(cause, "upstream_ca: %s", c);
+		free(c);
 		return (-1);
 	}
 	return (0);
+}
+
+/*
+ * A TLS client context that checks certificates against the system CAs
+ * and, if not NULL, a PEM file of more; NULL with *cause.
+ */
+SSL_CTX *
+proxy_tls_client(const char *cafile, char **cause)
+{
+	SSL_CTX	*ctx;
+
+	if ((ctx = SSL_CTX_new(TLS_client_method())) == NULL)
+		fatalx("%s: SSL_CTX_new", __func__);
+	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+	if (SSL_CTX_set_default_verify_paths(ctx) != 1)
+		log_warnx("%s: no system CA store", __func__);
+	if (cafile != NULL &&
+	    SSL_CTX_load_verify_locations(ctx, cafile, NULL) != 1) {
+		xasprintf(cause, "cannot load %s", cafile);
+		SSL_CTX_free(ctx);
+		return (NULL);
+	}
+	return (ctx);
 }
 
 /* Frees connections, tokens, TLS and the resolver at exit. */
@@ -420,9 +439,13 @@ up_conn_release(struct up_conn *co)
 		    NULL);
 }
 
-/* A TLS bufferevent that verifies the certificate and the host name. */
-static struct bufferevent *
-up_conn_tls(const char *host)
+/*
+ * A TLS bufferevent (connecting) that checks the certificate and that it
+ * names host; NULL on error.
+ */
+struct bufferevent *
+proxy_tls_bufferevent(struct event_base *base, SSL_CTX *ctx,
+    const char *host)
 {
 	struct bufferevent	*bev;
 	struct in6_addr		 a6;
@@ -430,7 +453,7 @@ up_conn_tls(const char *host)
 	char			 sni[256];
 	int			 ip;
 
-	if ((ssl = SSL_new(up_ssl)) == NULL)
+	if ((ssl = SSL_new(ctx)) == NULL)
 		return (NULL);
 	ip = inet_pton(AF_INET, host, &a6) == 1 ||
 	    inet_pton(AF_INET6, host, &a6) == 1;
@@ -443,7 +466,7 @@ up_conn_tls(const char *host)
 		SSL_free(ssl);
 		return (NULL);
 	}
-	bev = bufferevent_openssl_socket_new(up_base, -1, ssl,
+	bev = bufferevent_openssl_socket_new(base, -1, ssl,
 	    BUFFEREVENT_SSL_CONNECTING, BEV_OPT_CLOSE_ON_FREE |
 	    BEV_OPT_DEFER_CALLBACKS);
 	if (bev == NULL) {
@@ -476,7 +499,8 @@ up_conn_get(int tls, const char *host, const char *addr, int port)
 			return (co);
 		}
 	}
-	if (tls && (bev = up_conn_tls(host)) == NULL) {
+	if (tls && (bev = proxy_tls_bufferevent(up_base, up_ssl, host)) ==
+	    NULL) {
 		free(key);
 		return (NULL);
 	}

@@ -75,6 +75,23 @@ st=$(http_status "$NM_URL/v2/nix/hello/manifests/latest" -X PUT -d x \
     --cacert "$PKI/ca.pem")
 nm_check_error "PUT over https" 405 "$st" UNSUPPORTED
 
+# prefetch talks https to a running mirror, trusting --server-ca; with no
+# CA it refuses the certificate and says so.
+"$NM_BIN" prefetch --server "https://$NM_ADDR" --server-ca "$PKI/ca.pem" \
+    nix/shell/cowsay:latest >"$NM_WORK/pf.out" 2>"$NM_WORK/pf.err" ||
+    fail "prefetch over https: $(cat "$NM_WORK/pf.err")"
+dg=$(awk '$1 == "stored" && $2 == "nix/shell/cowsay:latest" { print $3 }' \
+    "$NM_WORK/pf.out")
+st=$(http_status "$NM_URL/v2/nix/shell/cowsay/manifests/$dg" \
+    --cacert "$PKI/ca.pem" -H "$ACCEPT_OCI")
+check_eq "prefetch over https stored the image it names ($dg)" 200 "$st"
+rc=0
+"$NM_BIN" prefetch --server "https://$NM_ADDR" nix/shell/cowsay:latest \
+    >"$NM_WORK/pf2.out" 2>"$NM_WORK/pf2.err" || rc=$?
+check_eq "prefetch without the CA exits 1" 1 "$rc"
+check_contains "and names the certificate problem" "certificate verify failed" \
+    "$(cat "$NM_WORK/pf2.err")"
+
 # skopeo with the CA in a cert dir, and no --src-tls-verify=false.
 skopeo copy --src-cert-dir "$PKI/certs" \
     "docker://$NM_ADDR/nix/figlet:latest" "oci:$NM_WORK/oci:figlet" \
