@@ -224,15 +224,12 @@ main_stop(void)
 static int
 main_serve(void)
 {
-	const char	*src;
+	const char	*src, *kind;
 
 	main_start(0);
-	src = nm_conf->cf_source == NM_SOURCE_PATH ? nm_conf->cf_pkgs_path :
-	    nm_conf->cf_source == NM_SOURCE_REPO ? nm_conf->cf_pkgs_repo :
-	    nm_conf->cf_channel;
+	src = policy_config_source(nm_conf, &kind);
 	log_info("nixmirror %s serving Nix images from %s %s%s, data in %s",
-	    PACKAGE_VERSION, nm_conf->cf_source == NM_SOURCE_PATH ? "path" :
-	    nm_conf->cf_source == NM_SOURCE_REPO ? "git" : "channel", src,
+	    PACKAGE_VERSION, kind, src,
 	    nm_conf->cf_offline ? " (offline: stored images only, no Nix "
 	    "builds)" : nm_conf->cf_source == NM_SOURCE_CHANNEL ?
 	    " (the channel and its binary cache need the network)" : "",

@@ -15,6 +15,7 @@
 #include <jansson.h>
 
 #include "nixmirror.h"
+#include "policy/policy.h"
 
 #define ST_NRECENT	50	/* finished builds and errors kept */
 #define ST_MAX_UP	64
@@ -271,16 +272,13 @@ static json_t *
 status_source(void)
 {
 	const struct nm_config	*cf = nm_conf;
+	const char		*loc, *kind;
 	json_t			*o;
 
+	loc = policy_config_source(cf, &kind);
 	o = json_object();
-	json_object_set_new(o, "type", json_string(
-	    cf->cf_source == NM_SOURCE_PATH ? "path" :
-	    cf->cf_source == NM_SOURCE_REPO ? "git" : "channel"));
-	json_object_set_new(o, "location", status_str(
-	    cf->cf_source == NM_SOURCE_PATH ? cf->cf_pkgs_path :
-	    cf->cf_source == NM_SOURCE_REPO ? cf->cf_pkgs_repo :
-	    cf->cf_channel));
+	json_object_set_new(o, "type", json_string(kind));
+	json_object_set_new(o, "location", status_str(loc));
 	if (cf->cf_source == NM_SOURCE_CHANNEL)
 		json_object_set_new(o, "revision", status_str(cf->cf_channel));
 	else if (st_rev[0] != '\0') {

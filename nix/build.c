@@ -727,6 +727,7 @@ build_image(struct nix_build *nb, const char *key, const char *commit,
 	struct nix_source	 src;
 	struct nix_closure	 nc;
 	struct nix_progress	 np;
+	const char		*kind;
 	struct nix_layering	 ly;
 	struct nix_image_layer	*il;
 	struct store_image	 si;
@@ -735,9 +736,7 @@ build_image(struct nix_build *nb, const char *key, const char *commit,
 
 	memset(&src, 0, sizeof src);
 	src.ns_type = nm_conf->cf_source;
-	src.ns_loc = nm_conf->cf_source == NM_SOURCE_PATH ?
-	    nm_conf->cf_pkgs_path : nm_conf->cf_source == NM_SOURCE_REPO ?
-	    nm_conf->cf_pkgs_repo : nm_conf->cf_channel;
+	src.ns_loc = policy_config_source(nm_conf, &kind);
 	if (nm_conf->cf_source == NM_SOURCE_REPO)
 		src.ns_rev = commit;
 

@@ -347,6 +347,23 @@ config_upstreams_json(struct nm_config *cf, json_t *obj, char **cause)
 	return (0);
 }
 
+/* The package source's kind ("path", "git", "channel") and location. */
+const char *
+policy_config_source(const struct nm_config *cf, const char **kind)
+{
+	switch (cf->cf_source) {
+	case NM_SOURCE_PATH:
+		*kind = "path";
+		return (cf->cf_pkgs_path);
+	case NM_SOURCE_REPO:
+		*kind = "git";
+		return (cf->cf_pkgs_repo);
+	default:
+		*kind = "channel";
+		return (cf->cf_channel);
+	}
+}
+
 /* Prints the flags every subcommand that opens the store takes. */
 void
 policy_config_usage(FILE *fp)

@@ -102,6 +102,8 @@ int	policy_config_file(struct nm_config *, const char *, char **cause);
 /* Checks the finished configuration. */
 int	policy_config_check(struct nm_config *, char **cause);
 void	policy_config_usage(FILE *);
+/* The package source's location; *kind is "path", "git" or "channel". */
+const char *policy_config_source(const struct nm_config *, const char **kind);
 /* Whether a flag's value is the next argument ("--data DIR"). */
 int	policy_config_flag_takes_value(const char *);
 
