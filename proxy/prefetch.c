@@ -313,6 +313,15 @@ pf_tls_error(struct evhttp_connection *conn)
 	return (bufferevent_get_openssl_error(bev));
 }
 
+/* The text of a TLS error. */
+static const char *
+pf_tls_reason(unsigned long e)
+{
+	const char	*r = ERR_reason_error_string(e);
+
+	return (r != NULL ? r : "unknown TLS error");
+}
+
 /* One request ended. */
 static void
 pf_done_cb(struct evhttp_request *req, void *arg)
@@ -329,8 +338,7 @@ pf_done_cb(struct evhttp_request *req, void *arg)
 	if ((req == NULL || evhttp_request_get_response_code(req) == 0) &&
 	    (tlserr = pf_tls_error(pr->pr_conn)) != 0)
 		pf_fail(pi, "the mirror at %s:%d failed TLS for %s: %s",
-		    pf.host, pf.port, pr->pr_ref,
-		    ERR_reason_error_string(tlserr));
+		    pf.host, pf.port, pr->pr_ref, pf_tls_reason(tlserr));
 	else if (req == NULL || evhttp_request_get_response_code(req) == 0)
 		pf_fail(pi, "the mirror at %s:%d did not answer for %s",
 		    pf.host, pf.port, pr->pr_ref);
