@@ -113,7 +113,7 @@ status_revision(const char *tag, const char *commit)
 	pthread_mutex_unlock(&st_mtx);
 }
 
-/* A build starts: its image name and packages; returns its id. */
+/* A build is queued: its image name and packages; returns its id. */
 int
 status_build_start(const char *image, const char *pkgs)
 {
@@ -133,7 +133,7 @@ status_build_start(const char *image, const char *pkgs)
 	return (id);
 }
 
-/* The phase a running build is in ("evaluating ...", "writing 3/7 layers"). */
+/* The phase a running build is in ("evaluating ...", "compressing ..."). */
 void
 status_build_phase(int id, const char *fmt, ...)
 {
