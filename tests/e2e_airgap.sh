@@ -158,19 +158,13 @@ printf 'server = "http://%s"\n\n[host."http://%s"]\n  capabilities = ["pull", "r
 ctd_start "$NM_WORK/ctd"
 ctr_do images pull --hosts-dir "$HOSTS" --snapshotter "$SNAP" "$DOCK"
 ok "containerd pulls $DOCK from the offline mirror"
-ctr_do images ls
-grep -F "$DOCK" "$NM_WORK/ctr.out" | grep -qF "$UP_BUSY_DG" &&
-    ok "with the original digest" ||
-    bad "containerd's $DOCK: $(grep -F "$DOCK" "$NM_WORK/ctr.out")"
+ctd_check_digest "with the original digest" "$DOCK" "$UP_BUSY_DG"
 out=$(ctd_run "$DOCK" a1)
 check_eq "and runs it" "$UP_BUSY_LINE" "$out"
 REF2=$NM_ADDR/$NIXI
 ctr_do images pull --hosts-dir "$HOSTS" --snapshotter "$SNAP" "$REF2"
 ok "containerd pulls the imported Nix image by its name and tag"
-ctr_do images ls
-grep -F "$REF2" "$NM_WORK/ctr.out" | grep -qF "$NIX_DG" &&
-    ok "with the original digest" ||
-    bad "containerd's $REF2: $(grep -F "$REF2" "$NM_WORK/ctr.out")"
+ctd_check_digest "with the original digest" "$REF2" "$NIX_DG"
 out=$(ctd_run "$REF2" a2 /bin/cowsay moo)
 check_eq "and runs it" "cowsay: moo" "$out"
 grep -q " info build " "$NM_WORK/daemon1.log" ||
@@ -186,13 +180,9 @@ check_eq "the imported SBOM is listed as a referrer" 1 \
 CTR_SAVED=$CTR
 CTR="ctr --address $SOCK --namespace imported"
 ctr_do images import "$B"
-ctr_do images ls
-grep -F "$DOCK" "$NM_WORK/ctr.out" | grep -qF "$UP_BUSY_DG" &&
-    ok "ctr images import reads the bundle with the docker.io image" ||
-    bad "ctr images import: $(cat "$NM_WORK/ctr.out")"
-grep -F "docker.io/$NIXI" "$NM_WORK/ctr.out" | grep -qF "$NIX_DG" &&
-    ok "and the Nix image" ||
-    bad "ctr images import, Nix image: $(cat "$NM_WORK/ctr.out")"
+ctd_check_digest "ctr images import reads the bundle with the docker.io image" \
+    "$DOCK" "$UP_BUSY_DG"
+ctd_check_digest "and the Nix image" "docker.io/$NIXI" "$NIX_DG"
 CTR=$CTR_SAVED
 ctd_stop kill
 st=$(http_status "$NM_URL/healthz")

@@ -52,10 +52,8 @@ ok "ctr images pull --hosts-dir $REF"
 ctr_do images ls -q
 grep -qx "$REF" "$NM_WORK/ctr.out" || fail "$REF not in ctr images ls"
 ok "image listed"
-ctr_do images ls
-grep -F "$REF" "$NM_WORK/ctr.out" | grep -qF "$UP_BUSY_DG" &&
-    ok "containerd has upstream's manifest digest" ||
-    bad "containerd's $REF is not $UP_BUSY_DG: $(grep -F "$REF" "$NM_WORK/ctr.out")"
+ctd_check_digest "containerd has upstream's manifest digest" "$REF" \
+    "$UP_BUSY_DG"
 out=$(ctd_run "$REF" t1)
 check_eq "ctr run with the image Cmd" "$UP_BUSY_LINE" "$out"
 out=$(ctd_run "$REF" t2 /bin/sh -c 'echo sh-ok')

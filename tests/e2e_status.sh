@@ -38,45 +38,52 @@ dom()
 	jq -r "$2" "$1"
 }
 
+# Prints a column of an image's row in a table of the rendered page:
+# dom_row FILE TABLE IMAGE COLUMN (the newest row, when there are more).
+dom_row()
+{
+	jq -r --arg t "$2" --arg i "$3" --arg c "$4" \
+	    '[.tables[$t][] | select(.Image == $i)][0][$c]' "$1"
+}
+
+# Waits (10 s at most) until /status.json has a build in progress that
+# matches a jq condition: status_until COND WHAT.
+status_until()
+{
+	_i=0
+	until curl -s "$NM_URL/status.json" | jq -e \
+	    ".builds.in_progress[] | select($1)" >/dev/null 2>&1; do
+		[ "$_i" -lt 100 ] || fail "/status.json never shows $2"
+		sleep 0.1
+		_i=$((_i + 1))
+	done
+	ok "/status.json shows $2"
+}
+
 # A build that runs for seconds (and then fails: it is never cached).
 curl -s -o /dev/null --max-time 120 -H "$ACCEPT_DOCKER" \
     "$NM_URL/v2/nix/slowbroken/manifests/latest" &
 SLOW=$!
-i=0
-until curl -s "$NM_URL/status.json" |
-    jq -e '.builds.in_progress[] | select(.image == "nix/slowbroken" and
-    .phase == "realising 1 of 1 paths")' >/dev/null 2>&1; do
-	[ "$i" -lt 100 ] ||
-	    fail "the slow build never shows realising in /status.json"
-	sleep 0.1
-	i=$((i + 1))
-done
-ok "/status.json lists the slow build in progress, realising its path"
+status_until '.image == "nix/slowbroken" and
+    .phase == "realising 1 of 1 paths"' "the slow build realising its path"
 # With one build slot, the next image waits for it.
 curl -s -o /dev/null --max-time 120 -H "$ACCEPT_DOCKER" \
     "$NM_URL/v2/nix/figlet/manifests/latest" &
 FIG=$!
-i=0
-until curl -s "$NM_URL/status.json" |
-    jq -e '.builds.in_progress[] | select(.image == "nix/figlet" and
-    .state == "waiting")' >/dev/null 2>&1; do
-	[ "$i" -lt 100 ] || fail "the queued build never shows in /status.json"
-	sleep 0.1
-	i=$((i + 1))
-done
-ok "/status.json lists the next build as waiting"
+status_until '.image == "nix/figlet" and .state == "waiting"' \
+    "the next build waiting"
 render "$NM_WORK/p1.json"
 check_eq "the page's title" "nixmirror status" "$(dom "$NM_WORK/p1.json" .title)"
 check_eq "the build in progress shows on the page" nix/slowbroken \
-    "$(dom "$NM_WORK/p1.json" '.tables.running[] | select(.Image == "nix/slowbroken") | .Image')"
+    "$(dom_row "$NM_WORK/p1.json" running nix/slowbroken Image)"
 check_eq "with its phase" "realising 1 of 1 paths" \
-    "$(dom "$NM_WORK/p1.json" '.tables.running[] | select(.Image == "nix/slowbroken") | .Phase')"
+    "$(dom_row "$NM_WORK/p1.json" running nix/slowbroken Phase)"
 check_contains "and how long it has run" " s" \
-    "$(dom "$NM_WORK/p1.json" '.tables.running[] | select(.Image == "nix/slowbroken") | .For')"
+    "$(dom_row "$NM_WORK/p1.json" running nix/slowbroken For)"
 check_eq "and its packages" slowbroken \
-    "$(dom "$NM_WORK/p1.json" '.tables.running[] | select(.Image == "nix/slowbroken") | .Packages')"
+    "$(dom_row "$NM_WORK/p1.json" running nix/slowbroken Packages)"
 check_eq "the queued image shows waiting for a slot" "waiting for a build slot" \
-    "$(dom "$NM_WORK/p1.json" '.tables.running[] | select(.Image == "nix/figlet") | .Phase')"
+    "$(dom_row "$NM_WORK/p1.json" running nix/figlet Phase)"
 wait "$SLOW" || true
 wait "$FIG" || fail "the queued build of nix/figlet failed"
 
@@ -100,18 +107,18 @@ check_contains "the store against its quota" "of 47.7 MiB (" \
     "$(dom "$P" .fields.Store)"
 check_contains "the hit ratio" "% (" "$(dom "$P" '.fields["Hit ratio"]')"
 check_eq "nothing in progress any more" "None." "$(dom "$P" .paras.running)"
-check_eq "the built image is listed, ok" ok "$(dom "$P" \
-    '[.tables.builds[] | select(.Image == "nix/shell/hello")][0].Result')"
+check_eq "the built image is listed, ok" ok \
+    "$(dom_row "$P" builds nix/shell/hello Result)"
 check_eq "with the manifest digest the registry API serves" "$HELLO" \
-    "$(dom "$P" '[.tables.builds[] | select(.Image == "nix/shell/hello")][0]["Manifest or error"]')"
-check_eq "the missing package's build failed" failed "$(dom "$P" \
-    '[.tables.builds[] | select(.Image == "nix/shell/nosuchpkg")][0].Result')"
-check_contains "and says which package" nosuchpkg "$(dom "$P" \
-    '[.tables.builds[] | select(.Image == "nix/shell/nosuchpkg")][0]["Manifest or error"]')"
-check_eq "the slow build is listed as failed" failed "$(dom "$P" \
-    '[.tables.builds[] | select(.Image == "nix/slowbroken")][0].Result')"
-check_eq "the queued one built after it" ok "$(dom "$P" \
-    '[.tables.builds[] | select(.Image == "nix/figlet")][0].Result')"
+    "$(dom_row "$P" builds nix/shell/hello "Manifest or error")"
+check_eq "the missing package's build failed" failed \
+    "$(dom_row "$P" builds nix/shell/nosuchpkg Result)"
+check_contains "and says which package" nosuchpkg \
+    "$(dom_row "$P" builds nix/shell/nosuchpkg "Manifest or error")"
+check_eq "the slow build is listed as failed" failed \
+    "$(dom_row "$P" builds nix/slowbroken Result)"
+check_eq "the queued one built after it" ok \
+    "$(dom_row "$P" builds nix/figlet Result)"
 check_contains "the errors name the missing package" nosuchpkg \
     "$(dom "$P" '[.tables.errors[].Error] | join("\n")')"
 check_eq "one line an error: Nix's stderr is only in the log" 0 "$(dom "$P" \

@@ -84,6 +84,15 @@ ctr_do()
 	}
 }
 
+# Checks that containerd holds REF at manifest DIGEST (ctr images ls):
+# ctd_check_digest WHAT REF DIGEST.
+ctd_check_digest()
+{
+	ctr_do images ls
+	grep -F "$2" "$NM_WORK/ctr.out" | grep -qF "$3" && ok "$1" ||
+	    bad "$1: containerd's $2 is not $3: $(grep -F "$2" "$NM_WORK/ctr.out")"
+}
+
 # Runs an image in a container removed afterwards and prints its standard
 # output: ctd_run REF ID [ARGS...].  The test fails if ctr run does.
 ctd_run()
