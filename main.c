@@ -34,6 +34,8 @@ static struct store		*main_store;
 #define MAIN_TOP_PAD	(1 << 20)	/* heap grown by at least, bytes */
 #define MAIN_MMAP_MIN	(1 << 20)	/* smaller blocks come from the heap */
 
+static void	main_s3(void);
+
 /* SIGTERM and SIGINT: stop accepting, stop builds, leave the loop. */
 static void
 main_signal_cb(evutil_socket_t sig, short events, void *arg)
@@ -175,6 +177,7 @@ main_start(int exclusive)
 	log_on_warn(status_error);
 	if (work_init(main_base, 0, &cause) == -1)
 		fatalx("%s", cause);
+	main_s3();
 	nix_build_init(main_base, main_store, main_pop);
 	if (proxy_upstream_init(main_base, &cause) == -1)
 		fatalx("%s", cause);
@@ -196,6 +199,58 @@ main_start(int exclusive)
 	}
 }
 
+/* A setting from the config, else from the environment, else NULL. */
+static const char *
+main_setting(const char *conf, const char *env)
+{
+	const char	*v;
+
+	if (conf != NULL)
+		return (conf);
+	return ((v = getenv(env)) != NULL && *v != '\0' ? v : NULL);
+}
+
+/*
+ * Attaches the bucket replicas share, when one is configured.  A bucket
+ * that does not answer now is no reason not to serve: what is stored
+ * locally is served, and the uploads wait for it.
+ */
+static void
+main_s3(void)
+{
+	struct s3_settings	 ss;
+	struct s3		*s3;
+	char			*cause = NULL;
+
+	if (nm_conf->cf_s3_endpoint == NULL && nm_conf->cf_s3_bucket == NULL)
+		return;
+	memset(&ss, 0, sizeof ss);
+	ss.ss_endpoint = nm_conf->cf_s3_endpoint;
+	ss.ss_bucket = nm_conf->cf_s3_bucket;
+	ss.ss_region = main_setting(nm_conf->cf_s3_region, "AWS_REGION");
+	ss.ss_prefix = nm_conf->cf_s3_prefix;
+	ss.ss_access = main_setting(nm_conf->cf_s3_access_key,
+	    "AWS_ACCESS_KEY_ID");
+	ss.ss_secret = main_setting(nm_conf->cf_s3_secret_key,
+	    "AWS_SECRET_ACCESS_KEY");
+	ss.ss_token = main_setting(nm_conf->cf_s3_session_token,
+	    "AWS_SESSION_TOKEN");
+	ss.ss_cafile = nm_conf->cf_s3_ca;
+	ss.ss_rate = nm_conf->cf_s3_upload_rate;
+	if ((s3 = s3_new(&ss, &cause)) == NULL)
+		fatalx("%s", cause);
+	if (s3_check(s3, &cause) == -1) {
+		log_warnx("s3: bucket %s at %s does not answer now: %s",
+		    nm_conf->cf_s3_bucket, nm_conf->cf_s3_endpoint, cause);
+		free(cause);
+	} else
+		log_info("s3: sharing bucket %s at %s%s%s",
+		    nm_conf->cf_s3_bucket, nm_conf->cf_s3_endpoint,
+		    nm_conf->cf_s3_prefix != NULL ? ", prefix " : "",
+		    nm_conf->cf_s3_prefix != NULL ? nm_conf->cf_s3_prefix : "");
+	store_remote_attach(main_store, s3);
+}
+
 /* Stops what main_start started, in the order that is safe. */
 static void
 main_stop(void)
@@ -212,6 +267,7 @@ main_stop(void)
 	 * runs, before the base goes.
 	 */
 	store_gc_wait();
+	store_remote_stop(main_store);
 	work_drain();
 	proxy_upstream_free();
 	event_base_free(main_base);

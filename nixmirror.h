@@ -66,6 +66,19 @@ struct nm_config {
 	char			*cf_tls_cert;
 	char			*cf_tls_key;
 	char			*cf_log_format;	/* "text" or "json" */
+	/* The object store that replicas share (store/remote.c). */
+	char			*cf_s3_endpoint;
+	char			*cf_s3_bucket;
+	char			*cf_s3_region;
+	char			*cf_s3_prefix;
+	char			*cf_s3_access_key;	/* else from the env */
+	char			*cf_s3_secret_key;
+	char			*cf_s3_session_token;
+	char			*cf_s3_ca;
+	int64_t			 cf_s3_upload_rate;	/* bytes/s, 0: none */
+	/* The replicas: base URLs, this one's among them (proxy/peer.c). */
+	char			*cf_peers;	/* comma-separated */
+	char			*cf_peer_self;
 };
 
 extern struct nm_config *nm_conf;

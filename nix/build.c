@@ -135,6 +135,28 @@ build_image_key(const struct nix_request *req, const char *commit)
 }
 
 /*
+ * An image another replica built, from the shared bucket: only for a
+ * pinned source, whose key names the same packages everywhere.  0, or
+ * -1 when not there.
+ */
+static int
+build_remote_image(const char *key)
+{
+	char	*cause = NULL;
+	int	 rc;
+
+	if (!store_remote_on(build_store) || !build_source_pinned())
+		return (-1);
+	if ((rc = store_remote_image(build_store, key, &cause)) == -1) {
+		log_warnx("image %s: the shared bucket: %s", key, cause);
+		free(cause);
+	}
+	if (rc == 0)
+		log_info("image %s: built by another replica", key);
+	return (rc == 0 ? 0 : -1);
+}
+
+/*
  * Looks an image up in the store.  Unpinned sources (a path, a channel
  * name) may change under us, so their images count only when built by
  * this process; pinned ones count forever.
@@ -410,6 +432,22 @@ build_done_cb(evutil_socket_t fd, short events, void *arg)
 	build_start_queued();
 }
 
+/* A layer from the shared bucket into the store; 0, or -1 when not there. */
+static int
+build_remote_layer(const char *key)
+{
+	char	*cause = NULL;
+	int	 rc;
+
+	if (!store_remote_on(build_store))
+		return (-1);
+	if ((rc = store_remote_layer(build_store, key, &cause)) == -1) {
+		log_warnx("layer %s: the shared bucket: %s", key, cause);
+		free(cause);
+	}
+	return (rc == 0 ? 0 : -1);
+}
+
 /* The layer cache key of a group of store paths. */
 static void
 build_layer_key(char *const *paths, size_t n, int custom,
@@ -441,9 +479,14 @@ build_layer(char *const *paths, size_t n, int custom,
 	int			 rc;
 
 	build_layer_key(paths, n, custom, key);
-	/* A cached layer counts only while its blob is still there. */
-	if (store_layer_get(build_store, key, &sl) == 0 &&
-	    store_blob_stat(build_store, sl.sl_digest, &size, NULL) == 0) {
+	/*
+	 * A cached layer counts only while its blob is still there; one
+	 * another replica built comes from the shared bucket.
+	 */
+	if ((store_layer_get(build_store, key, &sl) == 0 &&
+	    store_blob_stat(build_store, sl.sl_digest, &size, NULL) == 0) ||
+	    (build_remote_layer(key) == 0 &&
+	    store_layer_get(build_store, key, &sl) == 0)) {
 		/* In use again: keep the quota's collector off it. */
 		store_blob_touch(build_store, sl.sl_digest);
 		memcpy(il->il_digest, sl.sl_digest, NM_DIGEST_SIZE);
@@ -826,8 +869,12 @@ build_job(void *arg)
 		goto done;
 	}
 	key = build_image_key(&nb->nb_req, commit);
-	if (build_lookup(key, res) == 0) {
-		/* Built meanwhile (or at this commit before): no build. */
+	if (build_lookup(key, res) == 0 || (build_remote_image(key) == 0 &&
+	    build_lookup(key, res) == 0)) {
+		/*
+		 * Built meanwhile, at this commit before, or by another
+		 * replica: no build.
+		 */
 		status_build_forget(nb->nb_sid);
 		goto done;
 	}

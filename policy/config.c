@@ -72,6 +72,26 @@ static const struct config_key config_keys[] = {
 	CK_STR("policy", cf_policy, "policy file (JSON; reloaded on SIGHUP)"),
 	{ "max_store_bytes", CONFIG_I64, offsetof(struct nm_config,
 	    cf_max_store_bytes), 0, INT64_MAX, "store quota in bytes (0: none)" },
+	/* Replicas sharing an object store. */
+	CK_STR("s3_endpoint", cf_s3_endpoint,
+	    "S3 endpoint URL of the bucket replicas share"),
+	CK_STR("s3_bucket", cf_s3_bucket, "the bucket's name"),
+	CK_STR("s3_region", cf_s3_region, "its region (us-east-1)"),
+	CK_STR("s3_prefix", cf_s3_prefix, "key prefix in the bucket (none)"),
+	CK_STR("s3_access_key", cf_s3_access_key,
+	    "access key (else AWS_ACCESS_KEY_ID)"),
+	CK_STR("s3_secret_key", cf_s3_secret_key,
+	    "secret key (else AWS_SECRET_ACCESS_KEY)"),
+	CK_STR("s3_session_token", cf_s3_session_token,
+	    "session token (else AWS_SESSION_TOKEN)"),
+	CK_STR("s3_ca", cf_s3_ca, "extra CA certificates (PEM) for S3"),
+	{ "s3_upload_rate", CONFIG_I64, offsetof(struct nm_config,
+	    cf_s3_upload_rate), 0, INT64_MAX,
+	    "bytes a second uploads may use (0: no limit)" },
+	CK_STR("peers", cf_peers,
+	    "URLs of all replicas, comma-separated (this one's too)"),
+	CK_STR("peer_self", cf_peer_self,
+	    "this replica's URL in peers (http://LISTEN)"),
 	/* Logging. */
 	CK_STR("log_format", cf_log_format,
 	    "log lines as \"text\" or \"json\" (text)"),
@@ -87,6 +107,7 @@ static const struct {
 	{ "pkgs_path", "Nix images" },
 	{ "upstream_ca", "the pull-through cache" },
 	{ "policy", "policy and store" },
+	{ "s3_endpoint", "replicas sharing an object store" },
 	{ "log_format", "logging" },
 };
 #define CONFIG_NKEYS	(sizeof config_keys / sizeof config_keys[0])
@@ -97,6 +118,8 @@ static int	config_set[CONFIG_NKEYS];
 static const struct config_key *config_find(const char *, size_t *);
 static int	config_assign(struct nm_config *, const struct config_key *,
 		    const char *, char **);
+static int	config_file_key(struct nm_config *, const char *, const char *,
+		    json_t *, char **);
 
 /* Fills in the defaults. */
 void
@@ -471,12 +494,10 @@ policy_config_args(struct nm_config *cf, int argc, char **argv, char **cause)
 int
 policy_config_file(struct nm_config *cf, const char *file, char **cause)
 {
-	const struct config_key	*ck;
 	json_error_t		 jerr;
-	json_t			*root, *v;
-	const char		*key;
-	char			*text, *why;
-	size_t			 idx;
+	json_t			*root, *v, *sv;
+	const char		*key, *skey;
+	char			*why, name[64];
 	int			 rc = -1;
 
 	if ((root = json_load_file(file, 0, &jerr)) == NULL) {
@@ -496,36 +517,60 @@ policy_config_file(struct nm_config *cf, const char *file, char **cause)
 			}
 			continue;
 		}
-		if ((ck = config_find(key, &idx)) == NULL) {
-			xasprintf(cause, "%s: unknown key \"%s\"", file, key);
-			goto out;
-		}
-		if (config_set[idx])
+		/* "s3": {"endpoint": ..} is s3_endpoint and the rest. */
+		if (strcmp(key, "s3") == 0 && json_is_object(v)) {
+			json_object_foreach(v, skey, sv) {
+				snprintf(name, sizeof name, "s3_%s", skey);
+				if (config_file_key(cf, file, name, sv,
+				    cause) == -1)
+					goto out;
+			}
 			continue;
-		if (ck->ck_type == CONFIG_STR && json_is_string(v))
-			text = xstrdup(json_string_value(v));
-		else if ((ck->ck_type == CONFIG_INT ||
-		    ck->ck_type == CONFIG_I64) && json_is_integer(v))
-			xasprintf(&text, "%lld", (long long)json_integer_value(v));
-		else if (ck->ck_type == CONFIG_BOOL && json_is_boolean(v))
-			text = xstrdup(json_is_true(v) ? "1" : "0");
-		else {
-			xasprintf(cause, "%s: key \"%s\" has the wrong type",
-			    file, key);
-			goto out;
 		}
-		if (config_assign(cf, ck, text, &why) == -1) {
-			xasprintf(cause, "%s: %s", file, why);
-			free(why);
-			free(text);
+		if (config_file_key(cf, file, key, v, cause) == -1)
 			goto out;
-		}
-		free(text);
 	}
 	rc = 0;
 out:
 	json_decref(root);
 	return (rc);
+}
+
+/* Sets one key of the file, unless the command line set it. */
+static int
+config_file_key(struct nm_config *cf, const char *file, const char *key,
+    json_t *v, char **cause)
+{
+	const struct config_key	*ck;
+	char			*text, *why;
+	size_t			 idx;
+
+	if ((ck = config_find(key, &idx)) == NULL) {
+		xasprintf(cause, "%s: unknown key \"%s\"", file, key);
+		return (-1);
+	}
+	if (config_set[idx])
+		return (0);
+	if (ck->ck_type == CONFIG_STR && json_is_string(v))
+		text = xstrdup(json_string_value(v));
+	else if ((ck->ck_type == CONFIG_INT ||
+	    ck->ck_type == CONFIG_I64) && json_is_integer(v))
+		xasprintf(&text, "%lld", (long long)json_integer_value(v));
+	else if (ck->ck_type == CONFIG_BOOL && json_is_boolean(v))
+		text = xstrdup(json_is_true(v) ? "1" : "0");
+	else {
+		xasprintf(cause, "%s: key \"%s\" has the wrong type", file,
+		    key);
+		return (-1);
+	}
+	if (config_assign(cf, ck, text, &why) == -1) {
+		xasprintf(cause, "%s: %s", file, why);
+		free(why);
+		free(text);
+		return (-1);
+	}
+	free(text);
+	return (0);
 }
 
 /* Checks the whole configuration and settles the package source. */

@@ -457,15 +457,42 @@ mf_fetch(struct mf_req *mf, enum mf_phase phase)
 	free(what);
 }
 
+static void	mirror_manifest(struct evhttp_request *, struct store *,
+		    const struct nm_upstream *, const char *, const char *, int);
+
+/* Back from the bucket: the manifest goes on, from what is stored now. */
+static void
+mirror_manifest_remote_cb(struct evhttp_request *req, struct store *st,
+    const char *repo, const char *ref, int rc, const char *cause,
+    const void *arg)
+{
+	(void)rc;
+	(void)cause;
+	mirror_manifest(req, st, arg, repo, ref, 1);
+}
+
 /* GET or HEAD of an upstream manifest by tag or digest; see proxy.h. */
 void
 proxy_mirror_manifest(struct evhttp_request *req, struct store *st,
     const struct nm_upstream *up, const char *repo, const char *ref)
 {
+	mirror_manifest(req, st, up, repo, ref, 0);
+}
+
+/*
+ * A manifest request; remote says the shared bucket was asked already
+ * (a tag another replica resolved, a manifest it fetched).
+ */
+static void
+mirror_manifest(struct evhttp_request *req, struct store *st,
+    const struct nm_upstream *up, const char *repo, const char *ref,
+    int remote)
+{
 	struct mf_req	*mf;
 	char		 stored[NM_DIGEST_SIZE] = "", *type;
 	time_t		 checked = 0;
 	int		 bydigest = policy_digest_valid(ref), unlinked = 0;
+	int		 have = 0;
 
 	/*
 	 * A manifest by digest is served when this repository links to it;
@@ -476,6 +503,7 @@ proxy_mirror_manifest(struct evhttp_request *req, struct store *st,
 		if ((type = mirror_stored_type(st, ref)) != NULL &&
 		    (strstr(type, "manifest") != NULL ||
 		    strstr(type, "index") != NULL)) {
+			have = 1;
 			if (store_link_has(st, up->up_ns, repo, ref)) {
 				metrics_cache("manifest", up->up_ns,
 				    METRICS_HIT);
@@ -497,6 +525,18 @@ proxy_mirror_manifest(struct evhttp_request *req, struct store *st,
 		}
 	} else
 		stored[0] = '\0';
+	/*
+	 * Another replica may have it: a manifest and its link, or a newer
+	 * resolution of the tag.  The bucket is no upstream, so this holds
+	 * offline too; when it does not answer, the upstream is asked.
+	 */
+	if (!remote && store_remote_on(st) && (!bydigest || !have ||
+	    unlinked)) {
+		proxy_remote_lookup(req, st, bydigest ? PROXY_REMOTE_BLOB :
+		    PROXY_REMOTE_TAG, up->up_ns, repo, ref, 0,
+		    mirror_manifest_remote_cb, up);
+		return;
+	}
 	if (nm_conf->cf_offline) {
 		proxy_error(req, 404, "MANIFEST_UNKNOWN", "%s%s%s of %s is not "
 		    "stored, and the mirror is offline", repo, bydigest ? "@" :
@@ -1224,6 +1264,9 @@ struct cf_req {
 	int			 cf_rc;
 };
 
+#define MB_CONFIRMED	0x1	/* the upstream says the repository has it */
+#define MB_REMOTE	0x2	/* the shared bucket was asked */
+
 static void	mirror_blob(struct evhttp_request *, struct store *,
 		    const struct nm_upstream *, const char *, const char *,
 		    int);
@@ -1335,7 +1378,7 @@ cf_linked(void *arg)
 		proxy_reply(req, 200, NULL, "upstream HEAD");
 	} else
 		mirror_blob(req, cf->cf_store, cf->cf_up, cf->cf_repo,
-		    cf->cf_digest, 1);
+		    cf->cf_digest, MB_CONFIRMED);
 	cf_free(cf);
 }
 
@@ -1417,11 +1460,30 @@ cf_start(struct evhttp_request *req, struct store *st,
  * (or confirmed says the upstream holds it there), joined to the download
  * of the same repository, or fetched once.  Anything else asks first.
  */
+/*
+ * Back from the bucket: stored and linked now, or not there (fetched as
+ * before); a bucket that cannot answer makes a 503, as only it could have
+ * given a blob not stored here.
+ */
+static void
+mirror_blob_remote_cb(struct evhttp_request *req, struct store *st,
+    const char *repo, const char *ref, int rc, const char *cause,
+    const void *arg)
+{
+	(void)cause;
+	if (rc == -1) {
+		proxy_remote_unavailable(req, ref);
+		return;
+	}
+	mirror_blob(req, st, arg, repo, ref, MB_REMOTE);
+}
+
 static void
 mirror_blob(struct evhttp_request *req, struct store *st,
     const struct nm_upstream *up, const char *repo, const char *digest,
-    int confirmed)
+    int flags)
 {
+	int			 confirmed = flags & MB_CONFIRMED;
 	static const struct up_callbacks cb = {
 		dl_headers_cb, dl_data_cb, dl_done_cb
 	};
@@ -1431,14 +1493,20 @@ mirror_blob(struct evhttp_request *req, struct store *st,
 	const char		*range;
 	char			*what;
 	uint64_t		 size;
-	int			 fresh, stored, head;
+	int			 fresh, stored, head, linked;
 
 	head = evhttp_request_get_command(req) == EVHTTP_REQ_HEAD;
 	stored = store_blob_stat(st, digest, &size, NULL) == 0;
-	if (stored && (confirmed || store_link_has(st, up->up_ns, repo,
-	    digest))) {
+	linked = confirmed || store_link_has(st, up->up_ns, repo, digest);
+	if (stored && linked) {
 		metrics_cache("blob", up->up_ns, METRICS_HIT);
 		proxy_serve_file(req, st, digest, "application/octet-stream", 1);
+		return;
+	}
+	/* Not here: another replica may have put it in the bucket. */
+	if (!stored && !(flags & MB_REMOTE) && store_remote_on(st)) {
+		proxy_remote_lookup(req, st, PROXY_REMOTE_BLOB, up->up_ns, repo,
+		    digest, linked, mirror_blob_remote_cb, up);
 		return;
 	}
 	if (nm_conf->cf_offline) {

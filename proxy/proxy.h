@@ -102,6 +102,24 @@ char	*proxy_manifest_type(const char *content_type, const char *body,
 void	proxy_mirror_blob(struct evhttp_request *, struct store *,
 	    const struct nm_upstream *, const char *repo, const char *digest);
 
+/*
+ * proxy/remote.c: the shared bucket on the serving path.  A pool job
+ * looks ref (a digest: its link, unless linked says it is known, then
+ * its bytes; or a tag) up in the bucket and stores what it finds; then
+ * cb runs on the loop with 0 (stored now), S3_ABSENT (not there) or -1
+ * (the bucket did not answer: cause), unless the client left.
+ */
+#define PROXY_REMOTE_BLOB	0	/* a blob or a manifest by digest */
+#define PROXY_REMOTE_TAG	1	/* an upstream tag's resolution */
+typedef void (*proxy_remote_cb)(struct evhttp_request *, struct store *,
+	    const char *repo, const char *ref, int rc, const char *cause,
+	    const void *arg);
+void	proxy_remote_lookup(struct evhttp_request *, struct store *, int kind,
+	    const char *ns, const char *repo, const char *ref, int linked,
+	    proxy_remote_cb, const void *arg);
+/* The 503 of a blob only the unreachable bucket could have given. */
+void	proxy_remote_unavailable(struct evhttp_request *, const char *digest);
+
 /* proxy/listing.c: tags/list and referrers. */
 struct listing_query {
 	const char	*lq_name;	/* the name as the client gave it */

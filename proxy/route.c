@@ -364,15 +364,41 @@ route_nix_allowed(struct evhttp_request *req, const char *rest)
  * GET or HEAD of a Nix image's manifest by digest: one built for this
  * name and pulled by tag under it before.
  */
+static void	route_manifest_digest(struct evhttp_request *, struct store *,
+		    const char *, const char *, int);
+
+/* Back from the bucket with a Nix manifest (and its link), or without. */
+static void
+route_manifest_remote_cb(struct evhttp_request *req, struct store *st,
+    const char *rest, const char *digest, int rc, const char *cause,
+    const void *arg)
+{
+	(void)rc;
+	(void)cause;
+	(void)arg;
+	route_manifest_digest(req, st, rest, digest, 1);
+}
+
+/*
+ * A Nix image's manifest by digest, under a name it was pulled by (here,
+ * or on another replica when remote is 0 and a bucket is shared).
+ */
 static void
 route_manifest_digest(struct evhttp_request *req, struct store *st,
-    const char *rest, const char *digest)
+    const char *rest, const char *digest, int remote)
 {
 	uint64_t	 size;
 	char		*type = NULL;
 
 	if (route_nix_allowed(req, rest) == -1)
 		return;
+	if (!remote && store_remote_on(st) && (!store_link_has(st,
+	    STORE_NIX_NS, rest, digest) || store_blob_stat(st, digest, &size,
+	    NULL) == -1)) {
+		proxy_remote_lookup(req, st, PROXY_REMOTE_BLOB, STORE_NIX_NS,
+		    rest, digest, 0, route_manifest_remote_cb, NULL);
+		return;
+	}
 	if (!store_link_has(st, STORE_NIX_NS, rest, digest) ||
 	    store_blob_stat(st, digest, &size, &type) == -1 || type == NULL ||
 	    strstr(type, "manifest") == NULL) {
@@ -475,7 +501,7 @@ route_manifest(struct evhttp_request *req, struct store *st,
 		if (route_nix_allowed(req, rt->rt_nix) == 0)
 			proxy_nix_referrers_tag(req, st, rt->rt_nix, ref);
 	} else if (policy_digest_valid(ref))
-		route_manifest_digest(req, st, rt->rt_nix, ref);
+		route_manifest_digest(req, st, rt->rt_nix, ref, 0);
 	else
 		route_nix_manifest(req, st, rt->rt_nix, ref);
 }
@@ -554,6 +580,25 @@ route_list(struct evhttp_request *req, struct store *st,
 		proxy_nix_list(req, st, rt->rt_nix, &q);
 }
 
+/* Back from the bucket with a Nix image's blob, or without it. */
+static void
+route_blob_remote_cb(struct evhttp_request *req, struct store *st,
+    const char *repo, const char *digest, int rc, const char *cause,
+    const void *arg)
+{
+	(void)repo;
+	(void)cause;
+	(void)arg;
+	if (rc == -1)
+		proxy_remote_unavailable(req, digest);
+	else {
+		metrics_cache("blob", "nix", rc == 0 ? METRICS_HIT :
+		    METRICS_MISS);
+		proxy_serve_file(req, st, digest, "application/octet-stream",
+		    1);
+	}
+}
+
 /* Routes /v2/<name>/blobs/<digest>. */
 static void
 route_blob(struct evhttp_request *req, struct store *st,
@@ -575,6 +620,13 @@ route_blob(struct evhttp_request *req, struct store *st,
 		proxy_error(req, 404, "BLOB_UNKNOWN", "blob %s is not part of "
 		    "an image pulled as %s/%s", digest, nm_conf->cf_nix_prefix,
 		    rt->rt_nix);
+		return;
+	}
+	/* Built by another replica: its bytes are in the shared bucket. */
+	if (store_blob_stat(st, digest, NULL, NULL) == -1 &&
+	    store_remote_on(st)) {
+		proxy_remote_lookup(req, st, PROXY_REMOTE_BLOB, STORE_NIX_NS,
+		    rt->rt_nix, digest, 1, route_blob_remote_cb, NULL);
 		return;
 	}
 	metrics_cache("blob", "nix", METRICS_HIT);

@@ -112,10 +112,21 @@ static const char *const store_migrations[] = {
 	" body TEXT NOT NULL,"
 	" fetched INTEGER NOT NULL,"
 	" PRIMARY KEY (ns, repo, kind)) WITHOUT ROWID;",
+	/*
+	 * 6: what is still to go up to the shared object store
+	 * (store/remote.c): a blob (digest set) or a small object (body
+	 * set), and a multipart upload in flight, to abandon after a crash.
+	 */
+	"CREATE TABLE remote_outbox ("
+	" id INTEGER PRIMARY KEY,"
+	" key TEXT NOT NULL UNIQUE,"
+	" digest TEXT,"
+	" body TEXT,"
+	" upload_id TEXT);",
 };
 /* What a migration does beyond its SQL, in its transaction; or NULL. */
 static int (*const store_migration_steps[])(struct store *) = {
-	NULL, NULL, NULL, store_link_backfill, NULL,
+	NULL, NULL, NULL, store_link_backfill, NULL, NULL,
 };
 #define STORE_NMIGRATIONS \
 	((int)(sizeof store_migrations / sizeof store_migrations[0]))
@@ -566,6 +577,11 @@ store_close(struct store *st)
 		store_touch_flush(st);
 	store_conn_close(&st->st_r);
 	store_conn_close(&st->st_w);
+	if (st->st_s3 != NULL) {
+		s3_free(st->st_s3);
+		pthread_mutex_destroy(&st->st_umtx);
+		pthread_cond_destroy(&st->st_ucond);
+	}
 	pthread_mutex_destroy(&st->st_mtx);
 	pthread_mutex_destroy(&st->st_rmtx);
 	pthread_mutex_destroy(&st->st_tmtx);
@@ -584,11 +600,18 @@ store_db_blob_add_locked(struct store *st, const char *digest, uint64_t size,
 	int64_t	 now = time(NULL);
 	int	 rv = -1;
 
+	char	*key;
+
 	if (store_db_run(st, __func__, store_db_stmt(st, __func__,
 	    "INSERT OR IGNORE INTO blobs (digest, size, media_type, created,"
 	    " last_access) VALUES (?, ?, ?, ?, ?)", "titii", digest,
 	    (int64_t)size, media_type, now, now)) == -1)
 		goto out;
+	if (st->st_s3 != NULL && sqlite3_changes(st->st_w.sc_db) > 0) {
+		xasprintf(&key, "blobs/sha256/%s", digest + 7);
+		store_remote_queue(st, key, digest, NULL);
+		free(key);
+	}
 	if (media_type != NULL && store_db_run(st, __func__,
 	    store_db_stmt(st, __func__, "UPDATE blobs SET media_type = ?"
 	    " WHERE digest = ? AND media_type IS NULL", "tt", media_type,
@@ -770,6 +793,8 @@ int
 store_layer_put(struct store *st, const char *key,
     const struct store_layer *sl)
 {
+	json_t	*o;
+	char	*body, *okey;
 	int	 rv;
 
 	store_lock(st);
@@ -777,6 +802,16 @@ store_layer_put(struct store *st, const char *key,
 	    "INSERT OR REPLACE INTO layers (key, digest, diff_id, size,"
 	    " created) VALUES (?, ?, ?, ?, ?)", "tttii", key, sl->sl_digest,
 	    sl->sl_diffid, (int64_t)sl->sl_size, (int64_t)time(NULL)));
+	if (rv == 0 && st->st_s3 != NULL && policy_digest_valid(key)) {
+		o = json_pack("{s:s, s:s, s:I}", "digest", sl->sl_digest,
+		    "diff_id", sl->sl_diffid, "size", (json_int_t)sl->sl_size);
+		body = json_dumps(o, JSON_COMPACT);
+		xasprintf(&okey, "nix/layers/%s", key + 7);
+		store_remote_queue(st, okey, NULL, body);
+		free(okey);
+		free(body);
+		json_decref(o);
+	}
 	store_unlock(st);
 	return (rv);
 }
@@ -809,6 +844,8 @@ int
 store_image_put(struct store *st, const char *key,
     const struct store_image *si)
 {
+	json_t	*o;
+	char	*body, *okey, kd[NM_DIGEST_SIZE];
 	int	 rv;
 
 	store_lock(st);
@@ -816,6 +853,19 @@ store_image_put(struct store *st, const char *key,
 	    "INSERT OR REPLACE INTO images (key, docker_digest, oci_digest,"
 	    " created) VALUES (?, ?, ?, ?)", "ttti", key, si->si_docker,
 	    si->si_oci, (int64_t)si->si_created));
+	if (rv == 0 && st->st_s3 != NULL) {
+		/* The key is long text; its object is named by its hash. */
+		nm_sha256_digest(key, strlen(key), kd);
+		o = json_pack("{s:s, s:s, s:s, s:I}", "key", key, "docker",
+		    si->si_docker, "oci", si->si_oci, "created",
+		    (json_int_t)si->si_created);
+		body = json_dumps(o, JSON_COMPACT);
+		xasprintf(&okey, "nix/images/%s", kd + 7);
+		store_remote_queue(st, okey, NULL, body);
+		free(okey);
+		free(body);
+		json_decref(o);
+	}
 	store_unlock(st);
 	return (rv);
 }
@@ -870,8 +920,19 @@ int
 store_utag_put(struct store *st, const char *ns, const char *repo,
     const char *tag, const char *digest)
 {
+	return (store_utag_put_at(st, ns, repo, tag, digest,
+	    (int64_t)time(NULL)));
+}
+
+/* store_utag_put, checked at the time given (by another replica). */
+int
+store_utag_put_at(struct store *st, const char *ns, const char *repo,
+    const char *tag, const char *digest, int64_t now)
+{
 	sqlite3_stmt	*stmt;
-	int64_t		 id = -1, now = (int64_t)time(NULL);
+	json_t		*o;
+	char		*key, *body;
+	int64_t		 id = -1;
 	int		 rv;
 
 	store_lock(st);
@@ -891,6 +952,16 @@ store_utag_put(struct store *st, const char *ns, const char *repo,
 		    "INSERT INTO upstream_tags (ns, repo, tag, digest,"
 		    " first_seen, checked) VALUES (?, ?, ?, ?, ?, ?)", "ttttii",
 		    ns, repo, tag, digest, now, now));
+	if (rv == 0 && st->st_s3 != NULL &&
+	    (key = store_remote_repo_key(ns, repo, "_tags", tag)) != NULL) {
+		o = json_pack("{s:s, s:I}", "digest", digest, "checked",
+		    (json_int_t)now);
+		body = json_dumps(o, JSON_COMPACT);
+		store_remote_queue(st, key, NULL, body);
+		free(body);
+		json_decref(o);
+		free(key);
+	}
 	store_unlock(st);
 	return (rv);
 }

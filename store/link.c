@@ -120,6 +120,7 @@ link_insert(struct store *st, const char *ns, const char *repo,
     const struct link_set *ls)
 {
 	size_t	 i;
+	char	*key;
 
 	for (i = 0; i < ls->ls_n; i++) {
 		if (store_db_run(st, __func__, store_db_stmt(st, __func__,
@@ -127,6 +128,13 @@ link_insert(struct store *st, const char *ns, const char *repo,
 		    " VALUES (?, ?, ?, ?)", "ttti", ns, repo,
 		    ls->ls_digests[i], (int64_t)time(NULL))) == -1)
 			return (-1);
+		/* A new link goes to the bucket, for the other replicas. */
+		if (st->st_s3 != NULL && sqlite3_changes(st->st_w.sc_db) > 0 &&
+		    (key = store_remote_repo_key(ns, repo, "_links",
+		    ls->ls_digests[i] + 7)) != NULL) {
+			store_remote_queue(st, key, NULL, "");
+			free(key);
+		}
 	}
 	return (0);
 }

@@ -205,4 +205,78 @@ void	 store_gc_wait(void);
 int	 store_pin_put(struct store *, const char *digest);
 int	 store_pin_del(struct store *, const char *digest);
 
+/*
+ * store/s3.c: a blocking client of an S3-compatible object store; run it
+ * in workers only.  Keys are relative to the prefix and hold only
+ * letters, digits and ._/-.  Calls return 0, S3_ABSENT for a missing
+ * object, or -1 with *cause (which never holds a credential).
+ */
+#define S3_ABSENT	1
+struct s3;
+struct s3_settings {
+	const char	*ss_endpoint;	/* http(s)://HOST[:PORT] */
+	const char	*ss_bucket;
+	const char	*ss_region;	/* NULL: us-east-1 */
+	const char	*ss_prefix;	/* NULL: none */
+	const char	*ss_access;
+	const char	*ss_secret;
+	const char	*ss_token;	/* NULL: none */
+	const char	*ss_cafile;	/* NULL: the system's */
+	int64_t		 ss_rate;	/* upload bytes/s, 0: no limit */
+};
+/* Takes bytes of an object as they arrive; -1 stops the transfer. */
+typedef int (*s3_sink_fn)(const void *, size_t, void *);
+struct s3	*s3_new(const struct s3_settings *, char **cause);
+void		 s3_free(struct s3 *);
+const char	*s3_where(const struct s3 *);
+int	s3_check(struct s3 *, char **cause);
+int	s3_head(struct s3 *, const char *key, uint64_t *size, char **ctype,
+	    char **cause);
+int	s3_get(struct s3 *, const char *key, s3_sink_fn, void *,
+	    char **ctype, char **cause);
+int	s3_get_mem(struct s3 *, const char *key, size_t max, char **data,
+	    size_t *len, char **cause);
+int	s3_put_mem(struct s3 *, const char *key, const void *, size_t,
+	    const char *ctype, char **cause);
+int	s3_put_file(struct s3 *, const char *key, int fd, uint64_t size,
+	    const char *ctype, void (*started)(const char *, void *), void *,
+	    char **cause);
+int	s3_delete(struct s3 *, const char *key, char **cause);
+int	s3_abort_upload(struct s3 *, const char *key, const char *upload_id,
+	    char **cause);
+
+/*
+ * store/remote.c: the object store that replicas share.  Each replica's
+ * database stays its own index; what it records goes up to the bucket
+ * behind it (blobs first, then the small objects that name them), and
+ * what it misses it looks up there.  The fetches block (pool jobs) and
+ * return 0, S3_ABSENT, or -1 with *cause when the bucket cannot answer.
+ */
+/* Attaches the bucket (the store owns it from now on) and starts the
+ * uploads still queued by an earlier run. */
+void	 store_remote_attach(struct store *, struct s3 *);
+/* Whether a bucket is attached. */
+int	 store_remote_on(struct store *);
+/* Starts the uploader unless it runs (any thread). */
+void	 store_remote_kick(struct store *);
+/* Stops the uploader between objects (before work_drain). */
+void	 store_remote_stop(struct store *);
+/* Items still to upload (for /metrics and the tests). */
+int64_t	 store_remote_pending(struct store *);
+/* A blob from the bucket into the store, checked against its digest. */
+int	 store_remote_blob(struct store *, const char *digest, char **cause);
+/* Whether (ns, repo) links to digest in the bucket; recorded locally. */
+int	 store_remote_link(struct store *, const char *ns, const char *repo,
+	    const char *digest, char **cause);
+/*
+ * An upstream tag's resolution another replica made, when newer than
+ * ours: recorded with its time, its manifest stored and linked.
+ */
+int	 store_remote_utag(struct store *, const char *ns, const char *repo,
+	    const char *tag, char **cause);
+/* A Nix image another replica built: its manifests stored, recorded. */
+int	 store_remote_image(struct store *, const char *key, char **cause);
+/* A layer another replica built: its blob stored, recorded. */
+int	 store_remote_layer(struct store *, const char *key, char **cause);
+
 #endif /* STORE_H */

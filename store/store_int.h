@@ -40,6 +40,13 @@ struct store {
 	size_t		 st_ntouch;
 	size_t		 st_sizetouch;
 	int		 st_tqueued;	/* a job to write them is queued */
+	/* The shared bucket (store/remote.c), or NULL. */
+	struct s3	*st_s3;
+	pthread_mutex_t	 st_umtx;	/* the uploader's flags */
+	pthread_cond_t	 st_ucond;	/* its wait between retries */
+	int		 st_urunning;	/* an upload job runs */
+	int		 st_uagain;	/* more was queued meanwhile */
+	int		 st_ustop;	/* shutting down */
 };
 
 /* store/db.c */
@@ -84,5 +91,19 @@ int	store_link_backfill(struct store *);
 /* The lock of the reading connection. */
 void	store_rlock(struct store *);
 void	store_runlock(struct store *);
+
+/*
+ * store/remote.c: queues an object for the bucket, in the caller's
+ * transaction (lock held): a blob's (digest) or a small one's (body).
+ * Nothing is queued without a bucket, nor for what came from it.
+ */
+void	store_remote_queue(struct store *, const char *key, const char *digest,
+	    const char *body);
+/* The object key of (ns, repo)'s KIND ("_tags", "_links"), or NULL. */
+char	*store_remote_repo_key(const char *ns, const char *repo,
+	    const char *kind, const char *name);
+/* store/db.c: store_utag_put with the check's time. */
+int	store_utag_put_at(struct store *, const char *ns, const char *repo,
+	    const char *tag, const char *digest, int64_t checked);
 
 #endif /* STORE_INT_H */
