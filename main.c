@@ -178,6 +178,8 @@ main_start(int exclusive)
 	if (work_init(main_base, 0, &cause) == -1)
 		fatalx("%s", cause);
 	main_s3();
+	if (proxy_peers_init(&cause) == -1)
+		fatalx("%s", cause);
 	nix_build_init(main_base, main_store, main_pop);
 	if (proxy_upstream_init(main_base, &cause) == -1)
 		fatalx("%s", cause);

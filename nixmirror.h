@@ -34,6 +34,7 @@ struct nm_upstream {
 	char			*up_pass;
 	char			**up_redirect_hosts;	/* globs, config only */
 	size_t			 up_nredirect_hosts;
+	int			 up_peer;	/* another replica (proxy/peer.c) */
 };
 
 /* The global configuration: command line over --config file over defaults. */

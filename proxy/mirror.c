@@ -570,6 +570,12 @@ struct dl {
 	char			 dl_digest[NM_DIGEST_SIZE];
 	struct store		*dl_store;
 	const struct nm_upstream *dl_up;
+	/*
+	 * Where the bytes come from: the upstream, or the replica that owns
+	 * the digest (dl_nth: which choice of proxy_peer_source).
+	 */
+	const struct nm_upstream *dl_src;
+	int			 dl_nth;
 	char			*dl_repo;
 	enum dl_state		 dl_state;
 	struct store_writer	*dl_w;
@@ -639,6 +645,8 @@ struct bl_client {
 };
 
 static TAILQ_HEAD(, dl)	 mirror_dls = TAILQ_HEAD_INITIALIZER(mirror_dls);
+
+static void	dl_request(struct dl *);
 
 static void	bc_pump(struct bl_client *);
 static void	bc_close(struct bl_client *, enum bc_end, const char *);
@@ -906,7 +914,7 @@ dl_fail(struct dl *dl, int status, const char *err)
 		    dl->dl_up->up_ns, dl->dl_digest, err != NULL ? err :
 		    upmsg != NULL ? upmsg : "unexpected status");
 	vis = xstrvis(msg);	/* it may quote the upstream's bytes */
-	log_warnx("%s (%s)", vis, dl->dl_up->up_url);
+	log_warnx("%s (%s)", vis, dl->dl_src->up_url);
 	free(vis);
 	for (bc = TAILQ_FIRST(&dl->dl_clients); bc != NULL; bc = next) {
 		next = TAILQ_NEXT(bc, bc_entry);
@@ -1206,6 +1214,23 @@ dl_done_cb(struct up_req *ur, int status, const char *err, void *arg)
 
 	(void)ur;
 	dl->dl_ur = NULL;
+	/* A replica that gave nothing: the next one on the hash, or us. */
+	if (dl->dl_src->up_peer && dl->dl_state == DL_WAITING &&
+	    (status == 0 || status >= 500)) {
+		log_info("replica %s cannot give blob %s (%s); asking the next",
+		    dl->dl_src->up_url, dl->dl_digest, err != NULL ? err :
+		    "a server error");
+		if (dl->dl_errbody != NULL) {
+			evbuffer_free(dl->dl_errbody);
+			dl->dl_errbody = NULL;
+		}
+		dl->dl_status = 0;
+		if ((dl->dl_src = proxy_peer_source(dl->dl_digest,
+		    ++dl->dl_nth)) == NULL)
+			dl->dl_src = dl->dl_up;
+		dl_request(dl);
+		return;
+	}
 	if (err != NULL || status != 200) {
 		dl_fail(dl, err != NULL && status == 200 ? 0 : status, err);
 		return;
@@ -1478,22 +1503,41 @@ mirror_blob_remote_cb(struct evhttp_request *req, struct store *st,
 	mirror_blob(req, st, arg, repo, ref, MB_REMOTE);
 }
 
+/* Asks the download's source for the blob. */
+static void
+dl_request(struct dl *dl)
+{
+	static const struct up_callbacks cb = {
+		dl_headers_cb, dl_data_cb, dl_done_cb
+	};
+	char	*what;
+
+	if (dl->dl_src->up_peer) {
+		/* The owner knows the namespace by its ns parameter. */
+		xasprintf(&what, "blobs/%s?ns=%s", dl->dl_digest,
+		    dl->dl_up->up_ns);
+		log_info("fetching blob %s of %s/%s from replica %s",
+		    dl->dl_digest, dl->dl_up->up_ns, dl->dl_repo,
+		    dl->dl_src->up_url);
+	} else
+		xasprintf(&what, "blobs/%s", dl->dl_digest);
+	dl->dl_ur = proxy_upstream_fetch(dl->dl_src, 0, dl->dl_repo, what,
+	    NULL, &cb, dl);
+	free(what);
+}
+
 static void
 mirror_blob(struct evhttp_request *req, struct store *st,
     const struct nm_upstream *up, const char *repo, const char *digest,
     int flags)
 {
-	int			 confirmed = flags & MB_CONFIRMED;
-	static const struct up_callbacks cb = {
-		dl_headers_cb, dl_data_cb, dl_done_cb
-	};
 	struct policy_limits	 pl;
 	struct bl_client	*bc;
 	struct dl		*dl;
 	const char		*range;
-	char			*what;
 	uint64_t		 size;
 	int			 fresh, stored, head, linked;
+	int			 confirmed = flags & MB_CONFIRMED;
 
 	head = evhttp_request_get_command(req) == EVHTTP_REQ_HEAD;
 	stored = store_blob_stat(st, digest, &size, NULL) == 0;
@@ -1527,6 +1571,10 @@ mirror_blob(struct evhttp_request *req, struct store *st,
 		snprintf(dl->dl_digest, sizeof dl->dl_digest, "%s", digest);
 		dl->dl_store = st;
 		dl->dl_up = up;
+		/* A peer's request is never passed on to another peer. */
+		if (proxy_peer_request(req) ||
+		    (dl->dl_src = proxy_peer_source(digest, 0)) == NULL)
+			dl->dl_src = up;
 		dl->dl_repo = xstrdup(repo);
 		dl->dl_size = -1;
 		policy_limits_get(&pl);
@@ -1534,7 +1582,9 @@ mirror_blob(struct evhttp_request *req, struct store *st,
 		dl->dl_tmpmax = pl.pl_max_tmp_bytes;
 		TAILQ_INIT(&dl->dl_clients);
 		TAILQ_INSERT_TAIL(&mirror_dls, dl, dl_entry);
-		log_info("fetching blob %s of %s/%s", digest, up->up_ns, repo);
+		if (!dl->dl_src->up_peer)
+			log_info("fetching blob %s of %s/%s", digest,
+			    up->up_ns, repo);
 	}
 	metrics_cache("blob", up->up_ns, fresh ? METRICS_MISS :
 	    METRICS_COALESCED);
@@ -1549,12 +1599,9 @@ mirror_blob(struct evhttp_request *req, struct store *st,
 	bc->bc_range = range != NULL ? xstrdup(range) : NULL;
 	TAILQ_INSERT_TAIL(&dl->dl_clients, bc, bc_entry);
 	evhttp_connection_set_closecb(bc->bc_conn, bc_close_cb, bc);
-	if (fresh) {
-		xasprintf(&what, "blobs/%s", digest);
-		dl->dl_ur = proxy_upstream_fetch(up, 0, repo, what, NULL,
-		    &cb, dl);
-		free(what);
-	} else if (dl->dl_state == DL_STREAMING && dl->dl_size >= 0)
+	if (fresh)
+		dl_request(dl);
+	else if (dl->dl_state == DL_STREAMING && dl->dl_size >= 0)
 		bc_start(bc);
 }
 

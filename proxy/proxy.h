@@ -120,6 +120,20 @@ void	proxy_remote_lookup(struct evhttp_request *, struct store *, int kind,
 /* The 503 of a blob only the unreachable bucket could have given. */
 void	proxy_remote_unavailable(struct evhttp_request *, const char *digest);
 
+/*
+ * proxy/peer.c: the replicas sharing a bucket, and which one downloads a
+ * digest (rendezvous hashing over --peers).
+ */
+#define PROXY_PEER_HEADER	"X-Nixmirror-Peer"
+int	proxy_peers_init(char **cause);
+/*
+ * The replica to fetch digest from as the nth choice (0: its owner), or
+ * NULL when that is this replica or none is left: ask the upstream.
+ */
+const struct nm_upstream *proxy_peer_source(const char *digest, int nth);
+/* Whether a request came from another replica. */
+int	proxy_peer_request(struct evhttp_request *);
+
 /* proxy/listing.c: tags/list and referrers. */
 struct listing_query {
 	const char	*lq_name;	/* the name as the client gave it */

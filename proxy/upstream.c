@@ -1256,6 +1256,8 @@ up_send(struct up_req *ur)
 		evhttp_add_header(oh, "Accept", ur->ur_accept);
 	if (ur->ur_auth != NULL)
 		evhttp_add_header(oh, "Authorization", ur->ur_auth);
+	if (ur->ur_up->up_peer)
+		evhttp_add_header(oh, PROXY_PEER_HEADER, "1");
 	log_debug("upstream %s %s", ur->ur_method == EVHTTP_REQ_HEAD ? "HEAD" :
 	    "GET", ur->ur_url);
 	if (evhttp_make_request(ur->ur_conn->co_evcon, req, ur->ur_method,
