@@ -463,5 +463,10 @@ metrics_text(const struct metrics_store *ms)
 	mt_printf(&t, "# HELP nixmirror_store_quota_bytes The store quota "
 	    "(0: none).\n# TYPE nixmirror_store_quota_bytes gauge\n"
 	    "nixmirror_store_quota_bytes %lld\n", (long long)ms->ms_quota);
+	if (ms->ms_s3_pending >= 0)
+		mt_printf(&t, "# HELP nixmirror_s3_pending Blobs and records "
+		    "not yet in the shared bucket.\n# TYPE nixmirror_s3_pending "
+		    "gauge\nnixmirror_s3_pending %lld\n",
+		    (long long)ms->ms_s3_pending);
 	return (t.mt_buf);
 }

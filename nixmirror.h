@@ -117,6 +117,7 @@ struct metrics_store {
 	uint64_t	 ms_bytes;	/* of the stored blobs */
 	uint64_t	 ms_blobs;
 	int64_t		 ms_quota;	/* max_store_bytes, 0: none */
+	int64_t		 ms_s3_pending;	/* not yet in the bucket, -1: none */
 };
 void	 metrics_init(void);
 /* On the loop: an answered request (route "manifest", "blob", ...). */

@@ -395,6 +395,8 @@ status_json(const struct metrics_store *ms)
 		json_object_set_new(store, "quota_bytes", json_null());
 		json_object_set_new(store, "used_ratio", json_null());
 	}
+	json_object_set_new(store, "s3_pending", ms->ms_s3_pending >= 0 ?
+	    json_integer(ms->ms_s3_pending) : json_null());
 	looked = mh.mh_hits + mh.mh_misses + mh.mh_coalesced;
 	cache = json_pack("{s:I, s:I, s:I, s:o}", "hits",
 	    (json_int_t)mh.mh_hits, "misses", (json_int_t)mh.mh_misses,

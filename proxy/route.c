@@ -691,6 +691,8 @@ route_scrape_job(void *arg)
 
 	(void)store_stats(rs->rs_store, &rs->rs_ms.ms_bytes,
 	    &rs->rs_ms.ms_blobs);
+	rs->rs_ms.ms_s3_pending = store_remote_on(rs->rs_store) ?
+	    store_remote_pending(rs->rs_store) : -1;
 }
 
 /* Back on the loop: the exposition, or the status page. */

@@ -267,13 +267,14 @@ remote_send_blob(struct store *st, struct remote_item *ri, char **cause)
 		free(type);
 		return (-1);
 	}
+	log_info("s3: uploading %s (%llu bytes)", ri->ri_key,
+	    (unsigned long long)size);
 	rc = s3_put_file(st->st_s3, ri->ri_key, fd, size, type != NULL ? type :
 	    "application/octet-stream", remote_started, ri, cause);
 	close(fd);
 	free(type);
 	if (rc == 0)
-		log_debug("s3: stored %s (%llu bytes)", ri->ri_key,
-		    (unsigned long long)size);
+		log_info("s3: stored %s", ri->ri_key);
 	return (rc);
 }
 

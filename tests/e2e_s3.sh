@@ -1,0 +1,223 @@
+# tests/e2e_s3.sh: two replicas A and B sharing one bucket of a real Ceph
+# RGW (tests/lib_ceph.sh), with --peers, in front of the token-auth
+# upstream: what A fetched or built B serves with the upstream stopped and
+# without Nix; 12 cold clients over both make 1 upstream GET; a kill -9
+# mid-upload leaves no object; with radosgw stopped, what is local is
+# served and the rest is a 503.
+
+. "${NM_TOP:-$(dirname "$0")/..}/tests/lib.sh"
+. "$NM_TOP/tests/lib_ceph.sh"
+. "$NM_TOP/tests/upstream/lib_upstream.sh"
+
+need curl jq skopeo git sha256sum
+
+ceph_start
+check_eq "bucket created" 200 "$(s3 PUT /nmshared -o /dev/null -w '%{http_code}')"
+up_start
+
+# A second big image, cold until the kill test: 24 MiB of another keystream.
+mkdir -p "$UP_DIR/rootfs/big2/data"
+openssl enc -aes-128-ctr -nosalt -K 0f0e0d0c0b0a09080706050403020100 \
+    -iv 00000000000000000000000000000000 </dev/zero 2>/dev/null |
+    head -c "$UP_BIG_SIZE" >"$UP_DIR/rootfs/big2/data/big.bin"
+up_umoci new --image "$UP_DIR/layout:big2"
+up_umoci insert --image "$UP_DIR/layout:big2" "$UP_DIR/rootfs/big2" /
+up_push big2 library/bigtwo:latest
+up_get_manifest library/bigtwo latest "$UP_DIR/m.big2"
+BIG2_LAYER=$(jq -r '.layers[0].digest' "$UP_DIR/m.big2")
+
+REPO=$NM_WORK/pkgs
+nm_pkgs_repo "$REPO"
+
+export AWS_ACCESS_KEY_ID="$S3_ACCESS" AWS_SECRET_ACCESS_KEY="$S3_SECRET"
+PA=$(nm_free_port)
+PB=$(nm_free_port)
+A_URL=http://127.0.0.1:$PA
+B_URL=http://127.0.0.1:$PB
+set -- --upstream "docker.io=$UP_REG_URL" --s3-endpoint "$S3_URL" \
+    --s3-bucket nmshared --s3-prefix site --peers "$A_URL,$B_URL" \
+    --pkgs-repo "$REPO" --build-timeout 120
+REPLICA_ARGS=$*
+
+# Starts replica A or B (again, on its data dir): replica A|B [ARGS...].
+replica()
+{
+	_r=$1
+	shift
+	if [ "$_r" = A ]; then
+		_p=$PA
+	else
+		_p=$PB
+	fi
+	# shellcheck disable=SC2086
+	if eval "[ -n \"\${${_r}_DATA:-}\" ]"; then
+		eval "NM_DATA=\$${_r}_DATA"
+		NM_FIXED_PORT=$_p nm_restart $REPLICA_ARGS "$@"
+	else
+		NM_FIXED_PORT=$_p nm_start $REPLICA_ARGS "$@"
+	fi
+	eval "${_r}_DATA=\$NM_DATA ${_r}_PID=\$NM_PID ${_r}_LOG=\$NM_LOG"
+}
+
+# Stops a replica with SIGTERM: replica_stop A|B.
+replica_stop()
+{
+	eval "NM_PID=\$${1}_PID"
+	nm_stop
+}
+
+# Waits (60 s at most) until a replica has sent everything to the bucket.
+s3_flushed()
+{
+	_i=0
+	while [ "$_i" -lt 600 ]; do
+		_n=$(curl -s "$1/metrics" | awk '$1 == "nixmirror_s3_pending" { print $2 }')
+		[ "$_n" = 0 ] && return 0
+		sleep 0.1
+		_i=$((_i + 1))
+	done
+	fail "$1 still has ${_n:-?} items for the bucket after 60 s"
+}
+
+# GETs a blob and checks its bytes: blob_ok WHAT URL NAME DIGEST.
+blob_ok()
+{
+	_st=$(http_status "$2/v2/$3/blobs/$4")
+	check_eq "$1: status" 200 "$_st"
+	check_eq "$1: bytes match the digest" "$4" "$(nm_sha256 "$NM_BODY")"
+}
+
+# --- What A fetches, B serves with the upstream stopped. ---------------
+# B starts later: a digest it owns is fetched by A once B does not answer.
+replica A
+st=$(http_status "$A_URL/v2/library/busyimg/manifests/latest" -H "$ACCEPT_OCI")
+check_eq "A: busyimg manifest" 200 "$st"
+check_eq "A: busyimg digest is upstream's" "$UP_BUSY_DG" "$(hdr Docker-Content-Digest)"
+blob_ok "A: busyimg layer" "$A_URL" library/busyimg "$UP_BUSY_LAYER"
+blob_ok "A: busyimg config" "$A_URL" library/busyimg "$UP_BUSY_CONFIG"
+# A blob B never asks for until radosgw is down.
+st=$(http_status "$A_URL/v2/library/busyv2/manifests/latest" -H "$ACCEPT_DOCKER")
+check_eq "A: busyv2 manifest" 200 "$st"
+V2_CONFIG=$(jq -r .config.digest "$NM_BODY")
+blob_ok "A: busyv2 config" "$A_URL" library/busyv2 "$V2_CONFIG"
+s3_flushed "$A_URL"
+st=$(s3 GET "/nmshared/site/blobs/sha256/${UP_BUSY_LAYER#sha256:}" -o "$NM_WORK/obj" -w '%{http_code}')
+check_eq "the bucket holds the layer" 200 "$st"
+check_eq "the bucket's object has the layer's bytes" "$UP_BUSY_LAYER" "$(nm_sha256 "$NM_WORK/obj")"
+st=$(s3 GET "/nmshared/site/repos/docker.io/library/busyimg/_tags/latest" -o "$NM_WORK/obj" -w '%{http_code}')
+check_eq "the bucket holds the tag" 200 "$st"
+check_eq "the tag names the manifest" "$UP_BUSY_DG" "$(jq -r .digest "$NM_WORK/obj")"
+
+up_registry_stop
+replica B
+rm -rf "$NM_WORK/oci"
+if skopeo copy --src-tls-verify=false \
+    "docker://127.0.0.1:$PB/library/busyimg:latest" "oci:$NM_WORK/oci:b" \
+    >"$NM_WORK/skopeo.out" 2>&1; then
+	ok "B: skopeo pulls busyimg with the upstream stopped"
+else
+	cat "$NM_WORK/skopeo.out" >&2
+	bad "B: skopeo pulls busyimg with the upstream stopped"
+fi
+check_eq "B: the pulled layer is upstream's" "$UP_BUSY_LAYER" \
+    "$(jq -r '.manifests[0].digest' "$NM_WORK/oci/index.json" |
+    sed 's/^sha256://' | xargs -I{} jq -r '.layers[0].digest' "$NM_WORK/oci/blobs/sha256/{}")"
+check_eq "B: fetched nothing from the upstream" 0 \
+    "$(grep -c 'fetching blob' "$B_LOG" || true)"
+up_registry_start
+
+# --- A Nix image built on A is served by B without Nix. ----------------
+dgA=$(NM_URL=$A_URL nm_manifest nix/shell/hello latest "$NM_WORK/mA" "$ACCEPT_OCI")
+check_eq "A built one image" 1 "$(grep -cE "$NM_BUILD_RE" "$A_LOG" || true)"
+s3_flushed "$A_URL"
+dgB=$(NM_URL=$B_URL nm_manifest nix/shell/hello latest "$NM_WORK/mB" "$ACCEPT_OCI")
+check_eq "B: the Nix image is A's" "$dgA" "$dgB"
+for l in $(jq -r '.config.digest, .layers[].digest' "$NM_WORK/mB"); do
+	blob_ok "B: nix/shell/hello blob ${l#sha256:}" "$B_URL" nix/shell/hello "$l"
+done
+check_eq "B ran no build" 0 "$(grep -cE "$NM_BUILD_RE" "$B_LOG" || true)"
+check_eq "B ran no Nix" 0 "$(grep -c 'building \|nix-' "$B_LOG" || true)"
+check_contains "B says another replica built it" \
+    "built by another replica" "$(cat "$B_LOG")"
+
+# --- 12 cold clients over A and B: one upstream GET. -------------------
+for u in "$A_URL" "$B_URL"; do
+	check_eq "bigimg manifest from $u" 200 \
+	    "$(http_status "$u/v2/library/bigimg/manifests/latest" -H "$ACCEPT_OCI")"
+done
+pids=""
+for i in 1 2 3 4 5 6; do
+	curl -s -o "$NM_WORK/big.a$i" --max-time 120 \
+	    "$A_URL/v2/library/bigimg/blobs/$UP_BIG_LAYER" &
+	pids="$pids $!"
+	curl -s -o "$NM_WORK/big.b$i" --max-time 120 \
+	    "$B_URL/v2/library/bigimg/blobs/$UP_BIG_LAYER" &
+	pids="$pids $!"
+done
+# shellcheck disable=SC2086
+wait $pids || true
+n=0
+for f in "$NM_WORK"/big.a* "$NM_WORK"/big.b*; do
+	[ "$(nm_sha256 "$f")" = "$UP_BIG_LAYER" ] && n=$((n + 1))
+done
+check_eq "12 clients over A and B got the right bytes" 12 "$n"
+check_eq "the upstream served the blob once" 1 \
+    "$(up_reg_count GET "/v2/library/bigimg/blobs/$UP_BIG_LAYER")"
+check_contains "one replica streamed it from the other" \
+    "of docker.io/library/bigimg from replica" "$(cat "$A_LOG" "$B_LOG")"
+
+# --- kill -9 of A mid-upload: no object; B serves it; A cleans up. ------
+replica_stop B
+replica_stop A
+replica A --s3-upload-rate 1500000
+check_eq "A: bigtwo manifest" 200 \
+    "$(http_status "$A_URL/v2/library/bigtwo/manifests/latest" -H "$ACCEPT_OCI")"
+blob_ok "A: bigtwo layer (B is down)" "$A_URL" library/bigtwo "$BIG2_LAYER"
+i=0
+until grep -q "uploading blobs/sha256/${BIG2_LAYER#sha256:}" "$A_LOG"; do
+	i=$((i + 1))
+	[ "$i" -lt 300 ] || fail "A did not start the upload"
+	sleep 0.1
+done
+sleep 2
+kill -9 "$A_PID"
+wait "$A_PID" 2>/dev/null || true
+nm_untrack "$A_PID"
+st=$(s3 HEAD "/nmshared/site/blobs/sha256/${BIG2_LAYER#sha256:}" -I -o /dev/null -w '%{http_code}')
+check_eq "no object of the half-uploaded blob" 404 "$st"
+check_eq "the killed upload is left in flight" 1 \
+    "$(s3 GET "/nmshared?uploads=" | grep -o '<UploadId>' | wc -l)"
+replica B
+blob_ok "B: bigtwo layer with A dead" "$B_URL" library/bigtwo "$BIG2_LAYER"
+replica A
+s3_flushed "$A_URL"
+s3_flushed "$B_URL"
+check_contains "A abandoned the upload it left" \
+    "abandoned the upload of blobs/sha256/${BIG2_LAYER#sha256:}" "$(cat "$A_LOG")"
+check_eq "no upload is left in flight" 0 \
+    "$(s3 GET "/nmshared?uploads=" | grep -o '<UploadId>' | wc -l)"
+s3 GET "/nmshared/site/blobs/sha256/${BIG2_LAYER#sha256:}" -o "$NM_WORK/obj"
+check_eq "the bucket now holds bigtwo's layer, whole" "$BIG2_LAYER" \
+    "$(nm_sha256 "$NM_WORK/obj")"
+
+# --- radosgw down: local blobs are served, the rest is a 503. -----------
+up_registry_stop
+ceph_rgw_stop
+blob_ok "B: a local blob with radosgw down" "$B_URL" library/busyimg "$UP_BUSY_LAYER"
+check_eq "B: a local manifest with radosgw down" 200 \
+    "$(http_status "$B_URL/v2/library/busyimg/manifests/latest" -H "$ACCEPT_OCI")"
+st=$(http_status "$B_URL/v2/library/busyv2/blobs/$V2_CONFIG")
+nm_check_error "B: a blob only the bucket holds, radosgw down" 503 "$st" UNAVAILABLE
+check_contains "the 503 says why" "shared object store cannot be reached" \
+    "$(jq -r '.errors[0].message' "$NM_BODY")"
+check_eq "B still answers" 200 "$(curl -s -o /dev/null -w '%{http_code}' "$B_URL/v2/")"
+ceph_rgw_start
+# A bucket that did not answer is left alone for a few seconds.
+i=0
+until [ "$(http_status "$B_URL/v2/library/busyv2/blobs/$V2_CONFIG")" = 200 ]; do
+	i=$((i + 1))
+	[ "$i" -lt 150 ] || break
+	sleep 0.1
+done
+blob_ok "B: the same blob once radosgw is back" "$B_URL" library/busyv2 "$V2_CONFIG"
+
