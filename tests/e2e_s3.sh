@@ -221,3 +221,55 @@ until [ "$(http_status "$B_URL/v2/library/busyv2/blobs/$V2_CONFIG")" = 200 ]; do
 done
 blob_ok "B: the same blob once radosgw is back" "$B_URL" library/busyv2 "$V2_CONFIG"
 
+
+# --- The README's nginx block in front of both replicas. ----------------
+up_registry_start
+if command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ]; then
+	NGX=$NM_WORK/nginx
+	PN=$(nm_free_port)
+	mkdir -p "$NGX"
+	{
+		echo "daemon off; pid $NGX/nginx.pid; error_log $NGX/error.log;"
+		echo "events {}"
+		echo "http { access_log $NGX/access.log;"
+		echo "client_body_temp_path $NGX/body; proxy_temp_path $NGX/proxy;"
+		echo "fastcgi_temp_path $NGX/f; uwsgi_temp_path $NGX/u; scgi_temp_path $NGX/s;"
+		nm_readme_block nginx 'upstream nixmirror' |
+		    sed "s/replica-a\.example:5000/127.0.0.1:$PA/;
+		    s/replica-b\.example:5000/127.0.0.1:$PB/;
+		    s/listen 5000;/listen 127.0.0.1:$PN;/"
+		echo "}"
+	} >"$NGX/nginx.conf"
+	NM_LOGS="$NM_LOGS $NGX/error.log"
+	PATH=$PATH:/usr/sbin nginx -c "$NGX/nginx.conf" -p "$NGX" &
+	nm_track $!
+	i=0
+	until [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PN/v2/")" = 200 ]; do
+		i=$((i + 1))
+		[ "$i" -lt 100 ] || fail "nginx does not answer"
+		sleep 0.1
+	done
+	for img in busyimg bigtwo bigimg; do
+		rm -rf "$NM_WORK/oci.$img"
+		if skopeo copy --src-tls-verify=false \
+		    "docker://127.0.0.1:$PN/library/$img:latest" \
+		    "oci:$NM_WORK/oci.$img:x" >"$NM_WORK/skopeo.out" 2>&1; then
+			ok "through nginx: skopeo pulls $img"
+		else
+			cat "$NM_WORK/skopeo.out" >&2
+			bad "through nginx: skopeo pulls $img"
+		fi
+	done
+	replica_stop A
+	rm -rf "$NM_WORK/oci.busyimg"
+	if skopeo copy --src-tls-verify=false \
+	    "docker://127.0.0.1:$PN/library/busyimg:latest" \
+	    "oci:$NM_WORK/oci.busyimg:x" >"$NM_WORK/skopeo.out" 2>&1; then
+		ok "through nginx with A stopped: skopeo pulls busyimg"
+	else
+		cat "$NM_WORK/skopeo.out" >&2
+		bad "through nginx with A stopped: skopeo pulls busyimg"
+	fi
+else
+	skip "no nginx (Debian nginx-light)"
+fi
