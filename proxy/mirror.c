@@ -576,6 +576,9 @@ struct dl {
 	 */
 	const struct nm_upstream *dl_src;
 	int			 dl_nth;
+	int			 dl_bucket;	/* from the shared bucket */
+	int			 dl_peering;	/* may ask the owner replica */
+	struct proxy_remote_fetch *dl_rf;	/* its transfer */
 	char			*dl_repo;
 	enum dl_state		 dl_state;
 	struct store_writer	*dl_w;
@@ -647,6 +650,16 @@ struct bl_client {
 static TAILQ_HEAD(, dl)	 mirror_dls = TAILQ_HEAD_INITIALIZER(mirror_dls);
 
 static void	dl_request(struct dl *);
+
+/* Stops or restarts reading the download's source. */
+static void
+dl_source_pause(struct dl *dl, int paused)
+{
+	if (dl->dl_ur != NULL)
+		proxy_upstream_pause(dl->dl_ur, paused);
+	else if (dl->dl_rf != NULL)
+		proxy_remote_pause(dl->dl_rf, paused);
+}
 
 static void	bc_pump(struct bl_client *);
 static void	bc_close(struct bl_client *, enum bc_end, const char *);
@@ -1106,14 +1119,16 @@ dl_written(void *arg)
 		if (dl->dl_ur != NULL)
 			proxy_upstream_abort(dl->dl_ur,
 			    "cannot write the blob");	/* dl_fail follows */
+		else if (dl->dl_rf != NULL)
+			proxy_remote_abort(dl->dl_rf, "cannot write the blob");
 		else
 			dl_fail(dl, 0, "cannot write the blob");
 		return;
 	}
 	dl->dl_have += dl->dl_wlen;
-	if (dl->dl_paused && dl->dl_ur != NULL) {
+	if (dl->dl_paused) {
 		dl->dl_paused = 0;
-		proxy_upstream_pause(dl->dl_ur, 0);
+		dl_source_pause(dl, 0);
 	}
 	dl_pump(dl);
 	dl_write_next(dl);
@@ -1130,6 +1145,7 @@ dl_data_cb(struct up_req *ur, struct evbuffer *buf, void *arg)
 	struct dl	*dl = arg;
 	size_t		 len = evbuffer_get_length(buf);
 
+	(void)ur;
 	if (dl->dl_status != 200) {
 		if (evbuffer_get_length(dl->dl_errbody) < 65536)
 			evbuffer_add_buffer(dl->dl_errbody, buf);
@@ -1156,7 +1172,7 @@ dl_data_cb(struct up_req *ur, struct evbuffer *buf, void *arg)
 	if (dl->dl_wbusy && !dl->dl_paused &&
 	    evbuffer_get_length(dl->dl_pending) >= MIRROR_BACKLOG) {
 		dl->dl_paused = 1;
-		proxy_upstream_pause(ur, 1);
+		dl_source_pause(dl, 1);
 	}
 	return (0);
 }
@@ -1214,19 +1230,36 @@ dl_done_cb(struct up_req *ur, int status, const char *err, void *arg)
 
 	(void)ur;
 	dl->dl_ur = NULL;
-	/* A replica that gave nothing: the next one on the hash, or us. */
-	if (dl->dl_src->up_peer && dl->dl_state == DL_WAITING &&
-	    (status == 0 || status >= 500)) {
-		log_info("replica %s cannot give blob %s (%s); asking the next",
-		    dl->dl_src->up_url, dl->dl_digest, err != NULL ? err :
-		    "a server error");
+	dl->dl_rf = NULL;
+	/*
+	 * A bucket or a replica that gave nothing: the owner replica, the
+	 * next one on the hash, or the upstream.
+	 */
+	if ((dl->dl_bucket || dl->dl_src->up_peer) &&
+	    dl->dl_state == DL_WAITING && (status == 0 || status >= 500 ||
+	    (dl->dl_bucket && status == 404)) &&
+	    !(dl->dl_bucket && nm_conf->cf_offline)) {
+		if (dl->dl_bucket)
+			log_info("the shared bucket %s blob %s%s%s",
+			    status == 404 ? "lacks" : "cannot give",
+			    dl->dl_digest, err != NULL ? ": " : "",
+			    err != NULL ? err : "");
+		else
+			log_info("replica %s cannot give blob %s (%s); asking "
+			    "the next", dl->dl_src->up_url, dl->dl_digest,
+			    err != NULL ? err : "a server error");
 		if (dl->dl_errbody != NULL) {
 			evbuffer_free(dl->dl_errbody);
 			dl->dl_errbody = NULL;
 		}
 		dl->dl_status = 0;
-		if ((dl->dl_src = proxy_peer_source(dl->dl_digest,
-		    ++dl->dl_nth)) == NULL)
+		if (dl->dl_bucket) {
+			dl->dl_bucket = 0;
+			dl->dl_nth = 0;
+		} else
+			dl->dl_nth++;
+		if (dl->dl_peering == 0 || (dl->dl_src = proxy_peer_source(
+		    dl->dl_digest, dl->dl_nth)) == NULL)
 			dl->dl_src = dl->dl_up;
 		dl_request(dl);
 		return;
@@ -1291,6 +1324,7 @@ struct cf_req {
 
 #define MB_CONFIRMED	0x1	/* the upstream says the repository has it */
 #define MB_REMOTE	0x2	/* the shared bucket was asked */
+#define MB_BUCKET	0x4	/* it has the link: stream from it */
 
 static void	mirror_blob(struct evhttp_request *, struct store *,
 		    const struct nm_upstream *, const char *, const char *,
@@ -1500,7 +1534,8 @@ mirror_blob_remote_cb(struct evhttp_request *req, struct store *st,
 		proxy_remote_unavailable(req, ref);
 		return;
 	}
-	mirror_blob(req, st, arg, repo, ref, MB_REMOTE);
+	mirror_blob(req, st, arg, repo, ref, rc == 0 ? MB_REMOTE | MB_BUCKET :
+	    MB_REMOTE);
 }
 
 /* Asks the download's source for the blob. */
@@ -1512,6 +1547,13 @@ dl_request(struct dl *dl)
 	};
 	char	*what;
 
+	if (dl->dl_bucket) {
+		log_info("fetching blob %s of %s/%s from the shared bucket",
+		    dl->dl_digest, dl->dl_up->up_ns, dl->dl_repo);
+		dl->dl_rf = proxy_remote_fetch(dl->dl_store, dl->dl_digest,
+		    &cb, dl);
+		return;
+	}
 	if (dl->dl_src->up_peer) {
 		/* The owner knows the namespace by its ns parameter. */
 		xasprintf(&what, "blobs/%s?ns=%s", dl->dl_digest,
@@ -1547,13 +1589,21 @@ mirror_blob(struct evhttp_request *req, struct store *st,
 		proxy_serve_file(req, st, digest, "application/octet-stream", 1);
 		return;
 	}
-	/* Not here: another replica may have put it in the bucket. */
+	/*
+	 * Not here: another replica may have put it in the bucket, which
+	 * is asked for the repository's link first unless it is known.
+	 */
 	if (!stored && !(flags & MB_REMOTE) && store_remote_on(st)) {
-		proxy_remote_lookup(req, st, PROXY_REMOTE_BLOB, up->up_ns, repo,
-		    digest, linked, mirror_blob_remote_cb, up);
-		return;
+		if (!linked) {
+			proxy_remote_lookup(req, st, PROXY_REMOTE_LINK,
+			    up->up_ns, repo, digest, 0, mirror_blob_remote_cb,
+			    up);
+			return;
+		}
+		flags |= MB_REMOTE | MB_BUCKET;
 	}
-	if (nm_conf->cf_offline) {
+	/* The bucket is no upstream: offline, it is still read. */
+	if (nm_conf->cf_offline && !(flags & MB_BUCKET)) {
 		proxy_error(req, 404, "BLOB_UNKNOWN", "blob %s of %s is not "
 		    "stored, and the mirror is offline", digest, repo);
 		return;
@@ -1561,7 +1611,8 @@ mirror_blob(struct evhttp_request *req, struct store *st,
 	TAILQ_FOREACH(dl, &mirror_dls, dl_entry)
 		if (strcmp(dl->dl_digest, digest) == 0)
 			break;
-	if (!confirmed && (stored || (dl != NULL && (dl->dl_up != up ||
+	if (!confirmed && !(flags & MB_BUCKET) && (stored || (dl != NULL &&
+	    (dl->dl_up != up ||
 	    strcmp(dl->dl_repo, repo) != 0)) || (dl == NULL && head))) {
 		cf_start(req, st, up, repo, digest);
 		return;
@@ -1572,7 +1623,9 @@ mirror_blob(struct evhttp_request *req, struct store *st,
 		dl->dl_store = st;
 		dl->dl_up = up;
 		/* A peer's request is never passed on to another peer. */
-		if (proxy_peer_request(req) ||
+		dl->dl_peering = !proxy_peer_request(req);
+		dl->dl_bucket = (flags & MB_BUCKET) != 0;
+		if (!dl->dl_peering ||
 		    (dl->dl_src = proxy_peer_source(digest, 0)) == NULL)
 			dl->dl_src = up;
 		dl->dl_repo = xstrdup(repo);
@@ -1582,7 +1635,7 @@ mirror_blob(struct evhttp_request *req, struct store *st,
 		dl->dl_tmpmax = pl.pl_max_tmp_bytes;
 		TAILQ_INIT(&dl->dl_clients);
 		TAILQ_INSERT_TAIL(&mirror_dls, dl, dl_entry);
-		if (!dl->dl_src->up_peer)
+		if (!dl->dl_src->up_peer && !dl->dl_bucket)
 			log_info("fetching blob %s of %s/%s", digest,
 			    up->up_ns, repo);
 	}

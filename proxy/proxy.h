@@ -111,12 +111,24 @@ void	proxy_mirror_blob(struct evhttp_request *, struct store *,
  */
 #define PROXY_REMOTE_BLOB	0	/* a blob or a manifest by digest */
 #define PROXY_REMOTE_TAG	1	/* an upstream tag's resolution */
+#define PROXY_REMOTE_LINK	2	/* only the repository's link */
 typedef void (*proxy_remote_cb)(struct evhttp_request *, struct store *,
 	    const char *repo, const char *ref, int rc, const char *cause,
 	    const void *arg);
 void	proxy_remote_lookup(struct evhttp_request *, struct store *, int kind,
 	    const char *ns, const char *repo, const char *ref, int linked,
 	    proxy_remote_cb, const void *arg);
+/*
+ * A blob streamed from the bucket as an upstream request is, to the same
+ * callbacks (their up_req is NULL): one uc_headers with Content-Length,
+ * the bytes, and always one uc_done, with 404 when the bucket lacks it.
+ */
+struct proxy_remote_fetch;
+void	proxy_remote_init(struct event_base *);
+struct proxy_remote_fetch *proxy_remote_fetch(struct store *,
+	    const char *digest, const struct up_callbacks *, void *);
+void	proxy_remote_pause(struct proxy_remote_fetch *, int paused);
+void	proxy_remote_abort(struct proxy_remote_fetch *, const char *why);
 /* The 503 of a blob only the unreachable bucket could have given. */
 void	proxy_remote_unavailable(struct evhttp_request *, const char *digest);
 

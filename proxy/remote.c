@@ -7,10 +7,17 @@
  * against its digest; the request then goes on on the loop, served from
  * the store, or fetched upstream when the bucket does not have it.
  */
+#include <sys/queue.h>
+
+#include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include <event2/buffer.h>
+#include <event2/event.h>
 #include <event2/http.h>
+#include <event2/keyvalq_struct.h>
 
 #include "nixmirror.h"
 #include "proxy/proxy.h"
@@ -57,7 +64,7 @@ rm_job(void *arg)
 	rm->rm_rc = rm->rm_linked || store_link_has(st, rm->rm_ns,
 	    rm->rm_repo, rm->rm_ref) ? 0 : store_remote_link(st, rm->rm_ns,
 	    rm->rm_repo, rm->rm_ref, &rm->rm_cause);
-	if (rm->rm_rc == 0)
+	if (rm->rm_rc == 0 && rm->rm_kind == PROXY_REMOTE_BLOB)
 		rm->rm_rc = store_remote_blob(st, rm->rm_ref, &rm->rm_cause);
 }
 
@@ -120,4 +127,240 @@ proxy_remote_unavailable(struct evhttp_request *req, const char *digest)
 	proxy_error(req, 503, "UNAVAILABLE", "blob %s is not stored on this "
 	    "replica, and the shared object store cannot be reached",
 	    digest);
+}
+
+/*
+ * A blob streamed from the bucket, shaped like an upstream request (the
+ * same callbacks) so that a download takes its bytes from either.  A
+ * worker runs the GET and queues the bytes; an event hands them to the
+ * loop.  The worker waits while MIRROR-sized backlogs wait or the loop
+ * paused reading, so memory stays bounded.
+ */
+#define RF_BACKLOG	(4 * 1024 * 1024)
+
+struct proxy_remote_fetch {
+	struct store		*rf_store;
+	char			 rf_digest[NM_DIGEST_SIZE];
+	const struct up_callbacks *rf_cb;
+	void			*rf_arg;
+	struct event		*rf_ev;
+	pthread_mutex_t		 rf_mtx;
+	pthread_cond_t		 rf_cond;
+	struct evbuffer		*rf_buf;	/* arrived, not yet handed */
+	int64_t			 rf_size;	/* -1: not known */
+	int			 rf_started;	/* the worker saw the size */
+	int			 rf_told;	/* the loop gave the headers */
+	int			 rf_paused;
+	int			 rf_stop;	/* the loop aborted */
+	int			 rf_ended;	/* the worker is done */
+	int			 rf_rc;
+	char			*rf_cause;
+	char			*rf_why;	/* the abort's reason */
+};
+
+static struct event_base	*rf_base;
+
+void	proxy_remote_abort(struct proxy_remote_fetch *, const char *);
+
+/* The base of the fetches' events (from the server's start). */
+void
+proxy_remote_init(struct event_base *base)
+{
+	rf_base = base;
+}
+
+/* The worker: the size is known, before the first byte. */
+static int
+rf_start_cb(int64_t size, void *arg)
+{
+	struct proxy_remote_fetch	*rf = arg;
+
+	pthread_mutex_lock(&rf->rf_mtx);
+	rf->rf_size = size;
+	rf->rf_started = 1;
+	pthread_mutex_unlock(&rf->rf_mtx);
+	event_active(rf->rf_ev, EV_READ, 0);
+	return (0);
+}
+
+/* The worker: bytes, queued for the loop; waits while it is behind. */
+static int
+rf_sink_cb(const void *p, size_t len, void *arg)
+{
+	struct proxy_remote_fetch	*rf = arg;
+	int				 stop;
+
+	pthread_mutex_lock(&rf->rf_mtx);
+	while (!rf->rf_stop && (rf->rf_paused ||
+	    evbuffer_get_length(rf->rf_buf) >= RF_BACKLOG))
+		pthread_cond_wait(&rf->rf_cond, &rf->rf_mtx);
+	stop = rf->rf_stop;
+	if (!stop && evbuffer_add(rf->rf_buf, p, len) == -1)
+		stop = 1;
+	pthread_mutex_unlock(&rf->rf_mtx);
+	event_active(rf->rf_ev, EV_READ, 0);
+	return (stop ? -1 : 0);
+}
+
+static void
+rf_job(void *arg)
+{
+	struct proxy_remote_fetch	*rf = arg;
+	char				*cause = NULL;
+	int				 rc;
+
+	rc = store_remote_get(rf->rf_store, rf->rf_digest, rf_start_cb,
+	    rf_sink_cb, rf, &cause);
+	pthread_mutex_lock(&rf->rf_mtx);
+	rf->rf_rc = rc;
+	rf->rf_cause = cause;
+	rf->rf_ended = 1;
+	pthread_mutex_unlock(&rf->rf_mtx);
+}
+
+static void
+rf_free(struct proxy_remote_fetch *rf)
+{
+	event_free(rf->rf_ev);
+	evbuffer_free(rf->rf_buf);
+	pthread_mutex_destroy(&rf->rf_mtx);
+	pthread_cond_destroy(&rf->rf_cond);
+	free(rf->rf_cause);
+	free(rf->rf_why);
+	free(rf);
+}
+
+/*
+ * On the loop: the headers once the size is known, the bytes queued so
+ * far, and the end once the worker is done (from the job's done).
+ */
+static void
+rf_deliver(struct proxy_remote_fetch *rf, int final)
+{
+	struct evkeyvalq	 h;
+	struct evbuffer		*out;
+	char			 len[32];
+	int			 started, stop, rc;
+
+	if ((out = evbuffer_new()) == NULL)
+		fatalx("%s: evbuffer_new", __func__);
+	pthread_mutex_lock(&rf->rf_mtx);
+	started = rf->rf_started;
+	stop = rf->rf_stop;
+	if (!rf->rf_paused)
+		evbuffer_add_buffer(out, rf->rf_buf);
+	pthread_cond_broadcast(&rf->rf_cond);
+	pthread_mutex_unlock(&rf->rf_mtx);
+	if (!stop && started && !rf->rf_told) {
+		rf->rf_told = 1;
+		TAILQ_INIT(&h);
+		if (rf->rf_size >= 0) {
+			snprintf(len, sizeof len, "%lld", (long long)rf->rf_size);
+			evhttp_add_header(&h, "Content-Length", len);
+		}
+		rc = rf->rf_cb->uc_headers(NULL, 200, &h, rf->rf_arg);
+		evhttp_clear_headers(&h);
+		if (rc == -1)
+			proxy_remote_abort(rf, "refused");
+	}
+	pthread_mutex_lock(&rf->rf_mtx);
+	stop = rf->rf_stop;
+	pthread_mutex_unlock(&rf->rf_mtx);
+	if (!stop && evbuffer_get_length(out) > 0 &&
+	    rf->rf_cb->uc_data(NULL, out, rf->rf_arg) == -1)
+		proxy_remote_abort(rf, "refused");
+	evbuffer_free(out);
+	if (!final)
+		return;
+	/* The worker is done: everything it queued was handed above. */
+	if (rf->rf_why != NULL)
+		rf->rf_cb->uc_done(NULL, 0, rf->rf_why, rf->rf_arg);
+	else if (rf->rf_rc == S3_ABSENT)
+		rf->rf_cb->uc_done(NULL, 404, NULL, rf->rf_arg);
+	else if (rf->rf_rc == -1)
+		rf->rf_cb->uc_done(NULL, 0, rf->rf_cause != NULL ?
+		    rf->rf_cause : "the bucket failed", rf->rf_arg);
+	else
+		rf->rf_cb->uc_done(NULL, 200, NULL, rf->rf_arg);
+	rf_free(rf);
+}
+
+static void
+rf_event_cb(evutil_socket_t fd, short events, void *arg)
+{
+	(void)fd;
+	(void)events;
+	rf_deliver(arg, 0);
+}
+
+static void
+rf_done(void *arg)
+{
+	rf_deliver(arg, 1);
+}
+
+static void
+rf_fail_cb(evutil_socket_t fd, short events, void *arg)
+{
+	(void)fd;
+	(void)events;
+	rf_deliver(arg, 1);
+}
+
+/* Streams a blob from the bucket to the callbacks; see proxy.h. */
+struct proxy_remote_fetch *
+proxy_remote_fetch(struct store *st, const char *digest,
+    const struct up_callbacks *cb, void *arg)
+{
+	struct proxy_remote_fetch	*rf;
+
+	rf = xcalloc(1, sizeof *rf);
+	rf->rf_store = st;
+	snprintf(rf->rf_digest, sizeof rf->rf_digest, "%s", digest);
+	rf->rf_cb = cb;
+	rf->rf_arg = arg;
+	rf->rf_size = -1;
+	if ((rf->rf_buf = evbuffer_new()) == NULL ||
+	    (rf->rf_ev = event_new(rf_base, -1, 0, rf_event_cb, rf)) == NULL)
+		fatalx("%s: evbuffer_new", __func__);
+	pthread_mutex_init(&rf->rf_mtx, NULL);
+	pthread_cond_init(&rf->rf_cond, NULL);
+	if (work_submit_long(rf_job, rf_done, rf) == -1) {
+		/* No worker: the end comes from the loop, as for a request. */
+		rf->rf_ended = 1;
+		rf->rf_rc = -1;
+		rf->rf_cause = xstrdup("no worker is free");
+		event_free(rf->rf_ev);
+		if ((rf->rf_ev = event_new(rf_base, -1, 0, rf_fail_cb,
+		    rf)) == NULL)
+			fatalx("%s: event_new", __func__);
+		event_active(rf->rf_ev, EV_READ, 0);
+	}
+	return (rf);
+}
+
+/* Stops (paused) or restarts handing bytes to the loop. */
+void
+proxy_remote_pause(struct proxy_remote_fetch *rf, int paused)
+{
+	pthread_mutex_lock(&rf->rf_mtx);
+	rf->rf_paused = paused;
+	pthread_cond_broadcast(&rf->rf_cond);
+	pthread_mutex_unlock(&rf->rf_mtx);
+	if (!paused)
+		event_active(rf->rf_ev, EV_READ, 0);
+}
+
+/* Ends the transfer early; its uc_done follows from the loop with why. */
+void
+proxy_remote_abort(struct proxy_remote_fetch *rf, const char *why)
+{
+	pthread_mutex_lock(&rf->rf_mtx);
+	if (!rf->rf_stop) {
+		rf->rf_stop = 1;
+		free(rf->rf_why);
+		rf->rf_why = xstrdup(why);
+	}
+	pthread_cond_broadcast(&rf->rf_cond);
+	pthread_mutex_unlock(&rf->rf_mtx);
 }

@@ -100,6 +100,8 @@ proxy_server_start(struct event_base *base, struct store *st,
 	char				 addr[256];
 	unsigned short			 port;
 
+	proxy_remote_init(base);
+
 	if (server_parse_listen(listen, addr, sizeof addr, &port, cause) == -1)
 		return (-1);
 	if ((server_http = evhttp_new(base)) == NULL)

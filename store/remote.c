@@ -364,6 +364,22 @@ remote_writer_sink(const void *p, size_t len, void *arg)
 	return (store_writer_write(arg, p, len));
 }
 
+/* A blob's bytes from the bucket, unchecked; see store.h. */
+int
+store_remote_get(struct store *st, const char *digest, s3_start_fn start,
+    s3_sink_fn sink, void *arg, char **cause)
+{
+	char	*key;
+	int	 rc;
+
+	if (st->st_s3 == NULL || !policy_digest_valid(digest))
+		return (S3_ABSENT);
+	xasprintf(&key, "blobs/sha256/%s", digest + 7);
+	rc = s3_get_stream(st->st_s3, key, start, sink, arg, NULL, cause);
+	free(key);
+	return (rc);
+}
+
 /* A blob from the bucket into the store; see store.h. */
 int
 store_remote_blob(struct store *st, const char *digest, char **cause)

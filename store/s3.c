@@ -74,6 +74,8 @@ struct s3_req {
 	/* The answer: a 2xx body goes to the sink (if any), else to sr_buf. */
 	s3_sink_fn	 sr_sink;
 	void		*sr_sinkarg;
+	s3_start_fn	 sr_start;	/* once, before the first byte */
+	int		 sr_started;
 	int		 sr_sinkfail;
 	struct s3_buf	 sr_buf;
 	char		*sr_etag;	/* of a part */
@@ -263,6 +265,18 @@ s3_buf_cb(char *ptr, size_t size, size_t n, void *arg)
 	return (len);
 }
 
+/* Tells the start callback the object's size (-1: not known). */
+static int
+s3_started(struct s3_req *sr)
+{
+	curl_off_t	 len = -1;
+
+	sr->sr_started = 1;
+	curl_easy_getinfo(sr->sr_curl, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T,
+	    &len);
+	return (sr->sr_start(len >= 0 ? (int64_t)len : -1, sr->sr_sinkarg));
+}
+
 /* The answer body: to the sink when it is a 2xx, else kept for the error. */
 static size_t
 s3_write_cb(char *ptr, size_t size, size_t n, void *arg)
@@ -272,6 +286,11 @@ s3_write_cb(char *ptr, size_t size, size_t n, void *arg)
 
 	curl_easy_getinfo(sr->sr_curl, CURLINFO_RESPONSE_CODE, &status);
 	if (sr->sr_sink != NULL && status >= 200 && status < 300) {
+		if (!sr->sr_started && sr->sr_start != NULL &&
+		    s3_started(sr) == -1) {
+			sr->sr_sinkfail = 1;
+			return (0);
+		}
 		if (sr->sr_sink(ptr, size * n, sr->sr_sinkarg) == -1) {
 			sr->sr_sinkfail = 1;
 			return (0);
@@ -565,6 +584,14 @@ int
 s3_get(struct s3 *s3, const char *key, s3_sink_fn sink, void *arg,
     char **ctype, char **cause)
 {
+	return (s3_get_stream(s3, key, NULL, sink, arg, ctype, cause));
+}
+
+/* s3_get, with start told the object's size before the first byte. */
+int
+s3_get_stream(struct s3 *s3, const char *key, s3_start_fn start,
+    s3_sink_fn sink, void *arg, char **ctype, char **cause)
+{
 	struct s3_req	*sr;
 	char		*ct = NULL;
 	int		 rc;
@@ -575,7 +602,14 @@ s3_get(struct s3 *s3, const char *key, s3_sink_fn sink, void *arg,
 	}
 	sr->sr_sink = sink;
 	sr->sr_sinkarg = arg;
+	sr->sr_start = start;
 	rc = s3_run(sr, "GET", key, cause);
+	/* An empty object has no first byte. */
+	if (rc == 0 && start != NULL && !sr->sr_started &&
+	    s3_started(sr) == -1) {
+		xasprintf(cause, "GET %s: the bytes could not be kept", key);
+		rc = -1;
+	}
 	if (rc == 0 && ctype != NULL) {
 		curl_easy_getinfo(sr->sr_curl, CURLINFO_CONTENT_TYPE, &ct);
 		*ctype = ct != NULL ? xstrdup(ct) : NULL;

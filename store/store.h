@@ -226,6 +226,8 @@ struct s3_settings {
 };
 /* Takes bytes of an object as they arrive; -1 stops the transfer. */
 typedef int (*s3_sink_fn)(const void *, size_t, void *);
+/* Told an object's size (-1: not known) before its bytes; -1 stops. */
+typedef int (*s3_start_fn)(int64_t, void *);
 struct s3	*s3_new(const struct s3_settings *, char **cause);
 void		 s3_free(struct s3 *);
 const char	*s3_where(const struct s3 *);
@@ -234,6 +236,8 @@ int	s3_head(struct s3 *, const char *key, uint64_t *size, char **ctype,
 	    char **cause);
 int	s3_get(struct s3 *, const char *key, s3_sink_fn, void *,
 	    char **ctype, char **cause);
+int	s3_get_stream(struct s3 *, const char *key, s3_start_fn, s3_sink_fn,
+	    void *, char **ctype, char **cause);
 int	s3_get_mem(struct s3 *, const char *key, size_t max, char **data,
 	    size_t *len, char **cause);
 int	s3_put_mem(struct s3 *, const char *key, const void *, size_t,
@@ -263,6 +267,12 @@ void	 store_remote_kick(struct store *);
 void	 store_remote_stop(struct store *);
 /* Items still to upload (for /metrics and the tests). */
 int64_t	 store_remote_pending(struct store *);
+/*
+ * A blob's bytes from the bucket as they arrive, unchecked: the caller
+ * checks them against the digest before it uses them.
+ */
+int	 store_remote_get(struct store *, const char *digest, s3_start_fn,
+	    s3_sink_fn, void *, char **cause);
 /* A blob from the bucket into the store, checked against its digest. */
 int	 store_remote_blob(struct store *, const char *digest, char **cause);
 /* Whether (ns, repo) links to digest in the bucket; recorded locally. */

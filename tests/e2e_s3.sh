@@ -123,7 +123,10 @@ check_eq "B: the pulled layer is upstream's" "$UP_BUSY_LAYER" \
     "$(jq -r '.manifests[0].digest' "$NM_WORK/oci/index.json" |
     sed 's/^sha256://' | xargs -I{} jq -r '.layers[0].digest' "$NM_WORK/oci/blobs/sha256/{}")"
 check_eq "B: fetched nothing from the upstream" 0 \
-    "$(grep -c 'fetching blob' "$B_LOG" || true)"
+    "$(grep -cE 'fetching blob [^ ]+ of [^ ]+$' "$B_LOG" || true)"
+check_contains "B: streamed the layer from the bucket" \
+    "fetching blob $UP_BUSY_LAYER of docker.io/library/busyimg from the shared bucket" \
+    "$(cat "$B_LOG")"
 up_registry_start
 
 # --- A Nix image built on A is served by B without Nix. ----------------
@@ -212,6 +215,20 @@ check_contains "the 503 says why" "shared object store cannot be reached" \
     "$(jq -r '.errors[0].message' "$NM_BODY")"
 check_eq "B still answers" 200 "$(curl -s -o /dev/null -w '%{http_code}' "$B_URL/v2/")"
 ceph_rgw_start
+# A wrong object in the bucket is never served as the blob.
+V2_OBJ=/nmshared/site/blobs/sha256/${V2_CONFIG#sha256:}
+s3 GET "$V2_OBJ" -o "$NM_WORK/v2.good"
+check_eq "the bucket holds busyv2's config" "$V2_CONFIG" "$(nm_sha256 "$NM_WORK/v2.good")"
+printf '{"not": "the config"}' >"$NM_WORK/v2.bad"
+check_eq "a wrong object put in the bucket" 200 "$(s3_put "$V2_OBJ" "$NM_WORK/v2.bad")"
+sleep 3.5	# the bucket was down a moment ago: left alone meanwhile
+st=$(http_status "$B_URL/v2/library/busyv2/blobs/$V2_CONFIG")
+check_ne "B: a corrupt bucket object is not served whole" 200 "$st"
+check_ne "B: no client gets the corrupt bytes" "$(nm_sha256 "$NM_WORK/v2.bad")" \
+    "$(nm_sha256 "$NM_BODY")"
+check_contains "B: the log names the mismatch" "digest" \
+    "$(grep "$V2_CONFIG" "$B_LOG" | grep -i 'mismatch\|digest')"
+check_eq "the right object put back" 200 "$(s3_put "$V2_OBJ" "$NM_WORK/v2.good")"
 # A bucket that did not answer is left alone for a few seconds.
 i=0
 until [ "$(http_status "$B_URL/v2/library/busyv2/blobs/$V2_CONFIG")" = 200 ]; do

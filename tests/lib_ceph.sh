@@ -5,7 +5,7 @@
 #
 # ceph_start sets CEPH_CONF, S3_URL, S3_ACCESS, S3_SECRET; ceph_rgw_stop
 # and ceph_rgw_start stop and start radosgw alone; s3 runs curl against
-# the gateway with SigV4: s3 METHOD PATH [curl args...].
+# the gateway with SigV4: s3 METHOD PATH [curl args...]; s3_put PATH FILE.
 
 CEPH_DIR=$NM_WORK/ceph
 S3_ACCESS=nmtestaccesskey01
@@ -127,4 +127,13 @@ s3()
 	curl -s -X "$_m" --aws-sigv4 "aws:amz:us-east-1:s3" \
 	    --user "$S3_ACCESS:$S3_SECRET" -H "x-amz-content-sha256: $S3_EMPTY" \
 	    "$@" "$S3_URL$_p"
+}
+
+# Writes a file as an object: s3_put PATH FILE; prints the status.
+s3_put()
+{
+	curl -s -X PUT --aws-sigv4 "aws:amz:us-east-1:s3" \
+	    --user "$S3_ACCESS:$S3_SECRET" \
+	    -H "x-amz-content-sha256: UNSIGNED-PAYLOAD" \
+	    --data-binary "@$2" -o /dev/null -w '%{http_code}' "$S3_URL$1"
 }
