@@ -116,6 +116,7 @@ static void	 gc_add_refs(struct gc_run *, ssize_t, const char *, int);
 static void	 gc_parse(struct gc_run *, ssize_t, const char *, int);
 static int	 gc_load_manifests(struct gc_run *, int64_t, int);
 static int	 gc_load_pins(struct gc_run *);
+static int	 gc_load_outbox(struct gc_run *);
 static void	 gc_propagate(struct gc_run *);
 static int	 gc_images_check(struct gc_run *);
 static int	 gc_order_cmp(const void *, const void *);
@@ -378,6 +379,31 @@ gc_load_pins(struct gc_run *gr)
 
 	store_lock(gr->gr_st);
 	stmt = gc_stmt(gr->gr_st, "SELECT digest FROM pins", NULL);
+	while (stmt != NULL && (rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+		const char *d = (const char *)sqlite3_column_text(stmt, 0);
+
+		if (d != NULL && (i = gc_find(gr, d)) != -1)
+			gr->gr_blobs[i].gb_keep = 1;
+	}
+	store_db_done(gr->gr_st, stmt);
+	store_unlock(gr->gr_st);
+	return (stmt == NULL ? -1 : 0);
+}
+
+/*
+ * Marks the blobs still queued for the shared bucket as kept: evicted
+ * before they went up, they would be lost to the other replicas.
+ */
+static int
+gc_load_outbox(struct gc_run *gr)
+{
+	sqlite3_stmt	*stmt;
+	ssize_t		 i;
+	int		 rc;
+
+	store_lock(gr->gr_st);
+	stmt = gc_stmt(gr->gr_st, "SELECT digest FROM remote_outbox"
+	    " WHERE digest IS NOT NULL", NULL);
 	while (stmt != NULL && (rc = sqlite3_step(stmt)) == SQLITE_ROW) {
 		const char *d = (const char *)sqlite3_column_text(stmt, 0);
 
@@ -733,7 +759,7 @@ gc_run(struct store *st, uint64_t max_bytes, struct store_gc_result *res,
 	gr.gr_start = (int64_t)time(NULL);
 	gr.gr_cutoff = gr.gr_start - gc_grace();
 	if (gc_load_blobs(&gr) == -1 || gc_load_manifests(&gr, 0, 0) == -1 ||
-	    gc_load_pins(&gr) == -1) {
+	    gc_load_pins(&gr) == -1 || gc_load_outbox(&gr) == -1) {
 		xasprintf(cause, "cannot read the store's database");
 		goto out;
 	}

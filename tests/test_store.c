@@ -65,6 +65,7 @@ static void	 test_meta(struct store *);
 static void	 test_tags(struct store *);
 static void	 test_utags(struct store *);
 static void	 test_batch(struct store *);
+static void	 test_outbox(void);
 static int	 test_blob_bytes(char *, size_t, int, int);
 static void	*test_thread(void *);
 static void	 test_threads(struct store *);
@@ -172,7 +173,7 @@ test_open_reopen(void)
 	    &cause) == 0, "put before reopen");
 	CHECK(store_tag_put(st, "src", "keep", COMMIT_A) == 0, "tag put");
 	store_close(st);
-	CHECK(test_user_version() == 5, "user_version is 5");
+	CHECK(test_user_version() == 6, "user_version is 6");
 
 	snprintf(path, sizeof path, "%s/tmp/blob.leftover", datadir);
 	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
@@ -186,7 +187,7 @@ test_open_reopen(void)
 	if (st == NULL)
 		exit(1);
 	CHECK(test_count("tmp") == 0, "store_open empties tmp");
-	CHECK(test_user_version() == 5, "user_version still 5");
+	CHECK(test_user_version() == 6, "user_version still 6");
 	CHECK(store_blob_stat(st, HELLO_DIGEST, &size, NULL) == 0 &&
 	    size == 12, "blob kept across reopen");
 	CHECK(store_tag_get(st, "src", "keep", -1, commit) == 0 &&
@@ -632,6 +633,82 @@ test_utags(struct store *st)
  * its writes is there, though each of them ran its own transaction (a
  * savepoint then); committed, all are.
  */
+/*
+ * With a bucket attached (one that never answers: no worker pool runs
+ * here, so nothing is sent), what the store records is queued for it in
+ * the same transaction: a rolled-back batch queues nothing, a committed
+ * one its blob, tag and link; gc keeps a queued blob whatever the quota;
+ * and what came from the bucket is not queued again.
+ */
+static void
+test_outbox(void)
+{
+	struct s3_settings	 ss;
+	struct store_gc_result	 gr;
+	struct store		*st;
+	struct s3		*s3;
+	char			 d[NM_DIGEST_SIZE], dir[] = "/tmp/nm-outbox.XXXXXX";
+	char			*cause = NULL;
+
+	CHECK(mkdtemp(dir) != NULL, "outbox data dir");
+	st = store_open(dir, &cause);
+	CHECK(st != NULL, "outbox store opens");
+	if (st == NULL)
+		return;
+	CHECK(store_blob_put_mem(st, "before the bucket", 17, NULL, d,
+	    &cause) == 0, "a blob before the bucket");
+	memset(&ss, 0, sizeof ss);
+	ss.ss_endpoint = "http://127.0.0.1:9";
+	ss.ss_bucket = "NM_Test";
+	ss.ss_access = "AKIDEXAMPLE";
+	ss.ss_secret = "secret";
+	CHECK(s3_new(&ss, &cause) == NULL && cause != NULL,
+	    "a bucket name with capitals is refused");
+	free(cause);
+	cause = NULL;
+	ss.ss_bucket = "nmtest";
+	ss.ss_prefix = "bad prefix";
+	CHECK(s3_new(&ss, &cause) == NULL, "a prefix with a space is refused");
+	free(cause);
+	cause = NULL;
+	ss.ss_prefix = "site1";
+	s3 = s3_new(&ss, &cause);
+	CHECK(s3 != NULL, "s3_new");
+	if (s3 == NULL)
+		return;
+	store_remote_attach(st, s3);
+	CHECK(store_remote_pending(st) == 0, "nothing queued from before");
+
+	CHECK(store_batch_begin(st) == 0, "batch begins");
+	CHECK(store_blob_put_mem(st, "queued blob", 11, "application/json", d,
+	    &cause) == 0 && store_utag_put(st, "docker.io", "library/q", "t",
+	    d) == 0 && store_link_put(st, "docker.io", "library/q", d) == 0,
+	    "blob, tag and link in a batch");
+	CHECK(store_batch_end(st, 0) == -1, "batch rolled back");
+	CHECK(store_remote_pending(st) == 0, "a rolled-back batch queues nothing");
+	CHECK(store_batch_begin(st) == 0, "batch begins again");
+	CHECK(store_blob_put_mem(st, "queued blob", 11, "application/json", d,
+	    &cause) == 0 && store_utag_put(st, "docker.io", "library/q", "t",
+	    d) == 0 && store_link_put(st, "docker.io", "library/q", d) == 0,
+	    "the same writes");
+	CHECK(store_batch_end(st, 1) == 0, "batch commits");
+	CHECK(store_remote_pending(st) == 3, "blob, tag and link are queued");
+	CHECK(store_utag_put(st, "docker.io", "library/q", "t", d) == 0 &&
+	    store_remote_pending(st) == 3, "a tag checked again replaces its "
+	    "queued object");
+	CHECK(store_gc(st, 0, &gr, &cause) == 0, "gc to zero bytes");
+	CHECK(store_blob_stat(st, d, NULL, NULL) == 0,
+	    "gc keeps the queued blob");
+	CHECK(store_remote_blob(st, d, &cause) == 0,
+	    "a blob stored here needs no fetch");
+	CHECK(store_remote_link(st, "docker.io", "library/q", d, &cause) == -1 &&
+	    cause != NULL, "a bucket that does not answer is an error");
+	free(cause);
+	cause = NULL;
+	store_remote_stop(st);
+	store_close(st);
+}
+
 static void
 test_batch(struct store *st)
 {
@@ -728,14 +805,14 @@ test_links(struct store **stp)
 	CHECK(store_utag_put(st, "docker.io", "library/c", "latest", man) == 0,
 	    "tag of library/c");
 	store_close(st);
-	CHECK(test_sql("DROP TABLE links; DROP TABLE lists; "
+	CHECK(test_sql("DROP TABLE links; DROP TABLE lists; DROP TABLE remote_outbox; "
 	    "PRAGMA user_version = 3") == 0, "back to version 3");
 	*stp = st = store_open(datadir, &cause);
 	if (st == NULL) {
 		printf("store_open: %s\n", cause);
 		exit(1);
 	}
-	CHECK(test_user_version() == 5, "migrated to version 5 again");
+	CHECK(test_user_version() == 6, "migrated to version 6 again");
 	CHECK(store_link_has(st, "docker.io", "library/c", man) &&
 	    store_link_has(st, "docker.io", "library/c", cfg) &&
 	    store_link_has(st, "docker.io", "library/c", lay),
@@ -863,6 +940,7 @@ main(void)
 	test_tags(st);
 	test_utags(st);
 	test_batch(st);
+	test_outbox();
 	test_lists(st);
 	test_links(&st);
 	test_threads(st);
