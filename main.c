@@ -237,7 +237,7 @@ main_s3(void)
 	    "AWS_SECRET_ACCESS_KEY");
 	ss.ss_token = main_setting(nm_conf->cf_s3_session_token,
 	    "AWS_SESSION_TOKEN");
-	ss.ss_cafile = nm_conf->cf_s3_ca;
+	ss.ss_cafile = main_setting(nm_conf->cf_s3_ca, "AWS_CA_BUNDLE");
 	ss.ss_rate = nm_conf->cf_s3_upload_rate;
 	if ((s3 = s3_new(&ss, &cause)) == NULL)
 		fatalx("%s", cause);

@@ -9,7 +9,12 @@
 # Each figure is the median of RUNS runs (-n, default 3); every cold run
 # starts both proxies on fresh data dirs.  Not part of make check.
 #
-#   bench/run.sh [-n RUNS] [-o TABLE-FILE]      (or: make bench)
+#   bench/run.sh [-n RUNS] [-o TABLE-FILE] [-s]      (or: make bench)
+#
+# -s measures the shared-bucket rows instead, on a one-machine Ceph RGW
+# (tests/lib_ceph.sh): distribution with its S3 driver against a
+# nixmirror replica whose local disk is cold but whose bucket holds the
+# blob, one client, then 8 clients x 4.
 #
 # Needs what make check needs (./bootstrap) plus wrk and pigz
 # (apt-get install wrk pigz).  NM_BUILD names the build dir holding the
@@ -18,11 +23,13 @@ set -eu
 
 RUNS=3
 TABLE_OUT=""
-while getopts n:o:h opt; do
+S3_ONLY=0
+while getopts n:o:sh opt; do
 	case $opt in
 	n) RUNS=$OPTARG ;;
 	o) TABLE_OUT=$OPTARG ;;
-	*) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+	s) S3_ONLY=1 ;;
+	*) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 	esac
 done
 case $RUNS in
@@ -320,10 +327,137 @@ nix_image()
 	echo "$(elapsed "$_t0" "$_t1") $_nl"
 }
 
+# --- the shared bucket (-s) ---------------------------------------------------
+
+# distribution in proxy mode on its S3 driver, on the RGW bucket bench-dist.
+dist_start_s3()
+{
+	DIST_N=$((DIST_N + 1))
+	_d=$NM_WORK/dist$DIST_N
+	mkdir -p "$_d"
+	DIST_PORT=$(nm_free_port)
+	DIST_URL=http://127.0.0.1:$DIST_PORT
+	cat >"$_d/config.yml" <<EOF
+version: 0.1
+log:
+  level: error
+  accesslog:
+    disabled: true
+storage:
+  s3:
+    accesskey: $S3_ACCESS
+    secretkey: $S3_SECRET
+    region: us-east-1
+    regionendpoint: $S3_URL
+    bucket: bench-dist
+    secure: false
+    v4auth: true
+  redirect:
+    disable: true
+  maintenance:
+    uploadpurging:
+      enabled: false
+http:
+  addr: 127.0.0.1:$DIST_PORT
+  secret: nixmirror-bench
+proxy:
+  remoteurl: $UP_REG_URL
+  username: $UP_USER
+  password: $UP_PASS
+EOF
+	# Its AWS SDK cannot take AWS_CA_BUNDLE (which curl-minded hosts set).
+	env -u AWS_CA_BUNDLE docker-registry serve "$_d/config.yml" >>"$_d/log" 2>&1 </dev/null &
+	DIST_PID=$!
+	nm_track "$DIST_PID"
+	NM_LOGS="$NM_LOGS $_d/log"
+	_i=0
+	until [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 \
+	    "$DIST_URL/v2/" 2>/dev/null)" = 200 ]; do
+		nm_alive "$DIST_PID" || fail "distribution (S3) exited at start"
+		[ "$_i" -lt 200 ] || fail "distribution (S3) does not start in 20 s"
+		sleep 0.1
+		_i=$((_i + 1))
+	done
+}
+
+# A nixmirror replica on the bucket bench-nm, with a fresh local disk.
+mirror_start_s3()
+{
+	AWS_ACCESS_KEY_ID=$S3_ACCESS AWS_SECRET_ACCESS_KEY=$S3_SECRET \
+	    mirror_start --s3-endpoint "$S3_URL" --s3-bucket bench-nm
+}
+
+# Waits until the replica has sent everything to the bucket.
+mirror_flushed()
+{
+	_i=0
+	until [ "$(curl -s "$NM_URL/metrics" |
+	    awk '$1 == "nixmirror_s3_pending" { print $2 }')" = 0 ]; do
+		_i=$((_i + 1))
+		[ "$_i" -lt 600 ] || fail "the replica did not flush to the bucket"
+		sleep 0.1
+	done
+}
+
+bench_s3()
+{
+	# shellcheck source=../tests/lib_ceph.sh
+	. "$NM_TOP/tests/lib_ceph.sh"
+	say "Ceph: one monitor, one memstore OSD, radosgw"
+	ceph_start
+	for b in bench-dist bench-nm; do
+		[ "$(s3 PUT "/$b" -o /dev/null -w '%{http_code}')" = 200 ] ||
+		    fail "cannot create bucket $b"
+	done
+	say "filling both buckets: one cold fetch each"
+	dist_start_s3
+	cold1 "$DIST_URL" >/dev/null
+	mirror_start_s3
+	cold1 "$NM_URL" >/dev/null
+	mirror_flushed
+	mirror_stop
+	S_D1="" S_N1="" S_DW="" S_NW="" S_DIRECT=""
+	for r in $(seq 1 "$RUNS"); do
+		say "run $r of $RUNS: one client, from the bucket"
+		S_D1="$S_D1 $(cold1 "$DIST_URL")"
+		mirror_start_s3
+		S_N1="$S_N1 $(cold1 "$NM_URL")"
+		say "run $r of $RUNS: 8 clients x 4"
+		S_NW="$S_NW $(warm "$NM_URL")"
+		mirror_stop
+		S_DW="$S_DW $(warm "$DIST_URL")"
+		_t0=$(now)
+		s3 GET "/bench-nm/blobs/sha256/${UP_BIG_LAYER#sha256:}" \
+		    -o "$SHM/s3direct" || fail "direct GET from the bucket"
+		_t1=$(now)
+		check_blob "$SHM/s3direct" "$UP_BIG_LAYER" "the bucket directly"
+		S_DIRECT="$S_DIRECT $(elapsed "$_t0" "$_t1")"
+	done
+	dist_stop
+	# shellcheck disable=SC2086
+	{
+		m_sd1=$(median $S_D1) m_sn1=$(median $S_N1)
+		m_sdw=$(median $S_DW) m_snw=$(median $S_NW)
+		m_sx=$(median $S_DIRECT)
+	}
+	{
+		echo "nixmirror bench, shared bucket (Ceph RGW $(radosgw --version 2>/dev/null | awk '{print $3}')): median of $RUNS runs, $(nproc) cores, $(date -u +%Y-%m-%d)"
+		echo
+		echo "| figure | distribution (S3 driver) | nixmirror replica | ratio |"
+		echo "|---|---|---|---|"
+		echo "| 64 MiB blob in the bucket, 1 client, local disk cold (the bucket directly: ${m_sx} s) | ${m_sd1} s | ${m_sn1} s | $(awk -v a="$m_sn1" -v b="$m_sd1" 'BEGIN { printf "%.2f", a / b }') |"
+		echo "| then 8 clients × 4 × 64 MiB, aggregate | ${m_sdw} MiB/s | ${m_snw} MiB/s | $(awk -v a="$m_snw" -v b="$m_sdw" 'BEGIN { printf "%.2f", a / b }') |"
+	} >"$NM_WORK/table.md"
+	cat "$NM_WORK/table.md"
+	[ -z "$TABLE_OUT" ] || cp "$NM_WORK/table.md" "$TABLE_OUT"
+	exit 0
+}
+
 # --- the run ------------------------------------------------------------------
 
 say "upstream: docker-registry with token auth, 64 MiB layer"
 up_start
+[ "$S3_ONLY" = 0 ] || bench_s3
 say "building the big-closure package set (once)"
 big_build
 say "closure: $(echo "$BIG_PATHS" | wc -l) paths, $((BIG_BYTES / 1048576)) MiB"

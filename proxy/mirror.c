@@ -1515,11 +1515,6 @@ cf_start(struct evhttp_request *req, struct store *st,
 }
 
 /*
- * A blob request: served from the store when the repository links to it
- * (or confirmed says the upstream holds it there), joined to the download
- * of the same repository, or fetched once.  Anything else asks first.
- */
-/*
  * Back from the bucket: stored and linked now, or not there (fetched as
  * before); a bucket that cannot answer makes a 503, as only it could have
  * given a blob not stored here.
@@ -1568,6 +1563,13 @@ dl_request(struct dl *dl)
 	free(what);
 }
 
+/*
+ * A blob request: served from the store when the repository links to it
+ * (or MB_CONFIRMED says the upstream holds it there); streamed from the
+ * shared bucket when it has it; joined to the download of the same
+ * repository, or fetched once, from the digest's owner replica or the
+ * upstream.  Anything else asks first.
+ */
 static void
 mirror_blob(struct evhttp_request *req, struct store *st,
     const struct nm_upstream *up, const char *repo, const char *digest,

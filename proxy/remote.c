@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <event2/buffer.h>
 #include <event2/event.h>
@@ -190,11 +191,21 @@ rf_sink_cb(const void *p, size_t len, void *arg)
 	struct proxy_remote_fetch	*rf = arg;
 	int				 stop;
 
+	struct timespec			 ts;
+
 	pthread_mutex_lock(&rf->rf_mtx);
-	while (!rf->rf_stop && (rf->rf_paused ||
-	    evbuffer_get_length(rf->rf_buf) >= RF_BACKLOG))
-		pthread_cond_wait(&rf->rf_cond, &rf->rf_mtx);
-	stop = rf->rf_stop;
+	/* Woken by the loop, or every half second to see a shutdown. */
+	while (!rf->rf_stop && !store_remote_stopping(rf->rf_store) &&
+	    (rf->rf_paused || evbuffer_get_length(rf->rf_buf) >= RF_BACKLOG)) {
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_nsec += 500000000L;
+		if (ts.tv_nsec >= 1000000000L) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000L;
+		}
+		pthread_cond_timedwait(&rf->rf_cond, &rf->rf_mtx, &ts);
+	}
+	stop = rf->rf_stop || store_remote_stopping(rf->rf_store);
 	if (!stop && evbuffer_add(rf->rf_buf, p, len) == -1)
 		stop = 1;
 	pthread_mutex_unlock(&rf->rf_mtx);

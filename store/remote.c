@@ -133,6 +133,13 @@ store_remote_stop(struct store *st)
 	st->st_ustop = 1;
 	pthread_cond_broadcast(&st->st_ucond);
 	pthread_mutex_unlock(&st->st_umtx);
+	s3_cancel(st->st_s3);
+}
+
+int
+store_remote_stopping(struct store *st)
+{
+	return (st->st_s3 != NULL && s3_cancelled(st->st_s3));
 }
 
 /* Rows still queued. */

@@ -46,6 +46,7 @@ struct s3 {
 	char		*s_cafile;
 	int64_t		 s_rate;	/* upload bytes/s, 0: no limit */
 	int64_t		 s_down;	/* no answer until then (atomic) */
+	int		 s_cancel;	/* shutting down: transfers end (atomic) */
 	CURLSH		*s_share;
 	pthread_mutex_t	 s_locks[CURL_LOCK_DATA_LAST];
 };
@@ -207,6 +208,23 @@ s3_free(struct s3 *s3)
 	free(s3);
 }
 
+/*
+ * Ends every transfer in flight and to come (shutdown): a body being
+ * sent or read stops at its next piece.  Requests without a body (an
+ * abandoned upload's DELETE) still go.
+ */
+void
+s3_cancel(struct s3 *s3)
+{
+	__atomic_store_n(&s3->s_cancel, 1, __ATOMIC_RELAXED);
+}
+
+int
+s3_cancelled(struct s3 *s3)
+{
+	return (__atomic_load_n(&s3->s_cancel, __ATOMIC_RELAXED));
+}
+
 /* The bucket's URL, for messages (no credentials are in it). */
 const char *
 s3_where(const struct s3 *s3)
@@ -284,6 +302,10 @@ s3_write_cb(char *ptr, size_t size, size_t n, void *arg)
 	struct s3_req	*sr = arg;
 	long		 status = 0;
 
+	if (__atomic_load_n(&sr->sr_s3->s_cancel, __ATOMIC_RELAXED)) {
+		sr->sr_sinkfail = 1;
+		return (0);
+	}
 	curl_easy_getinfo(sr->sr_curl, CURLINFO_RESPONSE_CODE, &status);
 	if (sr->sr_sink != NULL && status >= 200 && status < 300) {
 		if (!sr->sr_started && sr->sr_start != NULL &&
@@ -308,6 +330,8 @@ s3_read_cb(char *ptr, size_t size, size_t n, void *arg)
 	size_t		 want = size * n;
 	ssize_t		 got;
 
+	if (__atomic_load_n(&sr->sr_s3->s_cancel, __ATOMIC_RELAXED))
+		return (CURL_READFUNC_ABORT);
 	if (want > sr->sr_len - sr->sr_pos)
 		want = (size_t)(sr->sr_len - sr->sr_pos);
 	if (want == 0)

@@ -231,6 +231,8 @@ typedef int (*s3_start_fn)(int64_t, void *);
 struct s3	*s3_new(const struct s3_settings *, char **cause);
 void		 s3_free(struct s3 *);
 const char	*s3_where(const struct s3 *);
+void		 s3_cancel(struct s3 *);
+int		 s3_cancelled(struct s3 *);
 int	s3_check(struct s3 *, char **cause);
 int	s3_head(struct s3 *, const char *key, uint64_t *size, char **ctype,
 	    char **cause);
@@ -265,6 +267,8 @@ int	 store_remote_on(struct store *);
 void	 store_remote_kick(struct store *);
 /* Stops the uploader between objects (before work_drain). */
 void	 store_remote_stop(struct store *);
+/* Whether store_remote_stop ran: transfers end. */
+int	 store_remote_stopping(struct store *);
 /* Items still to upload (for /metrics and the tests). */
 int64_t	 store_remote_pending(struct store *);
 /*
