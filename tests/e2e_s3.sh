@@ -143,6 +143,18 @@ check_eq "B ran no Nix" 0 "$(grep -c 'building \|nix-' "$B_LOG" || true)"
 check_contains "B says another replica built it" \
     "built by another replica" "$(cat "$B_LOG")"
 
+# --- A tag A resolved within the TTL is not asked upstream by B. --------
+check_eq "A: multi by tag" 200 \
+    "$(http_status "$A_URL/v2/library/multi/manifests/latest" -H "$ACCEPT_OCI")"
+s3_flushed "$A_URL"
+check_eq "B: multi by tag" 200 \
+    "$(http_status "$B_URL/v2/library/multi/manifests/latest" -H "$ACCEPT_OCI")"
+check_eq "B: multi is upstream's index" "$UP_MULTI_DG" "$(hdr Docker-Content-Digest)"
+sleep 0.5	# the registry logs a request when it ends
+check_eq "the upstream was asked for the tag once, by A" 1 \
+    "$(($(up_reg_count GET /v2/library/multi/manifests/latest) + \
+    $(up_reg_count HEAD /v2/library/multi/manifests/latest)))"
+
 # --- 12 cold clients over A and B: one upstream GET. -------------------
 for u in "$A_URL" "$B_URL"; do
 	check_eq "bigimg manifest from $u" 200 \
