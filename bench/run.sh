@@ -98,8 +98,8 @@ check_blob()
 # --- the proxies --------------------------------------------------------
 
 DIST_N=0
-# Starts distribution in proxy mode on a fresh data dir; sets DIST_PID,
-# DIST_URL.
+# Starts distribution in proxy mode on a fresh data dir, or with "s3" on
+# its S3 driver and the RGW bucket bench-dist; sets DIST_PID, DIST_URL.
 dist_start()
 {
 	DIST_N=$((DIST_N + 1))
@@ -107,6 +107,19 @@ dist_start()
 	mkdir -p "$_d/data"
 	DIST_PORT=$(nm_free_port)
 	DIST_URL=http://127.0.0.1:$DIST_PORT
+	if [ "${1:-}" = s3 ]; then
+		_storage="  s3:
+    accesskey: $S3_ACCESS
+    secretkey: $S3_SECRET
+    region: us-east-1
+    regionendpoint: $S3_URL
+    bucket: bench-dist
+    secure: false
+    v4auth: true"
+	else
+		_storage="  filesystem:
+    rootdirectory: $_d/data"
+	fi
 	cat >"$_d/config.yml" <<EOF
 version: 0.1
 log:
@@ -114,8 +127,7 @@ log:
   accesslog:
     disabled: true
 storage:
-  filesystem:
-    rootdirectory: $_d/data
+$_storage
   delete:
     enabled: true
   redirect:
@@ -131,7 +143,9 @@ proxy:
   username: $UP_USER
   password: $UP_PASS
 EOF
-	docker-registry serve "$_d/config.yml" >>"$_d/log" 2>&1 </dev/null &
+	# Its AWS SDK cannot take AWS_CA_BUNDLE (which curl-minded hosts set).
+	env -u AWS_CA_BUNDLE docker-registry serve "$_d/config.yml" \
+	    >>"$_d/log" 2>&1 </dev/null &
 	DIST_PID=$!
 	nm_track "$DIST_PID"
 	NM_LOGS="$NM_LOGS $_d/log"
@@ -329,57 +343,6 @@ nix_image()
 
 # --- the shared bucket (-s) ---------------------------------------------------
 
-# distribution in proxy mode on its S3 driver, on the RGW bucket bench-dist.
-dist_start_s3()
-{
-	DIST_N=$((DIST_N + 1))
-	_d=$NM_WORK/dist$DIST_N
-	mkdir -p "$_d"
-	DIST_PORT=$(nm_free_port)
-	DIST_URL=http://127.0.0.1:$DIST_PORT
-	cat >"$_d/config.yml" <<EOF
-version: 0.1
-log:
-  level: error
-  accesslog:
-    disabled: true
-storage:
-  s3:
-    accesskey: $S3_ACCESS
-    secretkey: $S3_SECRET
-    region: us-east-1
-    regionendpoint: $S3_URL
-    bucket: bench-dist
-    secure: false
-    v4auth: true
-  redirect:
-    disable: true
-  maintenance:
-    uploadpurging:
-      enabled: false
-http:
-  addr: 127.0.0.1:$DIST_PORT
-  secret: nixmirror-bench
-proxy:
-  remoteurl: $UP_REG_URL
-  username: $UP_USER
-  password: $UP_PASS
-EOF
-	# Its AWS SDK cannot take AWS_CA_BUNDLE (which curl-minded hosts set).
-	env -u AWS_CA_BUNDLE docker-registry serve "$_d/config.yml" >>"$_d/log" 2>&1 </dev/null &
-	DIST_PID=$!
-	nm_track "$DIST_PID"
-	NM_LOGS="$NM_LOGS $_d/log"
-	_i=0
-	until [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 \
-	    "$DIST_URL/v2/" 2>/dev/null)" = 200 ]; do
-		nm_alive "$DIST_PID" || fail "distribution (S3) exited at start"
-		[ "$_i" -lt 200 ] || fail "distribution (S3) does not start in 20 s"
-		sleep 0.1
-		_i=$((_i + 1))
-	done
-}
-
 # A nixmirror replica on the bucket bench-nm, with a fresh local disk.
 mirror_start_s3()
 {
@@ -410,7 +373,7 @@ bench_s3()
 		    fail "cannot create bucket $b"
 	done
 	say "filling both buckets: one cold fetch each"
-	dist_start_s3
+	dist_start s3
 	cold1 "$DIST_URL" >/dev/null
 	mirror_start_s3
 	cold1 "$NM_URL" >/dev/null

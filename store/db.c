@@ -793,8 +793,7 @@ int
 store_layer_put(struct store *st, const char *key,
     const struct store_layer *sl)
 {
-	json_t	*o;
-	char	*body, *okey;
+	char	*okey;
 	int	 rv;
 
 	store_lock(st);
@@ -803,14 +802,11 @@ store_layer_put(struct store *st, const char *key,
 	    " created) VALUES (?, ?, ?, ?, ?)", "tttii", key, sl->sl_digest,
 	    sl->sl_diffid, (int64_t)sl->sl_size, (int64_t)time(NULL)));
 	if (rv == 0 && st->st_s3 != NULL && policy_digest_valid(key)) {
-		o = json_pack("{s:s, s:s, s:I}", "digest", sl->sl_digest,
-		    "diff_id", sl->sl_diffid, "size", (json_int_t)sl->sl_size);
-		body = json_dumps(o, JSON_COMPACT);
 		xasprintf(&okey, "nix/layers/%s", key + 7);
-		store_remote_queue(st, okey, NULL, body);
+		store_remote_queue_json(st, okey, json_pack("{s:s, s:s, s:I}",
+		    "digest", sl->sl_digest, "diff_id", sl->sl_diffid, "size",
+		    (json_int_t)sl->sl_size));
 		free(okey);
-		free(body);
-		json_decref(o);
 	}
 	store_unlock(st);
 	return (rv);
@@ -844,8 +840,7 @@ int
 store_image_put(struct store *st, const char *key,
     const struct store_image *si)
 {
-	json_t	*o;
-	char	*body, *okey, kd[NM_DIGEST_SIZE];
+	char	*okey, kd[NM_DIGEST_SIZE];
 	int	 rv;
 
 	store_lock(st);
@@ -856,15 +851,11 @@ store_image_put(struct store *st, const char *key,
 	if (rv == 0 && st->st_s3 != NULL) {
 		/* The key is long text; its object is named by its hash. */
 		nm_sha256_digest(key, strlen(key), kd);
-		o = json_pack("{s:s, s:s, s:s, s:I}", "key", key, "docker",
-		    si->si_docker, "oci", si->si_oci, "created",
-		    (json_int_t)si->si_created);
-		body = json_dumps(o, JSON_COMPACT);
 		xasprintf(&okey, "nix/images/%s", kd + 7);
-		store_remote_queue(st, okey, NULL, body);
+		store_remote_queue_json(st, okey, json_pack("{s:s, s:s, s:s, "
+		    "s:I}", "key", key, "docker", si->si_docker, "oci",
+		    si->si_oci, "created", (json_int_t)si->si_created));
 		free(okey);
-		free(body);
-		json_decref(o);
 	}
 	store_unlock(st);
 	return (rv);
@@ -930,8 +921,7 @@ store_utag_put_at(struct store *st, const char *ns, const char *repo,
     const char *tag, const char *digest, int64_t now)
 {
 	sqlite3_stmt	*stmt;
-	json_t		*o;
-	char		*key, *body;
+	char		*key;
 	int64_t		 id = -1;
 	int		 rv;
 
@@ -954,12 +944,8 @@ store_utag_put_at(struct store *st, const char *ns, const char *repo,
 		    ns, repo, tag, digest, now, now));
 	if (rv == 0 && st->st_s3 != NULL &&
 	    (key = store_remote_repo_key(ns, repo, "_tags", tag)) != NULL) {
-		o = json_pack("{s:s, s:I}", "digest", digest, "checked",
-		    (json_int_t)now);
-		body = json_dumps(o, JSON_COMPACT);
-		store_remote_queue(st, key, NULL, body);
-		free(body);
-		json_decref(o);
+		store_remote_queue_json(st, key, json_pack("{s:s, s:I}",
+		    "digest", digest, "checked", (json_int_t)now));
 		free(key);
 	}
 	store_unlock(st);

@@ -369,16 +369,16 @@ gc_load_manifests(struct gc_run *gr, int64_t since, int keep)
 	return (ok ? 0 : -1);
 }
 
-/* Marks the pinned manifests as kept. */
+/* Marks the blobs whose digests a query selects as kept. */
 static int
-gc_load_pins(struct gc_run *gr)
+gc_keep_selected(struct gc_run *gr, const char *sql)
 {
 	sqlite3_stmt	*stmt;
 	ssize_t		 i;
 	int		 rc;
 
 	store_lock(gr->gr_st);
-	stmt = gc_stmt(gr->gr_st, "SELECT digest FROM pins", NULL);
+	stmt = gc_stmt(gr->gr_st, sql, NULL);
 	while (stmt != NULL && (rc = sqlite3_step(stmt)) == SQLITE_ROW) {
 		const char *d = (const char *)sqlite3_column_text(stmt, 0);
 
@@ -390,6 +390,13 @@ gc_load_pins(struct gc_run *gr)
 	return (stmt == NULL ? -1 : 0);
 }
 
+/* Marks the pinned manifests as kept. */
+static int
+gc_load_pins(struct gc_run *gr)
+{
+	return (gc_keep_selected(gr, "SELECT digest FROM pins"));
+}
+
 /*
  * Marks the blobs still queued for the shared bucket as kept: evicted
  * before they went up, they would be lost to the other replicas.
@@ -397,22 +404,8 @@ gc_load_pins(struct gc_run *gr)
 static int
 gc_load_outbox(struct gc_run *gr)
 {
-	sqlite3_stmt	*stmt;
-	ssize_t		 i;
-	int		 rc;
-
-	store_lock(gr->gr_st);
-	stmt = gc_stmt(gr->gr_st, "SELECT digest FROM remote_outbox"
-	    " WHERE digest IS NOT NULL", NULL);
-	while (stmt != NULL && (rc = sqlite3_step(stmt)) == SQLITE_ROW) {
-		const char *d = (const char *)sqlite3_column_text(stmt, 0);
-
-		if (d != NULL && (i = gc_find(gr, d)) != -1)
-			gr->gr_blobs[i].gb_keep = 1;
-	}
-	store_db_done(gr->gr_st, stmt);
-	store_unlock(gr->gr_st);
-	return (stmt == NULL ? -1 : 0);
+	return (gc_keep_selected(gr, "SELECT digest FROM remote_outbox"
+	    " WHERE digest IS NOT NULL"));
 }
 
 /*

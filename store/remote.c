@@ -81,6 +81,20 @@ store_remote_queue(struct store *st, const char *key, const char *digest,
 	store_remote_kick(st);
 }
 
+/* Queues a small JSON object for the bucket and frees it; lock held. */
+void
+store_remote_queue_json(struct store *st, const char *key, json_t *o)
+{
+	char	*body;
+
+	if (o == NULL)
+		return;
+	if ((body = json_dumps(o, JSON_COMPACT)) != NULL)
+		store_remote_queue(st, key, NULL, body);
+	free(body);
+	json_decref(o);
+}
+
 /* Attaches the bucket and sends what an earlier run left queued. */
 void
 store_remote_attach(struct store *st, struct s3 *s3)

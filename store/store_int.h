@@ -99,6 +99,9 @@ void	store_runlock(struct store *);
  */
 void	store_remote_queue(struct store *, const char *key, const char *digest,
 	    const char *body);
+/* The same for a JSON object, which it frees (NULL: nothing queued). */
+void	store_remote_queue_json(struct store *, const char *key,
+	    struct json_t *);
 /* The object key of (ns, repo)'s KIND ("_tags", "_links"), or NULL. */
 char	*store_remote_repo_key(const char *ns, const char *repo,
 	    const char *kind, const char *name);

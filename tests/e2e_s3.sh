@@ -79,6 +79,20 @@ s3_flushed()
 	fail "$1 still has ${_n:-?} items for the bucket after 60 s"
 }
 
+# skopeo copies an image into an OCI layout: pull_ok WHAT HOST:PORT
+# NAME:TAG DIR.
+pull_ok()
+{
+	rm -rf "$4"
+	if skopeo copy --src-tls-verify=false "docker://$2/$3" "oci:$4:x" \
+	    >"$NM_WORK/skopeo.out" 2>&1; then
+		ok "$1"
+	else
+		cat "$NM_WORK/skopeo.out" >&2
+		bad "$1"
+	fi
+}
+
 # GETs a blob and checks its bytes: blob_ok WHAT URL NAME DIGEST.
 blob_ok()
 {
@@ -110,15 +124,8 @@ check_eq "the tag names the manifest" "$UP_BUSY_DG" "$(jq -r .digest "$NM_WORK/o
 
 up_registry_stop
 replica B
-rm -rf "$NM_WORK/oci"
-if skopeo copy --src-tls-verify=false \
-    "docker://127.0.0.1:$PB/library/busyimg:latest" "oci:$NM_WORK/oci:b" \
-    >"$NM_WORK/skopeo.out" 2>&1; then
-	ok "B: skopeo pulls busyimg with the upstream stopped"
-else
-	cat "$NM_WORK/skopeo.out" >&2
-	bad "B: skopeo pulls busyimg with the upstream stopped"
-fi
+pull_ok "B: skopeo pulls busyimg with the upstream stopped" \
+    "127.0.0.1:$PB" library/busyimg:latest "$NM_WORK/oci"
 check_eq "B: the pulled layer is upstream's" "$UP_BUSY_LAYER" \
     "$(jq -r '.manifests[0].digest' "$NM_WORK/oci/index.json" |
     sed 's/^sha256://' | xargs -I{} jq -r '.layers[0].digest' "$NM_WORK/oci/blobs/sha256/{}")"
@@ -279,26 +286,12 @@ if command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ]; then
 		sleep 0.1
 	done
 	for img in busyimg bigtwo bigimg; do
-		rm -rf "$NM_WORK/oci.$img"
-		if skopeo copy --src-tls-verify=false \
-		    "docker://127.0.0.1:$PN/library/$img:latest" \
-		    "oci:$NM_WORK/oci.$img:x" >"$NM_WORK/skopeo.out" 2>&1; then
-			ok "through nginx: skopeo pulls $img"
-		else
-			cat "$NM_WORK/skopeo.out" >&2
-			bad "through nginx: skopeo pulls $img"
-		fi
+		pull_ok "through nginx: skopeo pulls $img" "127.0.0.1:$PN" \
+		    "library/$img:latest" "$NM_WORK/oci.$img"
 	done
 	replica_stop A
-	rm -rf "$NM_WORK/oci.busyimg"
-	if skopeo copy --src-tls-verify=false \
-	    "docker://127.0.0.1:$PN/library/busyimg:latest" \
-	    "oci:$NM_WORK/oci.busyimg:x" >"$NM_WORK/skopeo.out" 2>&1; then
-		ok "through nginx with A stopped: skopeo pulls busyimg"
-	else
-		cat "$NM_WORK/skopeo.out" >&2
-		bad "through nginx with A stopped: skopeo pulls busyimg"
-	fi
+	pull_ok "through nginx with A stopped: skopeo pulls busyimg" \
+	    "127.0.0.1:$PN" library/busyimg:latest "$NM_WORK/oci.busyimg"
 else
 	skip "no nginx (Debian nginx-light)"
 fi
