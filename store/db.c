@@ -602,6 +602,7 @@ store_db_blob_add_locked(struct store *st, const char *digest, uint64_t size,
 
 	char	*key;
 
+	store_remote_begin(st);
 	if (store_db_run(st, __func__, store_db_stmt(st, __func__,
 	    "INSERT OR IGNORE INTO blobs (digest, size, media_type, created,"
 	    " last_access) VALUES (?, ?, ?, ?, ?)", "titii", digest,
@@ -624,7 +625,7 @@ store_db_blob_add_locked(struct store *st, const char *digest, uint64_t size,
 		goto out;
 	rv = 0;
 out:
-	return (rv);
+	return (store_remote_end(st, rv));
 }
 
 /* Records a blob whose file is in place; takes the store lock. */
@@ -797,6 +798,7 @@ store_layer_put(struct store *st, const char *key,
 	int	 rv;
 
 	store_lock(st);
+	store_remote_begin(st);
 	rv = store_db_run(st, __func__, store_db_stmt(st, __func__,
 	    "INSERT OR REPLACE INTO layers (key, digest, diff_id, size,"
 	    " created) VALUES (?, ?, ?, ?, ?)", "tttii", key, sl->sl_digest,
@@ -808,6 +810,7 @@ store_layer_put(struct store *st, const char *key,
 		    (json_int_t)sl->sl_size));
 		free(okey);
 	}
+	rv = store_remote_end(st, rv);
 	store_unlock(st);
 	return (rv);
 }
@@ -844,6 +847,7 @@ store_image_put(struct store *st, const char *key,
 	int	 rv;
 
 	store_lock(st);
+	store_remote_begin(st);
 	rv = store_db_run(st, __func__, store_db_stmt(st, __func__,
 	    "INSERT OR REPLACE INTO images (key, docker_digest, oci_digest,"
 	    " created) VALUES (?, ?, ?, ?)", "ttti", key, si->si_docker,
@@ -857,6 +861,7 @@ store_image_put(struct store *st, const char *key,
 		    si->si_oci, "created", (json_int_t)si->si_created));
 		free(okey);
 	}
+	rv = store_remote_end(st, rv);
 	store_unlock(st);
 	return (rv);
 }
@@ -926,6 +931,7 @@ store_utag_put_at(struct store *st, const char *ns, const char *repo,
 	int		 rv;
 
 	store_lock(st);
+	store_remote_begin(st);
 	stmt = store_db_stmt(st, __func__, "SELECT id, digest FROM"
 	    " upstream_tags WHERE ns = ? AND repo = ? AND tag = ?"
 	    " ORDER BY id DESC LIMIT 1", "ttt", ns, repo, tag);
@@ -948,6 +954,7 @@ store_utag_put_at(struct store *st, const char *ns, const char *repo,
 		    "digest", digest, "checked", (json_int_t)now));
 		free(key);
 	}
+	rv = store_remote_end(st, rv);
 	store_unlock(st);
 	return (rv);
 }

@@ -81,6 +81,30 @@ store_remote_queue(struct store *st, const char *key, const char *digest,
 	store_remote_kick(st);
 }
 
+/*
+ * With a bucket, a record and its queued object are one write: a crash
+ * between them could leave a blob that never goes up.  Lock held.
+ */
+void
+store_remote_begin(struct store *st)
+{
+	if (st->st_s3 != NULL)
+		(void)store_db_exec(st, "SAVEPOINT nm_remote");
+}
+
+/* Ends what store_remote_begin started, keeping it when rv is 0; rv. */
+int
+store_remote_end(struct store *st, int rv)
+{
+	if (st->st_s3 != NULL && (rv != 0 || store_db_exec(st,
+	    "RELEASE nm_remote") == -1)) {
+		(void)store_db_exec(st, "ROLLBACK TO nm_remote");
+		(void)store_db_exec(st, "RELEASE nm_remote");
+		rv = -1;
+	}
+	return (rv);
+}
+
 /* Queues a small JSON object for the bucket and frees it; lock held. */
 void
 store_remote_queue_json(struct store *st, const char *key, json_t *o)

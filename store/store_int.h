@@ -99,6 +99,9 @@ void	store_runlock(struct store *);
  */
 void	store_remote_queue(struct store *, const char *key, const char *digest,
 	    const char *body);
+/* A record and its queueing as one write (a savepoint); lock held. */
+void	store_remote_begin(struct store *);
+int	store_remote_end(struct store *, int rv);
 /* The same for a JSON object, which it frees (NULL: nothing queued). */
 void	store_remote_queue_json(struct store *, const char *key,
 	    struct json_t *);
