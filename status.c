@@ -546,6 +546,10 @@ status_html_head(FILE *f, const json_t *o)
 		    "used_ratio")));
 	} else
 		fputs(", no quota", f);
+	if (json_is_integer(json_object_get(store, "s3_pending")))
+		fprintf(f, "; %lld waiting to go up to the shared bucket",
+		    (long long)json_integer_value(json_object_get(store,
+		    "s3_pending")));
 	fputs("</dd>\n<dt>Hit ratio</dt><dd id=\"hits\">", f);
 	if (json_is_real(hr))
 		fprintf(f, "%.0f%%", 100 * json_real_value(hr));

@@ -218,6 +218,10 @@ check_contains "A abandoned the upload it left" \
     "abandoned the upload of blobs/sha256/${BIG2_LAYER#sha256:}" "$(cat "$A_LOG")"
 check_eq "no upload is left in flight" 0 \
     "$(s3 GET "/nmshared?uploads=" | grep -o '<UploadId>' | wc -l)"
+check_eq "B's /status.json: nothing waits for the bucket" 0 \
+    "$(curl -s "$B_URL/status.json" | jq .store.s3_pending)"
+check_contains "B's status page says so" "0 waiting to go up to the shared bucket" \
+    "$(curl -s "$B_URL/")"
 s3 GET "/nmshared/site/blobs/sha256/${BIG2_LAYER#sha256:}" -o "$NM_WORK/obj"
 check_eq "the bucket now holds bigtwo's layer, whole" "$BIG2_LAYER" \
     "$(nm_sha256 "$NM_WORK/obj")"
