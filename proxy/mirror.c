@@ -922,12 +922,17 @@ dl_fail(struct dl *dl, int status, const char *err)
 	if (dl->dl_denied != NULL)
 		xasprintf(&msg, "not fetched from %s: %s", dl->dl_up->up_ns,
 		    dl->dl_denied);
+	else if (dl->dl_up->up_url == NULL)
+		xasprintf(&msg, "the shared bucket failed for %s: %s",
+		    dl->dl_digest, err != NULL ? err : status == 404 ?
+		    "not there" : "unexpected status");
 	else
 		xasprintf(&msg, "upstream %s failed for %s: %s",
 		    dl->dl_up->up_ns, dl->dl_digest, err != NULL ? err :
 		    upmsg != NULL ? upmsg : "unexpected status");
 	vis = xstrvis(msg);	/* it may quote the upstream's bytes */
-	log_warnx("%s (%s)", vis, dl->dl_src->up_url);
+	log_warnx("%s (%s)", vis, dl->dl_src->up_url != NULL ?
+	    dl->dl_src->up_url : "bucket");
 	free(vis);
 	for (bc = TAILQ_FIRST(&dl->dl_clients); bc != NULL; bc = next) {
 		next = TAILQ_NEXT(bc, bc_entry);
@@ -944,6 +949,9 @@ dl_fail(struct dl *dl, int status, const char *err)
 		} else if (dl->dl_denied != NULL)
 			proxy_error(bc->bc_req, 403, "DENIED", "%s",
 			    dl->dl_denied);
+		else if (status == 404 && dl->dl_up->up_url == NULL)
+			proxy_error(bc->bc_req, 404, "BLOB_UNKNOWN",
+			    "blob %s is not stored", dl->dl_digest);
 		else if (status == 404)
 			proxy_error(bc->bc_req, 404, "BLOB_UNKNOWN",
 			    "blob %s is not known to %s", dl->dl_digest,
@@ -1237,7 +1245,7 @@ dl_done_cb(struct up_req *ur, int status, const char *err, void *arg)
 	 */
 	if ((dl->dl_bucket || dl->dl_src->up_peer) &&
 	    dl->dl_state == DL_WAITING && (status == 0 || status >= 500 ||
-	    (dl->dl_bucket && status == 404)) &&
+	    (dl->dl_bucket && status == 404)) && dl->dl_up->up_url != NULL &&
 	    !(dl->dl_bucket && nm_conf->cf_offline)) {
 		if (dl->dl_bucket)
 			log_info("the shared bucket %s blob %s%s%s",
@@ -1321,6 +1329,13 @@ struct cf_req {
 	char			*cf_err;
 	int			 cf_rc;
 };
+
+/* The metrics label of a source: its namespace, "nix" for Nix blobs. */
+static const char *
+mirror_label(const struct nm_upstream *up)
+{
+	return (up->up_url == NULL ? "nix" : up->up_ns);
+}
 
 #define MB_CONFIRMED	0x1	/* the upstream says the repository has it */
 #define MB_REMOTE	0x2	/* the shared bucket was asked */
@@ -1587,7 +1602,7 @@ mirror_blob(struct evhttp_request *req, struct store *st,
 	stored = store_blob_stat(st, digest, &size, NULL) == 0;
 	linked = confirmed || store_link_has(st, up->up_ns, repo, digest);
 	if (stored && linked) {
-		metrics_cache("blob", up->up_ns, METRICS_HIT);
+		metrics_cache("blob", mirror_label(up), METRICS_HIT);
 		proxy_serve_file(req, st, digest, "application/octet-stream", 1);
 		return;
 	}
@@ -1625,7 +1640,8 @@ mirror_blob(struct evhttp_request *req, struct store *st,
 		dl->dl_store = st;
 		dl->dl_up = up;
 		/* A peer's request is never passed on to another peer. */
-		dl->dl_peering = !proxy_peer_request(req);
+		dl->dl_peering = !proxy_peer_request(req) &&
+		    up->up_url != NULL;
 		dl->dl_bucket = (flags & MB_BUCKET) != 0;
 		if (!dl->dl_peering ||
 		    (dl->dl_src = proxy_peer_source(digest, 0)) == NULL)
@@ -1641,7 +1657,7 @@ mirror_blob(struct evhttp_request *req, struct store *st,
 			log_info("fetching blob %s of %s/%s", digest,
 			    up->up_ns, repo);
 	}
-	metrics_cache("blob", up->up_ns, fresh ? METRICS_MISS :
+	metrics_cache("blob", mirror_label(up), fresh ? METRICS_MISS :
 	    METRICS_COALESCED);
 	bc = xcalloc(1, sizeof *bc);
 	bc->bc_req = req;
@@ -1666,4 +1682,21 @@ proxy_mirror_blob(struct evhttp_request *req, struct store *st,
     const struct nm_upstream *up, const char *repo, const char *digest)
 {
 	mirror_blob(req, st, up, repo, digest, 0);
+}
+
+/*
+ * The source of a Nix image's blob that another replica built: the
+ * bucket alone (no URL), under the links of the Nix names.
+ */
+static const struct nm_upstream mirror_nix_bucket = {
+	.up_ns = (char *)STORE_NIX_NS,
+};
+
+/* A Nix image's blob, linked here, streamed from the bucket; see proxy.h. */
+void
+proxy_mirror_nix_blob(struct evhttp_request *req, struct store *st,
+    const char *name, const char *digest)
+{
+	mirror_blob(req, st, &mirror_nix_bucket, name, digest, MB_CONFIRMED |
+	    MB_REMOTE | MB_BUCKET);
 }

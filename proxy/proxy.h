@@ -98,6 +98,12 @@ void	proxy_mirror_manifest(struct evhttp_request *, struct store *,
  */
 char	*proxy_manifest_type(const char *content_type, const char *body,
 	    size_t len);
+/*
+ * GET or HEAD of a Nix image's blob that name links to but this replica
+ * does not store: streamed from the shared bucket while it is stored.
+ */
+void	proxy_mirror_nix_blob(struct evhttp_request *, struct store *,
+	    const char *name, const char *digest);
 /* GET or HEAD of an upstream blob: stored, joined, or fetched once. */
 void	proxy_mirror_blob(struct evhttp_request *, struct store *,
 	    const struct nm_upstream *, const char *repo, const char *digest);

@@ -580,25 +580,6 @@ route_list(struct evhttp_request *req, struct store *st,
 		proxy_nix_list(req, st, rt->rt_nix, &q);
 }
 
-/* Back from the bucket with a Nix image's blob, or without it. */
-static void
-route_blob_remote_cb(struct evhttp_request *req, struct store *st,
-    const char *repo, const char *digest, int rc, const char *cause,
-    const void *arg)
-{
-	(void)repo;
-	(void)cause;
-	(void)arg;
-	if (rc == -1)
-		proxy_remote_unavailable(req, digest);
-	else {
-		metrics_cache("blob", "nix", rc == 0 ? METRICS_HIT :
-		    METRICS_MISS);
-		proxy_serve_file(req, st, digest, "application/octet-stream",
-		    1);
-	}
-}
-
 /* Routes /v2/<name>/blobs/<digest>. */
 static void
 route_blob(struct evhttp_request *req, struct store *st,
@@ -625,8 +606,7 @@ route_blob(struct evhttp_request *req, struct store *st,
 	/* Built by another replica: its bytes are in the shared bucket. */
 	if (store_blob_stat(st, digest, NULL, NULL) == -1 &&
 	    store_remote_on(st)) {
-		proxy_remote_lookup(req, st, PROXY_REMOTE_BLOB, STORE_NIX_NS,
-		    rt->rt_nix, digest, 1, route_blob_remote_cb, NULL);
+		proxy_mirror_nix_blob(req, st, rt->rt_nix, digest);
 		return;
 	}
 	metrics_cache("blob", "nix", METRICS_HIT);

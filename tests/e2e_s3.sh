@@ -145,6 +145,8 @@ check_eq "B: the Nix image is A's" "$dgA" "$dgB"
 for l in $(jq -r '.config.digest, .layers[].digest' "$NM_WORK/mB"); do
 	blob_ok "B: nix/shell/hello blob ${l#sha256:}" "$B_URL" nix/shell/hello "$l"
 done
+check_contains "B streamed the Nix layers from the bucket" \
+    "of @nix/shell/hello from the shared bucket" "$(cat "$B_LOG")"
 check_eq "B ran no build" 0 "$(grep -cE "$NM_BUILD_RE" "$B_LOG" || true)"
 check_eq "B ran no Nix" 0 "$(grep -c 'building \|nix-' "$B_LOG" || true)"
 check_contains "B says another replica built it" \
