@@ -154,6 +154,7 @@ struct proxy_remote_fetch {
 	int			 rf_paused;
 	int			 rf_stop;	/* the loop aborted */
 	int			 rf_ended;	/* the worker is done */
+	int			 rf_done;	/* and the loop heard it */
 	int			 rf_rc;
 	char			*rf_cause;
 	char			*rf_why;	/* the abort's reason */
@@ -189,9 +190,8 @@ static int
 rf_sink_cb(const void *p, size_t len, void *arg)
 {
 	struct proxy_remote_fetch	*rf = arg;
-	int				 stop;
-
 	struct timespec			 ts;
+	int				 stop;
 
 	pthread_mutex_lock(&rf->rf_mtx);
 	/* Woken by the loop, or every half second to see a shutdown. */
@@ -243,7 +243,8 @@ rf_free(struct proxy_remote_fetch *rf)
 
 /*
  * On the loop: the headers once the size is known, the bytes queued so
- * far, and the end once the worker is done (from the job's done).
+ * far unless paused, and the end once the worker is done (from the job's
+ * done) and every byte it queued was handed on.
  */
 static void
 rf_deliver(struct proxy_remote_fetch *rf, int final)
@@ -251,8 +252,10 @@ rf_deliver(struct proxy_remote_fetch *rf, int final)
 	struct evkeyvalq	 h;
 	struct evbuffer		*out;
 	char			 len[32];
-	int			 started, stop, rc;
+	int			 started, stop, rc, left;
 
+	if (final)
+		rf->rf_done = 1;
 	if ((out = evbuffer_new()) == NULL)
 		fatalx("%s: evbuffer_new", __func__);
 	pthread_mutex_lock(&rf->rf_mtx);
@@ -281,9 +284,13 @@ rf_deliver(struct proxy_remote_fetch *rf, int final)
 	    rf->rf_cb->uc_data(NULL, out, rf->rf_arg) == -1)
 		proxy_remote_abort(rf, "refused");
 	evbuffer_free(out);
-	if (!final)
+	pthread_mutex_lock(&rf->rf_mtx);
+	stop = rf->rf_stop;
+	left = evbuffer_get_length(rf->rf_buf) > 0;
+	pthread_mutex_unlock(&rf->rf_mtx);
+	/* Paused with bytes left: the end waits for the unpause. */
+	if (!rf->rf_done || (left && !stop))
 		return;
-	/* The worker is done: everything it queued was handed above. */
 	if (rf->rf_why != NULL)
 		rf->rf_cb->uc_done(NULL, 0, rf->rf_why, rf->rf_arg);
 	else if (rf->rf_rc == S3_ABSENT)

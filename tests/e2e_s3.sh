@@ -264,6 +264,28 @@ done
 blob_ok "B: the same blob once radosgw is back" "$B_URL" library/busyv2 "$V2_CONFIG"
 
 
+# --- A new replica with an empty disk streams a big blob from the bucket.
+NM_FIXED_PORT="" nm_start --upstream "docker.io=http://127.0.0.1:9" \
+    --s3-endpoint "$S3_URL" --s3-bucket nmshared --s3-prefix site
+C_URL=$NM_URL
+pids=""
+for i in 1 2 3 4; do
+	curl -s -o "$NM_WORK/c.big$i" --max-time 120 \
+	    "$C_URL/v2/library/bigimg/blobs/$UP_BIG_LAYER" &
+	pids="$pids $!"
+done
+# shellcheck disable=SC2086
+wait $pids || true
+n=0
+for i in 1 2 3 4; do
+	[ "$(nm_sha256 "$NM_WORK/c.big$i")" = "$UP_BIG_LAYER" ] && n=$((n + 1))
+done
+check_eq "C: 4 clients get the 24 MiB layer whole from the bucket" 4 "$n"
+check_contains "C streamed it from the bucket" \
+    "of docker.io/library/bigimg from the shared bucket" "$(cat "$NM_LOG")"
+blob_ok "C: then from its own disk" "$C_URL" library/bigimg "$UP_BIG_LAYER"
+nm_stop
+
 # --- The README's nginx block in front of both replicas. ----------------
 up_registry_start
 if command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ]; then
