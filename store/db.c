@@ -853,12 +853,16 @@ store_image_put(struct store *st, const char *key,
 	    " created) VALUES (?, ?, ?, ?)", "ttti", key, si->si_docker,
 	    si->si_oci, (int64_t)si->si_created));
 	if (rv == 0 && st->st_s3 != NULL) {
-		/* The key is long text; its object is named by its hash. */
+		/*
+		 * The key is long text that names the package source (a git
+		 * URL may hold a token): the object is named by its hash, and
+		 * the key itself stays out of the bucket.
+		 */
 		nm_sha256_digest(key, strlen(key), kd);
 		xasprintf(&okey, "nix/images/%s", kd + 7);
-		store_remote_queue_json(st, okey, json_pack("{s:s, s:s, s:s, "
-		    "s:I}", "key", key, "docker", si->si_docker, "oci",
-		    si->si_oci, "created", (json_int_t)si->si_created));
+		store_remote_queue_json(st, okey, json_pack("{s:s, s:s, s:I}",
+		    "docker", si->si_docker, "oci", si->si_oci, "created",
+		    (json_int_t)si->si_created));
 		free(okey);
 	}
 	rv = store_remote_end(st, rv);

@@ -6,7 +6,7 @@
  *	blobs/sha256/<hex>			a blob or manifest, typed
  *	repos/<ns>/<repo>/_links/<hex>		(ns, repo) holds that digest
  *	repos/<ns>/<repo>/_tags/<tag>		{"digest", "checked"}
- *	nix/images/<hex of the image key>	{"key", "docker", "oci", ...}
+ *	nix/images/<hex of the image key>	{"docker", "oci", "created"}
  *	nix/layers/<hex of the layer key>	{"digest", "diff_id", "size"}
  *
  * Each replica's SQLite stays its own index: what it records is queued
@@ -576,9 +576,7 @@ store_remote_image(struct store *st, const char *key, char **cause)
 	d = json_string_value(json_object_get(root, "docker"));
 	o = json_string_value(json_object_get(root, "oci"));
 	if (d == NULL || o == NULL || !policy_digest_valid(d) ||
-	    !policy_digest_valid(o) || !json_is_string(json_object_get(root,
-	    "key")) || strcmp(json_string_value(json_object_get(root, "key")),
-	    key) != 0) {
+	    !policy_digest_valid(o)) {
 		json_decref(root);
 		return (S3_ABSENT);
 	}
