@@ -265,8 +265,14 @@ blob_ok "B: the same blob once radosgw is back" "$B_URL" library/busyv2 "$V2_CON
 
 
 # --- A new replica with an empty disk streams a big blob from the bucket.
-NM_FIXED_PORT="" nm_start --upstream "docker.io=http://127.0.0.1:9" \
-    --s3-endpoint "$S3_URL" --s3-bucket nmshared --s3-prefix site
+# Its bucket and credentials come from a config file's "s3" section, which
+# wins over a wrong key in the environment.
+cat >"$NM_WORK/c.json" <<EOF
+{"s3": {"endpoint": "$S3_URL", "bucket": "nmshared", "prefix": "site",
+        "access_key": "$S3_ACCESS", "secret_key": "$S3_SECRET"}}
+EOF
+AWS_SECRET_ACCESS_KEY=not-the-secret NM_FIXED_PORT="" nm_start \
+    --upstream "docker.io=http://127.0.0.1:9" --config "$NM_WORK/c.json"
 C_URL=$NM_URL
 pids=""
 for i in 1 2 3 4; do
@@ -285,6 +291,12 @@ check_contains "C streamed it from the bucket" \
     "of docker.io/library/bigimg from the shared bucket" "$(cat "$NM_LOG")"
 blob_ok "C: then from its own disk" "$C_URL" library/bigimg "$UP_BIG_LAYER"
 nm_stop
+
+n=0
+for f in "$NM_WORK"/daemon*.log; do
+	grep -qF "$S3_SECRET" "$f" && n=$((n + 1))
+done
+check_eq "no replica's log holds the S3 secret" 0 "$n"
 
 # --- The README's nginx block in front of both replicas. ----------------
 up_registry_start
