@@ -50,6 +50,13 @@ proxy_peers_init(char **cause)
 	char	*list, *p, *tok, *self;
 	size_t	 i;
 
+	/* Read again (a test, a reload): what an earlier call read goes. */
+	for (i = 0; i < peer_n; i++) {
+		free(peer_list[i].up_url);
+		free(peer_list[i].up_ns);
+	}
+	peer_n = 0;
+	peer_self = (size_t)-1;
 	if (nm_conf->cf_peers == NULL)
 		return (0);
 	list = xstrdup(nm_conf->cf_peers);
