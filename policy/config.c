@@ -121,6 +121,15 @@ static int	config_assign(struct nm_config *, const struct config_key *,
 static int	config_file_key(struct nm_config *, const char *, const char *,
 		    json_t *, char **);
 
+/* A key that holds a secret: the config file only, never a flag. */
+static int
+config_secret(const struct config_key *ck)
+{
+	return (strcmp(ck->ck_name, "s3_access_key") == 0 ||
+	    strcmp(ck->ck_name, "s3_secret_key") == 0 ||
+	    strcmp(ck->ck_name, "s3_session_token") == 0);
+}
+
 /* Fills in the defaults. */
 void
 policy_config_defaults(struct nm_config *cf)
@@ -411,6 +420,10 @@ policy_config_usage(FILE *fp)
 		for (char *p = flag + 2; *p != '\0'; p++)
 			if (*p == '_')
 				*p = '-';
+		/* Secrets are keys of the file only. */
+		if (config_secret(&config_keys[i]))
+			snprintf(flag, sizeof flag, "%s (file)",
+			    config_keys[i].ck_name);
 		fprintf(fp, "  %-26s %s%s\n", flag,
 		    config_keys[i].ck_type == CONFIG_BOOL ? "" : "VALUE  ",
 		    config_keys[i].ck_help);
@@ -461,6 +474,10 @@ policy_config_args(struct nm_config *cf, int argc, char **argv, char **cause)
 			ck = NULL;
 		} else if ((ck = config_find(name, &idx)) == NULL) {
 			xasprintf(cause, "unknown flag --%s", name);
+			return (-1);
+		} else if (config_secret(ck)) {
+			xasprintf(cause, "--%s: give it in the config file or the "
+			    "environment, where ps does not show it", name);
 			return (-1);
 		}
 		if (eq != NULL)

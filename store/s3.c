@@ -465,7 +465,7 @@ s3_req_free(struct s3_req *sr)
 	free(sr);
 }
 
-/* The S3 error code of an XML error answer ("NoSuchKey"), or "". */
+/* The text of the first <tag> of an XML answer (caller frees), or NULL. */
 static char *
 s3_xml_value(const char *xml, const char *tag, const char **next)
 {

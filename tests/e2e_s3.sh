@@ -11,6 +11,12 @@
 
 need curl jq skopeo git sha256sum
 
+rc=0
+"$NM_BIN" serve --s3-secret-key "$S3_SECRET" >"$NM_WORK/flag.out" 2>&1 || rc=$?
+check_eq "a secret as a flag is refused" 2 "$rc"
+check_contains "the refusal says where it goes" "config file or the environment" \
+    "$(cat "$NM_WORK/flag.out")"
+
 ceph_start
 check_eq "bucket created" 200 "$(s3 PUT /nmshared -o /dev/null -w '%{http_code}')"
 up_start
