@@ -37,9 +37,11 @@ peers(const char *list, const char *self)
 	char	*cause = NULL;
 	int	 rc;
 
-	nm_conf->cf_peers = (char *)list;
-	nm_conf->cf_peer_self = (char *)self;
+	nm_conf->cf_peers = list != NULL ? xstrdup(list) : NULL;
+	nm_conf->cf_peer_self = self != NULL ? xstrdup(self) : NULL;
 	rc = proxy_peers_init(&cause);
+	free(nm_conf->cf_peers);
+	free(nm_conf->cf_peer_self);
 	free(cause);
 	return (rc);
 }
@@ -72,7 +74,7 @@ main(void)
 
 	log_init(0);
 	nm_conf = xcalloc(1, sizeof *nm_conf);
-	nm_conf->cf_listen = (char *)"10.0.0.2:5000";
+	nm_conf->cf_listen = xstrdup("10.0.0.2:5000");
 	snprintf(list, sizeof list, "%s,%s,%s", urls[0], urls[1], urls[2]);
 
 	CHECK(peers(NULL, NULL) == 0 && proxy_peer_source("sha256:0", 0) ==
@@ -121,6 +123,7 @@ main(void)
 		if (own[0][i] != 2 && owner(i, 0) != own[0][i])
 			moved++;
 	CHECK(moved == 0, "removing a replica moves only its digests");
+	free(nm_conf->cf_listen);
 	free(nm_conf);
 	printf("%d passed, %d failed\n", npass, nfail);
 	return (nfail == 0 ? 0 : 1);
