@@ -1192,12 +1192,15 @@ dl_commit_job(void *arg)
 	struct dl	*dl = arg;
 	char		 digest[NM_DIGEST_SIZE];
 
+	/* Bytes and link the bucket gave are not sent back to it. */
+	store_remote_quiet(dl->dl_bucket);
 	dl->dl_rc = store_writer_commit(dl->dl_w, dl->dl_digest,
 	    "application/octet-stream", digest, &dl->dl_cause);
 	if (dl->dl_rc == 0 && store_link_put(dl->dl_store, dl->dl_up->up_ns,
 	    dl->dl_repo, dl->dl_digest) == -1)
 		log_warnx("cannot link blob %s to %s/%s", dl->dl_digest,
 		    dl->dl_up->up_ns, dl->dl_repo);
+	store_remote_quiet(0);
 }
 
 /* Back on the loop after the commit: serve the rest, or fail everyone. */

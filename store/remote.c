@@ -66,6 +66,13 @@ store_remote_repo_key(const char *ns, const char *repo, const char *kind,
 	return (key);
 }
 
+/* What this thread records from now on came from the bucket (or not). */
+void
+store_remote_quiet(int on)
+{
+	remote_importing = on;
+}
+
 /* Queues an object for the bucket; lock held (see store_int.h). */
 void
 store_remote_queue(struct store *st, const char *key, const char *digest,

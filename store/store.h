@@ -267,6 +267,11 @@ int	 store_remote_on(struct store *);
 void	 store_remote_kick(struct store *);
 /* Stops the uploader between objects (before work_drain). */
 void	 store_remote_stop(struct store *);
+/*
+ * Marks what this thread records from now on (until it is called with 0)
+ * as come from the bucket: not queued to go up again.
+ */
+void	 store_remote_quiet(int);
 /* Whether store_remote_stop ran: transfers end. */
 int	 store_remote_stopping(struct store *);
 /* Items still to upload (for /metrics and the tests). */
