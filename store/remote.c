@@ -302,6 +302,7 @@ remote_send_blob(struct store *st, struct remote_item *ri, char **cause)
 			return (-1);
 		log_info("s3: abandoned the upload of %s left by an earlier "
 		    "run", ri->ri_key);
+		remote_started(NULL, ri);	/* done: the row forgets it */
 	}
 	if (store_blob_stat(st, ri->ri_digest, &size, &type) == -1 ||
 	    (fd = store_blob_open(st, ri->ri_digest, &size)) == -1) {
