@@ -317,13 +317,6 @@ rf_done(void *arg)
 	rf_deliver(arg, 1);
 }
 
-static void
-rf_fail_cb(evutil_socket_t fd, short events, void *arg)
-{
-	(void)fd;
-	(void)events;
-	rf_deliver(arg, 1);
-}
 
 /* Streams a blob from the bucket to the callbacks; see proxy.h. */
 struct proxy_remote_fetch *
@@ -344,14 +337,13 @@ proxy_remote_fetch(struct store *st, const char *digest,
 	pthread_mutex_init(&rf->rf_mtx, NULL);
 	pthread_cond_init(&rf->rf_cond, NULL);
 	if (work_submit_long(rf_job, rf_done, rf) == -1) {
-		/* No worker: the end comes from the loop, as for a request. */
-		rf->rf_ended = 1;
+		/*
+		 * No worker: done already, and the end comes from the loop
+		 * (by the event), as for a request.
+		 */
+		rf->rf_ended = rf->rf_done = 1;
 		rf->rf_rc = -1;
 		rf->rf_cause = xstrdup("no worker is free");
-		event_free(rf->rf_ev);
-		if ((rf->rf_ev = event_new(rf_base, -1, 0, rf_fail_cb,
-		    rf)) == NULL)
-			fatalx("%s: event_new", __func__);
 		event_active(rf->rf_ev, EV_READ, 0);
 	}
 	return (rf);

@@ -608,8 +608,8 @@ store_db_blob_add_locked(struct store *st, const char *digest, uint64_t size,
 	    " last_access) VALUES (?, ?, ?, ?, ?)", "titii", digest,
 	    (int64_t)size, media_type, now, now)) == -1)
 		goto out;
-	if (st->st_s3 != NULL && sqlite3_changes(st->st_w.sc_db) > 0) {
-		xasprintf(&key, "blobs/sha256/%s", digest + 7);
+	if (st->st_s3 != NULL && sqlite3_changes(st->st_w.sc_db) > 0 &&
+	    (key = store_remote_blob_key(digest)) != NULL) {
 		store_remote_queue(st, key, digest, NULL);
 		free(key);
 	}
@@ -803,8 +803,8 @@ store_layer_put(struct store *st, const char *key,
 	    "INSERT OR REPLACE INTO layers (key, digest, diff_id, size,"
 	    " created) VALUES (?, ?, ?, ?, ?)", "tttii", key, sl->sl_digest,
 	    sl->sl_diffid, (int64_t)sl->sl_size, (int64_t)time(NULL)));
-	if (rv == 0 && st->st_s3 != NULL && policy_digest_valid(key)) {
-		xasprintf(&okey, "nix/layers/%s", key + 7);
+	if (rv == 0 && st->st_s3 != NULL &&
+	    (okey = store_remote_layer_key(key)) != NULL) {
 		store_remote_queue_json(st, okey, json_pack("{s:s, s:s, s:I}",
 		    "digest", sl->sl_digest, "diff_id", sl->sl_diffid, "size",
 		    (json_int_t)sl->sl_size));
@@ -843,7 +843,7 @@ int
 store_image_put(struct store *st, const char *key,
     const struct store_image *si)
 {
-	char	*okey, kd[NM_DIGEST_SIZE];
+	char	*okey;
 	int	 rv;
 
 	store_lock(st);
@@ -853,13 +853,7 @@ store_image_put(struct store *st, const char *key,
 	    " created) VALUES (?, ?, ?, ?)", "ttti", key, si->si_docker,
 	    si->si_oci, (int64_t)si->si_created));
 	if (rv == 0 && st->st_s3 != NULL) {
-		/*
-		 * The key is long text that names the package source (a git
-		 * URL may hold a token): the object is named by its hash, and
-		 * the key itself stays out of the bucket.
-		 */
-		nm_sha256_digest(key, strlen(key), kd);
-		xasprintf(&okey, "nix/images/%s", kd + 7);
+		okey = store_remote_image_key(key);
 		store_remote_queue_json(st, okey, json_pack("{s:s, s:s, s:I}",
 		    "docker", si->si_docker, "oci", si->si_oci, "created",
 		    (json_int_t)si->si_created));

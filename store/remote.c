@@ -66,6 +66,45 @@ store_remote_repo_key(const char *ns, const char *repo, const char *kind,
 	return (key);
 }
 
+/* The object key of a blob, or NULL for what is not a digest. */
+char *
+store_remote_blob_key(const char *digest)
+{
+	char	*key;
+
+	if (digest == NULL || !policy_digest_valid(digest))
+		return (NULL);
+	xasprintf(&key, "blobs/sha256/%s", digest + 7);
+	return (key);
+}
+
+/*
+ * The object key of a Nix image: the key is long text naming the package
+ * source (a git URL may hold a token), so its object is named by its
+ * hash, and the key itself stays out of the bucket.
+ */
+char *
+store_remote_image_key(const char *key)
+{
+	char	 kd[NM_DIGEST_SIZE], *okey;
+
+	nm_sha256_digest(key, strlen(key), kd);
+	xasprintf(&okey, "nix/images/%s", kd + 7);
+	return (okey);
+}
+
+/* The object key of a built layer, or NULL when the key is no digest. */
+char *
+store_remote_layer_key(const char *key)
+{
+	char	*okey;
+
+	if (!policy_digest_valid(key))
+		return (NULL);
+	xasprintf(&okey, "nix/layers/%s", key + 7);
+	return (okey);
+}
+
 /* What this thread records from now on came from the bucket (or not). */
 void
 store_remote_quiet(int on)
@@ -417,20 +456,27 @@ remote_writer_sink(const void *p, size_t len, void *arg)
 	return (store_writer_write(arg, p, len));
 }
 
+/* A blob's bytes, and its media type if ctype is not NULL. */
+static int
+remote_blob_get(struct store *st, const char *digest, s3_start_fn start,
+    s3_sink_fn sink, void *arg, char **ctype, char **cause)
+{
+	char	*key;
+	int	 rc;
+
+	if (st->st_s3 == NULL || (key = store_remote_blob_key(digest)) == NULL)
+		return (S3_ABSENT);
+	rc = s3_get_stream(st->st_s3, key, start, sink, arg, ctype, cause);
+	free(key);
+	return (rc);
+}
+
 /* A blob's bytes from the bucket, unchecked; see store.h. */
 int
 store_remote_get(struct store *st, const char *digest, s3_start_fn start,
     s3_sink_fn sink, void *arg, char **cause)
 {
-	char	*key;
-	int	 rc;
-
-	if (st->st_s3 == NULL || !policy_digest_valid(digest))
-		return (S3_ABSENT);
-	xasprintf(&key, "blobs/sha256/%s", digest + 7);
-	rc = s3_get_stream(st->st_s3, key, start, sink, arg, NULL, cause);
-	free(key);
-	return (rc);
+	return (remote_blob_get(st, digest, start, sink, arg, NULL, cause));
 }
 
 /* A blob from the bucket into the store; see store.h. */
@@ -439,7 +485,7 @@ store_remote_blob(struct store *st, const char *digest, char **cause)
 {
 	struct store_writer	*sw;
 	uint64_t		 size;
-	char			*key, *type = NULL;
+	char			*type = NULL;
 	int			 rc;
 
 	if (st->st_s3 == NULL)
@@ -450,9 +496,8 @@ store_remote_blob(struct store *st, const char *digest, char **cause)
 		return (S3_ABSENT);
 	if ((sw = store_writer_new(st, cause)) == NULL)
 		return (-1);
-	xasprintf(&key, "blobs/sha256/%s", digest + 7);
-	rc = s3_get(st->st_s3, key, remote_writer_sink, sw, &type, cause);
-	free(key);
+	rc = remote_blob_get(st, digest, NULL, remote_writer_sink, sw, &type,
+	    cause);
 	if (rc != 0) {
 		store_writer_abort(sw);
 		free(type);
@@ -568,15 +613,14 @@ int
 store_remote_image(struct store *st, const char *key, char **cause)
 {
 	struct store_image	 si;
-	char			 kd[NM_DIGEST_SIZE], *okey;
 	const char		*d, *o;
+	char			*okey;
 	json_t			*root;
 	int			 rc;
 
 	if (st->st_s3 == NULL)
 		return (S3_ABSENT);
-	nm_sha256_digest(key, strlen(key), kd);
-	xasprintf(&okey, "nix/images/%s", kd + 7);
+	okey = store_remote_image_key(key);
 	rc = remote_json(st, okey, &root, cause);
 	free(okey);
 	if (rc != 0)
@@ -615,9 +659,8 @@ store_remote_layer(struct store *st, const char *key, char **cause)
 	json_t			*root;
 	int			 rc;
 
-	if (st->st_s3 == NULL || !policy_digest_valid(key))
+	if (st->st_s3 == NULL || (okey = store_remote_layer_key(key)) == NULL)
 		return (S3_ABSENT);
-	xasprintf(&okey, "nix/layers/%s", key + 7);
 	rc = remote_json(st, okey, &root, cause);
 	free(okey);
 	if (rc != 0)

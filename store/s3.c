@@ -601,17 +601,10 @@ s3_head(struct s3 *s3, const char *key, uint64_t *size, char **ctype,
 }
 
 /*
- * Reads an object, handing its bytes to sink as they arrive; *ctype gets
- * its media type.  0, S3_ABSENT, or -1 with *cause.
+ * Reads an object, handing its bytes to sink as they arrive, after start
+ * (if not NULL) heard its size; *ctype (if not NULL) gets its media
+ * type.  0, S3_ABSENT, or -1 with *cause.
  */
-int
-s3_get(struct s3 *s3, const char *key, s3_sink_fn sink, void *arg,
-    char **ctype, char **cause)
-{
-	return (s3_get_stream(s3, key, NULL, sink, arg, ctype, cause));
-}
-
-/* s3_get, with start told the object's size before the first byte. */
 int
 s3_get_stream(struct s3 *s3, const char *key, s3_start_fn start,
     s3_sink_fn sink, void *arg, char **ctype, char **cause)
@@ -671,7 +664,7 @@ s3_get_mem(struct s3 *s3, const char *key, size_t max, char **data,
 	struct s3_mem	 sm = { NULL, 0, max };
 	int		 rc;
 
-	rc = s3_get(s3, key, s3_mem_sink, &sm, NULL, cause);
+	rc = s3_get_stream(s3, key, NULL, s3_mem_sink, &sm, NULL, cause);
 	if (rc != 0) {
 		free(sm.sm_data);
 		return (rc);

@@ -236,8 +236,6 @@ int		 s3_cancelled(struct s3 *);
 int	s3_check(struct s3 *, char **cause);
 int	s3_head(struct s3 *, const char *key, uint64_t *size, char **ctype,
 	    char **cause);
-int	s3_get(struct s3 *, const char *key, s3_sink_fn, void *,
-	    char **ctype, char **cause);
 int	s3_get_stream(struct s3 *, const char *key, s3_start_fn, s3_sink_fn,
 	    void *, char **ctype, char **cause);
 int	s3_get_mem(struct s3 *, const char *key, size_t max, char **data,

@@ -105,6 +105,10 @@ int	store_remote_end(struct store *, int rv);
 /* The same for a JSON object, which it frees (NULL: nothing queued). */
 void	store_remote_queue_json(struct store *, const char *key,
 	    struct json_t *);
+/* The object keys of a blob, a Nix image and a layer (caller frees). */
+char	*store_remote_blob_key(const char *digest);
+char	*store_remote_image_key(const char *key);
+char	*store_remote_layer_key(const char *key);
 /* The object key of (ns, repo)'s KIND ("_tags", "_links"), or NULL. */
 char	*store_remote_repo_key(const char *ns, const char *repo,
 	    const char *kind, const char *name);
