@@ -1598,13 +1598,13 @@ mirror_blob(struct evhttp_request *req, struct store *st,
 	struct dl		*dl;
 	const char		*range;
 	uint64_t		 size;
-	int			 fresh, stored, head, linked;
+	int			 fresh, stored, head;
 	int			 confirmed = flags & MB_CONFIRMED;
 
 	head = evhttp_request_get_command(req) == EVHTTP_REQ_HEAD;
 	stored = store_blob_stat(st, digest, &size, NULL) == 0;
-	linked = confirmed || store_link_has(st, up->up_ns, repo, digest);
-	if (stored && linked) {
+	if (stored && (confirmed || store_link_has(st, up->up_ns, repo,
+	    digest))) {
 		metrics_cache("blob", mirror_label(up), METRICS_HIT);
 		proxy_serve_file(req, st, digest, "application/octet-stream", 1);
 		return;
@@ -1614,7 +1614,8 @@ mirror_blob(struct evhttp_request *req, struct store *st,
 	 * is asked for the repository's link first unless it is known.
 	 */
 	if (!stored && !(flags & MB_REMOTE) && store_remote_on(st)) {
-		if (!linked) {
+		if (!confirmed && !store_link_has(st, up->up_ns, repo,
+		    digest)) {
 			proxy_remote_lookup(req, st, PROXY_REMOTE_LINK,
 			    up->up_ns, repo, digest, 0, mirror_blob_remote_cb,
 			    up);
