@@ -350,18 +350,6 @@ mirror_start_s3()
 	    mirror_start --s3-endpoint "$S3_URL" --s3-bucket bench-nm
 }
 
-# Waits until the replica has sent everything to the bucket.
-mirror_flushed()
-{
-	_i=0
-	until [ "$(curl -s "$NM_URL/metrics" |
-	    awk '$1 == "nixmirror_s3_pending" { print $2 }')" = 0 ]; do
-		_i=$((_i + 1))
-		[ "$_i" -lt 600 ] || fail "the replica did not flush to the bucket"
-		sleep 0.1
-	done
-}
-
 bench_s3()
 {
 	# shellcheck source=../tests/lib_ceph.sh
@@ -377,7 +365,7 @@ bench_s3()
 	cold1 "$DIST_URL" >/dev/null
 	mirror_start_s3
 	cold1 "$NM_URL" >/dev/null
-	mirror_flushed
+	s3_flushed "$NM_URL"
 	mirror_stop
 	S_D1="" S_N1="" S_DW="" S_NW="" S_DIRECT=""
 	for r in $(seq 1 "$RUNS"); do

@@ -91,13 +91,8 @@ fi
 hex=${GOOD#sha256:}
 # The last byte waits for the digest check, not for the commit (fsync,
 # rename), which a loaded machine may finish a moment after the client.
-i=0
-while [ ! -f "$DATA/blobs/sha256/$(echo "$hex" | cut -c1-2)/$hex" ] &&
-    [ "$i" -lt 100 ]; do
-	sleep 0.1
-	i=$((i + 1))
-done
-[ -f "$DATA/blobs/sha256/$(echo "$hex" | cut -c1-2)/$hex" ] &&
+GFILE=$DATA/blobs/sha256/$(echo "$hex" | cut -c1-2)/$hex
+nm_until '[ -f "$GFILE" ]' 100 &&
     ok "good layer stored" || bad "good layer not stored"
 
 # Wrong bytes of the right length, then a body cut in half: the client

@@ -32,12 +32,8 @@ check_eq "a pull-through blob, two clients" "$size $size" \
     "$(wc -c <"$NM_WORK/b1" | tr -d ' ') $(wc -c <"$NM_WORK/b2" | tr -d ' ')"
 # The clients have their bytes before the commit (fsync, rename) ends:
 # a hit needs the blob stored, so wait for the log to say it is.
-i=0
-until grep -q "stored blob $layer" "$NM_LOG"; do
-	i=$((i + 1))
-	[ "$i" -lt 300 ] || fail "the blob was not stored in 30 s"
-	sleep 0.1
-done
+nm_until 'grep -q "stored blob $layer" "$NM_LOG"' 300 ||
+    fail "the blob was not stored in 30 s"
 st=$(http_status "$NM_URL/v2/library/good/blobs/$layer")
 check_eq "the blob again, from the store" 200 "$st"
 st=$(http_status "$NM_URL/v2/library/good/manifests/latest" \

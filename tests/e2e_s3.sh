@@ -72,19 +72,6 @@ replica_stop()
 	nm_stop
 }
 
-# Waits (60 s at most) until a replica has sent everything to the bucket.
-s3_flushed()
-{
-	_i=0
-	while [ "$_i" -lt 600 ]; do
-		_n=$(curl -s "$1/metrics" | awk '$1 == "nixmirror_s3_pending" { print $2 }')
-		[ "$_n" = 0 ] && return 0
-		sleep 0.1
-		_i=$((_i + 1))
-	done
-	fail "$1 still has ${_n:-?} items for the bucket after 60 s"
-}
-
 # skopeo copies an image into an OCI layout: pull_ok WHAT HOST:PORT
 # NAME:TAG DIR.
 pull_ok()
@@ -203,12 +190,8 @@ replica A --s3-upload-rate 1500000
 check_eq "A: bigtwo manifest" 200 \
     "$(http_status "$A_URL/v2/library/bigtwo/manifests/latest" -H "$ACCEPT_OCI")"
 blob_ok "A: bigtwo layer (B is down)" "$A_URL" library/bigtwo "$BIG2_LAYER"
-i=0
-until grep -q "uploading blobs/sha256/${BIG2_LAYER#sha256:}" "$A_LOG"; do
-	i=$((i + 1))
-	[ "$i" -lt 300 ] || fail "A did not start the upload"
-	sleep 0.1
-done
+nm_until 'grep -q "uploading blobs/sha256/${BIG2_LAYER#sha256:}" "$A_LOG"' 300 ||
+    fail "A did not start the upload"
 sleep 2
 kill -9 "$A_PID"
 wait "$A_PID" 2>/dev/null || true
@@ -261,12 +244,8 @@ check_contains "B: the log names the mismatch" "digest" \
     "$(grep "$V2_CONFIG" "$B_LOG" | grep -i 'mismatch\|digest')"
 check_eq "the right object put back" 200 "$(s3_put "$V2_OBJ" "$NM_WORK/v2.good")"
 # A bucket that did not answer is left alone for a few seconds.
-i=0
-until [ "$(http_status "$B_URL/v2/library/busyv2/blobs/$V2_CONFIG")" = 200 ]; do
-	i=$((i + 1))
-	[ "$i" -lt 150 ] || break
-	sleep 0.1
-done
+nm_until '[ "$(http_status "$B_URL/v2/library/busyv2/blobs/$V2_CONFIG")" = 200 ]' \
+    150 || true
 blob_ok "B: the same blob once radosgw is back" "$B_URL" library/busyv2 "$V2_CONFIG"
 
 
@@ -325,12 +304,9 @@ if command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ]; then
 	NM_LOGS="$NM_LOGS $NGX/error.log"
 	PATH=$PATH:/usr/sbin nginx -c "$NGX/nginx.conf" -p "$NGX" &
 	nm_track $!
-	i=0
-	until [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PN/v2/")" = 200 ]; do
-		i=$((i + 1))
-		[ "$i" -lt 100 ] || fail "nginx does not answer"
-		sleep 0.1
-	done
+	nm_until '[ "$(curl -s -o /dev/null -w "%{http_code}" \
+	    "http://127.0.0.1:$PN/v2/")" = 200 ]' 100 ||
+	    fail "nginx does not answer"
 	for img in busyimg bigtwo bigimg; do
 		pull_ok "through nginx: skopeo pulls $img" "127.0.0.1:$PN" \
 		    "library/$img:latest" "$NM_WORK/oci.$img"

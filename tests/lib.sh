@@ -112,6 +112,18 @@ nm_alive()
 	[ -n "$_st" ] && [ "$_st" != Z ] && [ "$_st" != X ]
 }
 
+# Waits up to $2 tenths of a second for the shell condition $1 (eval'd,
+# its output dropped) to hold; 0, or 1 when it never did.
+nm_until()
+{
+	_n=0
+	until eval "$1" >/dev/null 2>&1; do
+		_n=$((_n + 1))
+		[ "$_n" -lt "$2" ] || return 1
+		sleep 0.1
+	done
+}
+
 # Sends a signal and waits up to $3 tenths of a second for the exit.
 nm_kill_wait()
 {

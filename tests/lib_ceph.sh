@@ -5,24 +5,14 @@
 #
 # ceph_start sets CEPH_CONF, S3_URL, S3_ACCESS, S3_SECRET; ceph_rgw_stop
 # and ceph_rgw_start stop and start radosgw alone; s3 runs curl against
-# the gateway with SigV4: s3 METHOD PATH [curl args...]; s3_put PATH FILE.
+# the gateway with SigV4: s3 METHOD PATH [curl args...]; s3_put PATH FILE;
+# s3_flushed URL waits until a replica has sent its queue.
 
 CEPH_DIR=$NM_WORK/ceph
 S3_ACCESS=nmtestaccesskey01
 S3_SECRET=nmtestsecretkey0123456789abcdef0
 # The SHA-256 of nothing, which RGW wants as x-amz-content-sha256.
 S3_EMPTY=e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855
-
-# Waits up to $2 tenths of a second for command $1 to succeed.
-ceph_until()
-{
-	_n=0
-	until eval "$1" >/dev/null 2>&1; do
-		_n=$((_n + 1))
-		[ "$_n" -lt "$2" ] || return 1
-		sleep 0.1
-	done
-}
 
 ceph_start()
 {
@@ -97,7 +87,7 @@ EOF
 # Remembers a daemon's pid (from its pid file) for the trap.
 ceph_track()
 {
-	ceph_until "test -s '$CEPH_DIR/run/$1.pid'" 100 ||
+	nm_until "test -s '$CEPH_DIR/run/$1.pid'" 100 ||
 	    fail "ceph $1 wrote no pid file"
 	nm_track "$(cat "$CEPH_DIR/run/$1.pid")"
 }
@@ -107,7 +97,7 @@ ceph_rgw_start()
 	rm -f "$CEPH_DIR/run/client.rgw.pid"
 	radosgw -c "$CEPH_CONF" -n client.rgw || fail "radosgw did not start"
 	ceph_track client.rgw
-	ceph_until "curl -sf -o /dev/null '$S3_URL/'" 600 ||
+	nm_until "curl -sf -o /dev/null '$S3_URL/'" 600 ||
 	    fail "radosgw does not answer in 60 s"
 }
 
@@ -115,7 +105,7 @@ ceph_rgw_stop()
 {
 	_p=$(cat "$CEPH_DIR/run/client.rgw.pid")
 	kill -9 "$_p"
-	ceph_until "! kill -0 $_p" 100 || fail "radosgw still runs"
+	nm_until "! kill -0 $_p" 100 || fail "radosgw still runs"
 	nm_untrack "$_p"
 }
 
@@ -136,4 +126,19 @@ s3_put()
 	    --user "$S3_ACCESS:$S3_SECRET" \
 	    -H "x-amz-content-sha256: UNSIGNED-PAYLOAD" \
 	    --data-binary "@$2" -o /dev/null -w '%{http_code}' "$S3_URL$1"
+}
+
+# The items a replica still has for the bucket (its /metrics).
+s3_pending()
+{
+	curl -s "$1/metrics" | awk '$1 == "nixmirror_s3_pending" { print $2 }'
+}
+
+# Waits (60 s at most) until the replica at URL has sent everything to
+# the bucket: s3_flushed URL.
+s3_flushed()
+{
+	_flush_url=$1
+	nm_until '[ "$(s3_pending "$_flush_url")" = 0 ]' 600 ||
+	    fail "$1 still has $(s3_pending "$1") items for the bucket after 60 s"
 }
