@@ -604,8 +604,8 @@ route_blob(struct evhttp_request *req, struct store *st,
 		return;
 	}
 	/* Built by another replica: its bytes are in the shared bucket. */
-	if (store_blob_stat(st, digest, NULL, NULL) == -1 &&
-	    store_remote_on(st)) {
+	if (store_remote_on(st) &&
+	    store_blob_stat(st, digest, NULL, NULL) == -1) {
 		proxy_mirror_nix_blob(req, st, rt->rt_nix, digest);
 		return;
 	}
