@@ -77,6 +77,7 @@ struct nm_config {
 	char			*cf_s3_session_token;
 	char			*cf_s3_ca;
 	int64_t			 cf_s3_upload_rate;	/* bytes/s, 0: none */
+	int			 cf_s3_redirect;	/* 307 to the bucket */
 	/* The replicas: base URLs, this one's among them (proxy/peer.c). */
 	char			*cf_peers;	/* comma-separated */
 	char			*cf_peer_self;

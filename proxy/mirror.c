@@ -1343,10 +1343,20 @@ mirror_label(const struct nm_upstream *up)
 #define MB_CONFIRMED	0x1	/* the upstream says the repository has it */
 #define MB_REMOTE	0x2	/* the shared bucket was asked */
 #define MB_BUCKET	0x4	/* it has the link: stream from it */
+#define MB_DIRECT	0x8	/* no redirect: the bucket lacks it */
+#define MB_NIX		(MB_CONFIRMED | MB_REMOTE | MB_BUCKET)
 
 static void	mirror_blob(struct evhttp_request *, struct store *,
 		    const struct nm_upstream *, const char *, const char *,
 		    int);
+
+/*
+ * The source of a Nix image's blob that another replica built: the
+ * bucket alone (no URL), under the links of the Nix names.
+ */
+static const struct nm_upstream mirror_nix_bucket = {
+	.up_ns = (char *)STORE_NIX_NS,
+};
 
 /* The client left while the upstream was asked. */
 static void
@@ -1551,6 +1561,27 @@ mirror_blob_remote_cb(struct evhttp_request *req, struct store *st,
 	    MB_REMOTE);
 }
 
+/*
+ * Back from the bucket without a redirect: it lacks the blob (or the
+ * link), so it is not asked again; or it did not answer, and the request
+ * goes on as without --s3-redirect.
+ */
+static void
+mirror_blob_redirect_cb(struct evhttp_request *req, struct store *st,
+    const char *repo, const char *ref, int rc, const char *cause,
+    const void *arg)
+{
+	const struct nm_upstream	*up = arg;
+	int				 flags = MB_DIRECT;
+
+	(void)cause;
+	if (up == &mirror_nix_bucket)
+		flags |= MB_NIX;
+	else if (rc == S3_ABSENT)
+		flags |= MB_REMOTE;
+	mirror_blob(req, st, up, repo, ref, flags);
+}
+
 /* Asks the download's source for the blob. */
 static void
 dl_request(struct dl *dl)
@@ -1603,6 +1634,19 @@ mirror_blob(struct evhttp_request *req, struct store *st,
 
 	head = evhttp_request_get_command(req) == EVHTTP_REQ_HEAD;
 	stored = store_blob_stat(st, digest, &size, NULL) == 0;
+	/*
+	 * --s3-redirect: a GET of a blob the bucket holds goes there, once
+	 * the repository's link is known; a HEAD of one not stored here is
+	 * answered from the bucket's word.  A replica asking is served.
+	 */
+	if (nm_conf->cf_s3_redirect && (!head || !stored) &&
+	    !(flags & MB_DIRECT) && store_remote_on(st) &&
+	    !proxy_peer_request(req)) {
+		proxy_remote_lookup(req, st, PROXY_REMOTE_REDIRECT, up->up_ns,
+		    repo, digest, confirmed || store_link_has(st, up->up_ns,
+		    repo, digest), mirror_blob_redirect_cb, up);
+		return;
+	}
 	if (stored && (confirmed || store_link_has(st, up->up_ns, repo,
 	    digest))) {
 		metrics_cache("blob", mirror_label(up), METRICS_HIT);
@@ -1688,19 +1732,10 @@ proxy_mirror_blob(struct evhttp_request *req, struct store *st,
 	mirror_blob(req, st, up, repo, digest, 0);
 }
 
-/*
- * The source of a Nix image's blob that another replica built: the
- * bucket alone (no URL), under the links of the Nix names.
- */
-static const struct nm_upstream mirror_nix_bucket = {
-	.up_ns = (char *)STORE_NIX_NS,
-};
-
 /* A Nix image's blob, linked here, streamed from the bucket; see proxy.h. */
 void
 proxy_mirror_nix_blob(struct evhttp_request *req, struct store *st,
     const char *name, const char *digest)
 {
-	mirror_blob(req, st, &mirror_nix_bucket, name, digest, MB_CONFIRMED |
-	    MB_REMOTE | MB_BUCKET);
+	mirror_blob(req, st, &mirror_nix_bucket, name, digest, MB_NIX);
 }

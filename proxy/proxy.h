@@ -99,8 +99,9 @@ void	proxy_mirror_manifest(struct evhttp_request *, struct store *,
 char	*proxy_manifest_type(const char *content_type, const char *body,
 	    size_t len);
 /*
- * GET or HEAD of a Nix image's blob that name links to but this replica
- * does not store: streamed from the shared bucket while it is stored.
+ * GET or HEAD of a Nix image's blob that name links to, with a shared
+ * bucket: streamed from it while it is stored, when this replica does
+ * not store it; with --s3-redirect, a 307 to it when it holds it.
  */
 void	proxy_mirror_nix_blob(struct evhttp_request *, struct store *,
 	    const char *name, const char *digest);
@@ -118,6 +119,12 @@ void	proxy_mirror_blob(struct evhttp_request *, struct store *,
 #define PROXY_REMOTE_BLOB	0	/* a blob or a manifest by digest */
 #define PROXY_REMOTE_TAG	1	/* an upstream tag's resolution */
 #define PROXY_REMOTE_LINK	2	/* only the repository's link */
+/*
+ * A blob whose link is found as for PROXY_REMOTE_LINK: when the bucket
+ * holds it, a GET is answered with a 307 to a presigned URL of it, a HEAD
+ * with its size, and cb does not run.
+ */
+#define PROXY_REMOTE_REDIRECT	3
 typedef void (*proxy_remote_cb)(struct evhttp_request *, struct store *,
 	    const char *repo, const char *ref, int rc, const char *cause,
 	    const void *arg);

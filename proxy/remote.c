@@ -37,7 +37,13 @@ struct rm_req {
 	const void		*rm_arg;
 	int			 rm_rc;
 	char			*rm_cause;
+	char			*rm_url;	/* PROXY_REMOTE_REDIRECT's */
+	uint64_t		 rm_size;	/* and the blob's size */
+	int			 rm_head;
 };
+
+/* How long a presigned URL that a client is sent to stays good. */
+#define RM_REDIRECT_SECONDS	(20 * 60)
 
 /* The client went away: the lookup goes on and stores what it finds. */
 static void
@@ -67,6 +73,34 @@ rm_job(void *arg)
 	    rm->rm_repo, rm->rm_ref, &rm->rm_cause);
 	if (rm->rm_rc == 0 && rm->rm_kind == PROXY_REMOTE_BLOB)
 		rm->rm_rc = store_remote_blob(st, rm->rm_ref, &rm->rm_cause);
+	if (rm->rm_rc == 0 && rm->rm_kind == PROXY_REMOTE_REDIRECT)
+		rm->rm_rc = store_remote_presign(st, rm->rm_ref,
+		    RM_REDIRECT_SECONDS, rm->rm_head ? NULL : &rm->rm_url,
+		    &rm->rm_size, &rm->rm_cause);
+}
+
+/*
+ * The client goes to the bucket for the bytes; a HEAD is answered from
+ * what the bucket said of them.
+ */
+static void
+rm_redirect(struct rm_req *rm)
+{
+	struct evkeyvalq	*oh;
+
+	oh = evhttp_request_get_output_headers(rm->rm_req);
+	if (rm->rm_head) {
+		proxy_headers(rm->rm_req, rm->rm_ref, "application/octet-stream",
+		    rm->rm_size);
+		evhttp_add_header(oh, "Accept-Ranges", "bytes");
+		proxy_reply(rm->rm_req, 200, NULL, "as the shared bucket has it");
+		return;
+	}
+	evhttp_add_header(oh, "Location", rm->rm_url);
+	evhttp_add_header(oh, "Docker-Content-Digest", rm->rm_ref);
+	evhttp_add_header(oh, "Docker-Distribution-API-Version",
+	    "registry/2.0");
+	proxy_reply(rm->rm_req, 307, NULL, "to the shared bucket");
 }
 
 /* Back on the loop: the caller goes on, if its client is still there. */
@@ -81,13 +115,17 @@ rm_done(void *arg)
 		    "lookup failed");
 	if (rm->rm_req != NULL) {
 		evhttp_connection_set_closecb(rm->rm_conn, NULL, NULL);
-		rm->rm_cb(rm->rm_req, rm->rm_store, rm->rm_repo, rm->rm_ref,
-		    rm->rm_rc, rm->rm_cause, rm->rm_arg);
+		if (rm->rm_kind == PROXY_REMOTE_REDIRECT && rm->rm_rc == 0)
+			rm_redirect(rm);
+		else
+			rm->rm_cb(rm->rm_req, rm->rm_store, rm->rm_repo,
+			    rm->rm_ref, rm->rm_rc, rm->rm_cause, rm->rm_arg);
 	}
 	free(rm->rm_ns);
 	free(rm->rm_repo);
 	free(rm->rm_ref);
 	free(rm->rm_cause);
+	free(rm->rm_url);
 	free(rm);
 }
 
@@ -108,6 +146,7 @@ proxy_remote_lookup(struct evhttp_request *req, struct store *st, int kind,
 	rm->rm_repo = xstrdup(repo);
 	rm->rm_ref = xstrdup(ref);
 	rm->rm_linked = linked;
+	rm->rm_head = evhttp_request_get_command(req) == EVHTTP_REQ_HEAD;
 	rm->rm_cb = cb;
 	rm->rm_arg = arg;
 	evhttp_connection_set_closecb(rm->rm_conn, rm_close_cb, rm);

@@ -603,9 +603,12 @@ route_blob(struct evhttp_request *req, struct store *st,
 		    rt->rt_nix);
 		return;
 	}
-	/* Built by another replica: its bytes are in the shared bucket. */
-	if (store_remote_on(st) &&
-	    store_blob_stat(st, digest, NULL, NULL) == -1) {
+	/*
+	 * Built by another replica: its bytes are in the shared bucket.
+	 * With --s3-redirect, the client may be sent there.
+	 */
+	if (store_remote_on(st) && (nm_conf->cf_s3_redirect ||
+	    store_blob_stat(st, digest, NULL, NULL) == -1)) {
 		proxy_mirror_nix_blob(req, st, rt->rt_nix, digest);
 		return;
 	}

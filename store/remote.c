@@ -519,6 +519,24 @@ store_remote_blob(struct store *st, const char *digest, char **cause)
 	return (rc);
 }
 
+/* Where the bucket's copy of a blob can be fetched; see store.h. */
+int
+store_remote_presign(struct store *st, const char *digest, int expires,
+    char **url, uint64_t *size, char **cause)
+{
+	char	*key;
+	int	 rc;
+
+	if (st->st_s3 == NULL || (key = store_remote_blob_key(digest)) == NULL)
+		return (S3_ABSENT);
+	rc = s3_head(st->st_s3, key, size, NULL, cause);
+	if (rc == 0 && url != NULL && (*url = s3_presign(st->st_s3, key,
+	    expires, cause)) == NULL)
+		rc = -1;
+	free(key);
+	return (rc);
+}
+
 /* Whether (ns, repo) links to digest in the bucket; see store.h. */
 int
 store_remote_link(struct store *st, const char *ns, const char *repo,

@@ -24,6 +24,8 @@
 #include <unistd.h>
 
 #include <curl/curl.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
 
 #include "nixmirror.h"
 #include "store/store.h"
@@ -41,8 +43,10 @@ struct s3 {
 	char		*s_bucket;
 	char		*s_prefix;	/* "" or ending in '/' */
 	char		*s_sigv4;	/* "aws:amz:REGION:s3" */
+	char		*s_region;
 	char		*s_userpwd;	/* "KEY:SECRET", never logged */
 	char		*s_token;	/* x-amz-security-token header, or NULL */
+	char		*s_tokval;	/* the token alone, or NULL */
 	char		*s_cafile;
 	int64_t		 s_rate;	/* upload bytes/s, 0: no limit */
 	int64_t		 s_down;	/* no answer until then (atomic) */
@@ -166,12 +170,15 @@ s3_new(const struct s3_settings *ss, char **cause)
 		s3->s_prefix = xstrdup(ss->ss_prefix);
 	else
 		xasprintf(&s3->s_prefix, "%s/", ss->ss_prefix);
-	xasprintf(&s3->s_sigv4, "aws:amz:%s:s3", ss->ss_region != NULL ?
-	    ss->ss_region : "us-east-1");
+	s3->s_region = xstrdup(ss->ss_region != NULL ? ss->ss_region :
+	    "us-east-1");
+	xasprintf(&s3->s_sigv4, "aws:amz:%s:s3", s3->s_region);
 	xasprintf(&s3->s_userpwd, "%s:%s", ss->ss_access, ss->ss_secret);
-	if (ss->ss_token != NULL)
+	if (ss->ss_token != NULL) {
 		xasprintf(&s3->s_token, "x-amz-security-token: %s",
 		    ss->ss_token);
+		s3->s_tokval = xstrdup(ss->ss_token);
+	}
 	s3->s_cafile = ss->ss_cafile != NULL ? xstrdup(ss->ss_cafile) : NULL;
 	s3->s_rate = ss->ss_rate;
 	for (i = 0; i < CURL_LOCK_DATA_LAST; i++)
@@ -200,10 +207,12 @@ s3_free(struct s3 *s3)
 	free(s3->s_bucket);
 	free(s3->s_prefix);
 	free(s3->s_sigv4);
+	free(s3->s_region);
 	if (s3->s_userpwd != NULL)
 		explicit_bzero(s3->s_userpwd, strlen(s3->s_userpwd));
 	free(s3->s_userpwd);
 	free(s3->s_token);
+	free(s3->s_tokval);
 	free(s3->s_cafile);
 	free(s3);
 }
@@ -598,6 +607,126 @@ s3_head(struct s3 *s3, const char *key, uint64_t *size, char **ctype,
 	}
 	s3_req_free(sr);
 	return (rc);
+}
+
+/* HMAC-SHA256 of msg under key. */
+static void
+s3_hmac(const void *key, size_t keylen, const char *msg,
+    unsigned char out[32])
+{
+	unsigned int	 n = 32;
+
+	if (HMAC(EVP_sha256(), key, (int)keylen, (const unsigned char *)msg,
+	    strlen(msg), out, &n) == NULL || n != 32)
+		fatalx("%s: HMAC failed", __func__);
+}
+
+/*
+ * SigV4 in query parameters ("presigning"), which libcurl does not do:
+ * the URL that lets whoever holds it GET url (http(s)://HOST[:PORT]/PATH,
+ * the path in unreserved characters and '/') for expires seconds from
+ * now, the Host header alone signed.  NULL for a URL it cannot sign.
+ */
+char *
+s3_sign_url(const char *url, const char *access, const char *secret,
+    const char *token, const char *region, time_t now, int expires)
+{
+	const char	*scheme, *hp, *path, *defport;
+	char		*host, *cred, *ecred, *etok = NULL, *query, *canon;
+	char		*sts, *kdate, *out;
+	char		 stamp[17], hash[NM_DIGEST_SIZE], sig[65];
+	unsigned char	 k[32];
+	struct tm	 tm;
+	size_t		 hl, i;
+
+	if (strncmp(url, "https://", 8) == 0) {
+		scheme = "https://";
+		defport = ":443";
+	} else if (strncmp(url, "http://", 7) == 0) {
+		scheme = "http://";
+		defport = ":80";
+	} else
+		return (NULL);
+	hp = url + strlen(scheme);
+	if ((path = strchr(hp, '/')) == NULL || path == hp ||
+	    strspn(path, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+	    "0123456789-._~/") != strlen(path) || expires < 1 ||
+	    expires > 7 * 24 * 3600 || gmtime_r(&now, &tm) == NULL)
+		return (NULL);
+	/* A client leaves out the scheme's own port, and signs so too. */
+	hl = (size_t)(path - hp);
+	if (hl > strlen(defport) && strncmp(path - strlen(defport), defport,
+	    strlen(defport)) == 0)
+		hl -= strlen(defport);
+	xasprintf(&host, "%.*s", (int)hl, hp);
+	strftime(stamp, sizeof stamp, "%Y%m%dT%H%M%SZ", &tm);
+	xasprintf(&cred, "%s/%.8s/%s/s3/aws4_request", access, stamp, region);
+	ecred = s3_escape(cred);
+	if (token != NULL) {
+		char	*t = s3_escape(token);
+
+		xasprintf(&etok, "&X-Amz-Security-Token=%s", t);
+		free(t);
+	}
+	/* The parameters in byte order of their names, as signed. */
+	xasprintf(&query, "X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=%s"
+	    "&X-Amz-Date=%s&X-Amz-Expires=%d%s&X-Amz-SignedHeaders=host",
+	    ecred, stamp, expires, etok != NULL ? etok : "");
+	xasprintf(&canon, "GET\n%s\n%s\nhost:%s\n\nhost\nUNSIGNED-PAYLOAD",
+	    path, query, host);
+	nm_sha256_digest(canon, strlen(canon), hash);
+	xasprintf(&sts, "AWS4-HMAC-SHA256\n%s\n%.8s/%s/s3/aws4_request\n%s",
+	    stamp, stamp, region, hash + 7);
+	/* The signing key: the secret, then the scope's parts in turn. */
+	xasprintf(&kdate, "AWS4%s", secret);
+	xasprintf(&out, "%.8s", stamp);
+	s3_hmac(kdate, strlen(kdate), out, k);
+	free(out);
+	s3_hmac(k, sizeof k, region, k);
+	s3_hmac(k, sizeof k, "s3", k);
+	s3_hmac(k, sizeof k, "aws4_request", k);
+	s3_hmac(k, sizeof k, sts, k);
+	for (i = 0; i < sizeof k; i++)
+		snprintf(sig + 2 * i, 3, "%02x", k[i]);
+	xasprintf(&out, "%s%s%s?%s&X-Amz-Signature=%s", scheme, host, path,
+	    query, sig);
+	explicit_bzero(kdate, strlen(kdate));
+	explicit_bzero(k, sizeof k);
+	free(kdate);
+	free(sts);
+	free(canon);
+	free(query);
+	free(etok);
+	free(ecred);
+	free(cred);
+	free(host);
+	return (out);
+}
+
+/* A presigned GET of an object; see store.h. */
+char *
+s3_presign(struct s3 *s3, const char *key, int expires, char **cause)
+{
+	char	*url, *signed_url, *access;
+	size_t	 n;
+
+	if (!s3_key_valid(key)) {
+		xasprintf(cause, "bad object key");
+		return (NULL);
+	}
+	/* s_userpwd is "KEY:SECRET", and the key holds no colon. */
+	n = strcspn(s3->s_userpwd, ":");
+	xasprintf(&url, "%s/%s/%s%s", s3->s_endpoint, s3->s_bucket,
+	    s3->s_prefix, key);
+	xasprintf(&access, "%.*s", (int)n, s3->s_userpwd);
+	signed_url = s3_sign_url(url, access, s3->s_userpwd + n + 1,
+	    s3->s_tokval, s3->s_region, time(NULL), expires);
+	free(access);
+	free(url);
+	if (signed_url == NULL)
+		xasprintf(cause, "s3_endpoint %s cannot be presigned (its path "
+		    "must hold only letters, digits and -._~/)", s3->s_endpoint);
+	return (signed_url);
 }
 
 /*

@@ -246,6 +246,11 @@ int	s3_put_file(struct s3 *, const char *key, int fd, uint64_t size,
 	    const char *ctype, void (*started)(const char *, void *), void *,
 	    char **cause);
 int	s3_delete(struct s3 *, const char *key, char **cause);
+/* A URL that lets its holder GET key for expires seconds; NULL: *cause. */
+char	*s3_presign(struct s3 *, const char *key, int expires, char **cause);
+/* SigV4 query signing of a GET of url, as of now (s3.c; for the tests). */
+char	*s3_sign_url(const char *url, const char *access, const char *secret,
+	    const char *token, const char *region, time_t now, int expires);
 int	s3_abort_upload(struct s3 *, const char *key, const char *upload_id,
 	    char **cause);
 
@@ -278,6 +283,13 @@ int64_t	 store_remote_pending(struct store *);
  * A blob's bytes from the bucket as they arrive, unchecked: the caller
  * checks them against the digest before it uses them.
  */
+/*
+ * The size of the blob in the bucket and (url not NULL) a presigned URL
+ * of it, good for expires seconds: 0, S3_ABSENT when the bucket lacks
+ * it, or -1 with *cause.
+ */
+int	 store_remote_presign(struct store *, const char *digest, int expires,
+	    char **url, uint64_t *size, char **cause);
 int	 store_remote_get(struct store *, const char *digest, s3_start_fn,
 	    s3_sink_fn, void *, char **cause);
 /* A blob from the bucket into the store, checked against its digest. */

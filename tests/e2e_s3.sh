@@ -3,13 +3,15 @@
 # upstream: what A fetched or built B serves with the upstream stopped and
 # without Nix; 12 cold clients over both make 1 upstream GET; a kill -9
 # mid-upload leaves no object; with radosgw stopped, what is local is
-# served and the rest is a 503.
+# served and the rest is a 503; with --s3-redirect, containerd pulls the
+# blobs from radosgw itself.
 
 . "${NM_TOP:-$(dirname "$0")/..}/tests/lib.sh"
 . "$NM_TOP/tests/lib_ceph.sh"
+. "$NM_TOP/tests/lib_containerd.sh"
 . "$NM_TOP/tests/upstream/lib_upstream.sh"
 
-need curl jq skopeo git sha256sum
+need curl jq skopeo git sha256sum containerd ctr runc
 
 rc=0
 "$NM_BIN" serve --s3-secret-key "$S3_SECRET" >"$NM_WORK/flag.out" 2>&1 || rc=$?
@@ -317,3 +319,71 @@ if command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ]; then
 else
 	skip "no nginx (Debian nginx-light)"
 fi
+
+# --- --s3-redirect: blob GETs go to presigned URLs of the bucket. -------
+NM_FIXED_PORT="" nm_start --upstream "docker.io=$UP_REG_URL" \
+    --s3-endpoint "$S3_URL" --s3-bucket nmshared --s3-prefix site \
+    --pkgs-repo "$REPO" --s3-redirect
+D_URL=$NM_URL
+D_LOG=$NM_LOG
+D_DATA=$NM_DATA
+L=${UP_BUSY_LAYER#sha256:}
+st=$(curl -s -o /dev/null -D "$NM_WORK/d.h" -w '%{http_code}' \
+    "$D_URL/v2/library/busyimg/blobs/$UP_BUSY_LAYER")
+check_eq "D: a blob the bucket holds is a 307" 307 "$st"
+loc=$(sed -n 's/^[Ll]ocation: *//p' "$NM_WORK/d.h" | tr -d '\r')
+case $loc in
+"$S3_URL/nmshared/site/blobs/sha256/$L?X-Amz-Algorithm=AWS4-HMAC-SHA256&"*)
+	ok "D: to the blob's object in the bucket, presigned" ;;
+*)	bad "D: the 307 leads to $loc" ;;
+esac
+check_eq "D: the URL holds no secret" 0 "$(printf '%s' "$loc" | grep -cF "$S3_SECRET" || true)"
+check_eq "D: the presigned URL gives the blob's bytes" 200 \
+    "$(curl -s -o "$NM_WORK/d.obj" -w '%{http_code}' "$loc")"
+check_eq "D: they match the digest" "$UP_BUSY_LAYER" "$(nm_sha256 "$NM_WORK/d.obj")"
+# A signature that is not the bucket's own is refused by radosgw.
+sig=${loc##*X-Amz-Signature=}
+c=0
+[ "$(printf %.1s "$sig")" = 0 ] && c=1
+badloc=${loc%X-Amz-Signature=*}X-Amz-Signature=$c${sig#?}
+check_ne "the changed URL differs" "$loc" "$badloc"
+check_eq "radosgw refuses a changed signature" 403 \
+    "$(curl -s -o /dev/null -w '%{http_code}' "$badloc")"
+check_eq "D: HEAD is answered by the mirror" 200 \
+    "$(curl -s -I -o /dev/null -D "$NM_WORK/d.h" -w '%{http_code}' \
+    "$D_URL/v2/library/busyimg/blobs/$UP_BUSY_LAYER")"
+check_eq "D: with the blob's size" "$(wc -c <"$NM_WORK/d.obj" | tr -d ' ')" \
+    "$(sed -n 's/^[Cc]ontent-[Ll]ength: *//p' "$NM_WORK/d.h" | tr -d '\r')"
+st=$(http_status "$D_URL/v2/library/nosuchrepo/blobs/$UP_BUSY_LAYER")
+check_ne "D: a repository without the blob's link gets no redirect" 307 "$st"
+# A Nix image another replica built: its layers are redirected too.
+NM_URL=$D_URL nm_manifest nix/shell/hello latest "$NM_WORK/mD" "$ACCEPT_OCI" >/dev/null
+NL=$(jq -r '.layers[0].digest' "$NM_WORK/mD")
+check_eq "D: a Nix layer in the bucket is a 307" 307 \
+    "$(curl -s -o /dev/null -w '%{http_code}' "$D_URL/v2/nix/shell/hello/blobs/$NL")"
+check_eq "D: following it gives the Nix layer" "$NL" \
+    "$(curl -s -L "$D_URL/v2/nix/shell/hello/blobs/$NL" | sha256sum |
+    sed 's/ .*//; s/^/sha256:/')"
+
+# containerd pulls busyimg through D, and the layer's bytes come from radosgw.
+HOSTS=$NM_WORK/certs.d
+mkdir -p "$HOSTS/docker.io"
+cat >"$HOSTS/docker.io/hosts.toml" <<EOF
+server = "https://registry-1.docker.io"
+
+[host."$D_URL"]
+  capabilities = ["pull", "resolve"]
+EOF
+ctd_start "$NM_WORK/ctd"
+REF=docker.io/library/busyimg:latest
+ctr_do images pull --hosts-dir "$HOSTS" --snapshotter "$SNAP" "$REF"
+ok "D: containerd pulls busyimg"
+ctd_check_digest "containerd has upstream's manifest" "$REF" "$UP_BUSY_DG"
+check_eq "ctr run prints the image's line" "$UP_BUSY_LINE" "$(ctd_run "$REF" tr1)"
+check_contains "D sent containerd to the bucket for the layer" \
+    "GET \"/v2/library/busyimg/blobs/$UP_BUSY_LAYER?ns=docker.io\" 307" \
+    "$(cat "$D_LOG")"
+check_eq "D never stored the layer's bytes" no \
+    "$([ -e "$D_DATA/blobs/sha256/$(echo "$L" | cut -c1-2)/$L" ] && echo yes || echo no)"
+ctd_stop kill
+nm_stop

@@ -66,6 +66,7 @@ static void	 test_tags(struct store *);
 static void	 test_utags(struct store *);
 static void	 test_batch(struct store *);
 static void	 test_outbox(void);
+static void	 test_presign(void);
 static int	 test_blob_bytes(char *, size_t, int, int);
 static void	*test_thread(void *);
 static void	 test_threads(struct store *);
@@ -915,6 +916,77 @@ test_threads(struct store *st)
 	CHECK(bad == 0, "all 200 concurrent blobs read back");
 }
 
+/*
+ * Presigned URLs: the example of AWS's "Authenticating Requests: Using
+ * Query Parameters" page (GET of examplebucket's test.txt as of
+ * 2013-05-24T00:00:00Z for a day), whose signature AWS prints; then the
+ * parameters a session token and an explicit default port bring.
+ */
+static void
+test_presign(void)
+{
+	struct s3_settings	 ss;
+	struct s3		*s3;
+	char			*url, *cause = NULL;
+	const char		*ak = "AKIAIOSFODNN7EXAMPLE";
+	const char		*sk = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
+
+	url = s3_sign_url("https://examplebucket.s3.amazonaws.com/test.txt",
+	    ak, sk, NULL, "us-east-1", 1369353600, 86400);
+	CHECK(url != NULL && strcmp(url,
+	    "https://examplebucket.s3.amazonaws.com/test.txt"
+	    "?X-Amz-Algorithm=AWS4-HMAC-SHA256"
+	    "&X-Amz-Credential=AKIAIOSFODNN7EXAMPLE%2F20130524%2Fus-east-1"
+	    "%2Fs3%2Faws4_request&X-Amz-Date=20130524T000000Z"
+	    "&X-Amz-Expires=86400&X-Amz-SignedHeaders=host&X-Amz-Signature="
+	    "aeeed9bbccd4d02ee5c0109b86d86835f995330da4c265957d157751f604d404")
+	    == 0, "presigned URL matches AWS's example");
+	free(url);
+	/* The scheme's port is what a client leaves out of Host. */
+	url = s3_sign_url("https://examplebucket.s3.amazonaws.com:443/test.txt",
+	    ak, sk, NULL, "us-east-1", 1369353600, 86400);
+	CHECK(url != NULL && strstr(url, "https://examplebucket.s3.amazonaws"
+	    ".com/test.txt?") == url && strstr(url, "aeeed9bbccd4d02ee5c01"
+	    "09b86d86835f995330da4c265957d157751f604d404") != NULL,
+	    "a default port is left out, and signed as left out");
+	free(url);
+	url = s3_sign_url("http://127.0.0.1:7480/b/k", ak, sk, "tok/en+=",
+	    "us-east-1", 1369353600, 60);
+	CHECK(url != NULL && strstr(url, "http://127.0.0.1:7480/b/k?") == url &&
+	    strstr(url, "&X-Amz-Expires=60&X-Amz-Security-Token=tok%2Fen%2B%3D"
+	    "&X-Amz-SignedHeaders=host&X-Amz-Signature=") != NULL,
+	    "a session token is signed among the parameters, escaped");
+	free(url);
+	CHECK(s3_sign_url("http://h/a b", ak, sk, NULL, "r", 0, 60) == NULL &&
+	    s3_sign_url("http://h", ak, sk, NULL, "r", 0, 60) == NULL &&
+	    s3_sign_url("ftp://h/k", ak, sk, NULL, "r", 0, 60) == NULL &&
+	    s3_sign_url("http://h/k", ak, sk, NULL, "r", 0, 0) == NULL &&
+	    s3_sign_url("http://h/k", ak, sk, NULL, "r", 0, 8 * 86400) == NULL,
+	    "what cannot be presigned is refused");
+	/* Through a client: endpoint, bucket, prefix and key, path-style. */
+	memset(&ss, 0, sizeof ss);
+	ss.ss_endpoint = "http://127.0.0.1:7480/";
+	ss.ss_bucket = "mirror";
+	ss.ss_prefix = "site";
+	ss.ss_access = ak;
+	ss.ss_secret = sk;
+	s3 = s3_new(&ss, &cause);
+	CHECK(s3 != NULL, "s3_new");
+	if (s3 == NULL)
+		return;
+	url = s3_presign(s3, "blobs/sha256/ab", 1200, &cause);
+	CHECK(url != NULL && strstr(url, "http://127.0.0.1:7480/mirror/site/"
+	    "blobs/sha256/ab?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential="
+	    "AKIAIOSFODNN7EXAMPLE%2F") == url && strstr(url, sk) == NULL &&
+	    strstr(url, "&X-Amz-Expires=1200&") != NULL,
+	    "s3_presign names the object and never the secret");
+	free(url);
+	CHECK(s3_presign(s3, "../x", 1200, &cause) == NULL && cause != NULL,
+	    "a bad key is refused");
+	free(cause);
+	s3_free(s3);
+}
+
 int
 main(void)
 {
@@ -941,6 +1013,7 @@ main(void)
 	test_utags(st);
 	test_batch(st);
 	test_outbox();
+	test_presign();
 	test_lists(st);
 	test_links(&st);
 	test_threads(st);
