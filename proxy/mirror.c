@@ -577,6 +577,7 @@ struct dl {
 	const struct nm_upstream *dl_src;
 	int			 dl_nth;
 	int			 dl_bucket;	/* from the shared bucket */
+	int			 dl_nobucket;	/* which did not answer */
 	int			 dl_peering;	/* may ask the owner replica */
 	struct proxy_remote_fetch *dl_rf;	/* its transfer */
 	char			*dl_repo;
@@ -956,6 +957,9 @@ dl_fail(struct dl *dl, int status, const char *err)
 			proxy_error(bc->bc_req, 404, "BLOB_UNKNOWN",
 			    "blob %s is not known to %s", dl->dl_digest,
 			    dl->dl_up->up_ns);
+		else if (dl->dl_nobucket && (status == 0 || status >= 500))
+			proxy_remote_unavailable(bc->bc_req, dl->dl_digest,
+			    dl->dl_up->up_url != NULL ? msg : NULL);
 		else if (status == 401 || status == 403)
 			proxy_error(bc->bc_req, 403, "DENIED", "upstream "
 			    "%s denied %s: %s", dl->dl_up->up_ns,
@@ -1242,6 +1246,9 @@ dl_done_cb(struct up_req *ur, int status, const char *err, void *arg)
 	(void)ur;
 	dl->dl_ur = NULL;
 	dl->dl_rf = NULL;
+	if (dl->dl_bucket && dl->dl_state == DL_WAITING && (status == 0 ||
+	    status >= 500))
+		dl->dl_nobucket = 1;
 	/*
 	 * A bucket or a replica that gave nothing: the owner replica, the
 	 * next one on the hash, or the upstream.
@@ -1344,6 +1351,7 @@ mirror_label(const struct nm_upstream *up)
 #define MB_REMOTE	0x2	/* the shared bucket was asked */
 #define MB_BUCKET	0x4	/* it has the link: stream from it */
 #define MB_DIRECT	0x8	/* no redirect: the bucket lacks it */
+#define MB_NOBUCKET	0x10	/* the bucket did not answer */
 #define MB_NIX		(MB_CONFIRMED | MB_REMOTE | MB_BUCKET)
 
 static void	mirror_blob(struct evhttp_request *, struct store *,
@@ -1543,9 +1551,10 @@ cf_start(struct evhttp_request *req, struct store *st,
 }
 
 /*
- * Back from the bucket: stored and linked now, or not there (fetched as
- * before); a bucket that cannot answer makes a 503, as only it could have
- * given a blob not stored here.
+ * Back from the bucket: it links the blob now (streamed from it), or it
+ * does not (fetched as without a bucket).  A bucket that cannot answer
+ * leaves the owner replica and the upstream, and a 503 if they fail too;
+ * offline, only the 503.
  */
 static void
 mirror_blob_remote_cb(struct evhttp_request *req, struct store *st,
@@ -1553,12 +1562,12 @@ mirror_blob_remote_cb(struct evhttp_request *req, struct store *st,
     const void *arg)
 {
 	(void)cause;
-	if (rc == -1) {
-		proxy_remote_unavailable(req, ref);
+	if (rc == -1 && nm_conf->cf_offline) {
+		proxy_remote_unavailable(req, ref, "the mirror is offline");
 		return;
 	}
 	mirror_blob(req, st, arg, repo, ref, rc == 0 ? MB_REMOTE | MB_BUCKET :
-	    MB_REMOTE);
+	    rc == -1 ? MB_REMOTE | MB_NOBUCKET : MB_REMOTE);
 }
 
 /*
@@ -1691,6 +1700,7 @@ mirror_blob(struct evhttp_request *req, struct store *st,
 		dl->dl_peering = !proxy_peer_request(req) &&
 		    up->up_url != NULL;
 		dl->dl_bucket = (flags & MB_BUCKET) != 0;
+		dl->dl_nobucket = (flags & MB_NOBUCKET) != 0;
 		if (!dl->dl_peering ||
 		    (dl->dl_src = proxy_peer_source(digest, 0)) == NULL)
 			dl->dl_src = up;

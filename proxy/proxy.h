@@ -143,7 +143,10 @@ struct proxy_remote_fetch *proxy_remote_fetch(struct store *,
 void	proxy_remote_pause(struct proxy_remote_fetch *, int paused);
 void	proxy_remote_abort(struct proxy_remote_fetch *, const char *why);
 /* The 503 of a blob only the unreachable bucket could have given. */
-void	proxy_remote_unavailable(struct evhttp_request *, const char *digest);
+/* 503 UNAVAILABLE of a blob while the bucket does not answer (also: why
+ * nothing else gave it, or NULL). */
+void	proxy_remote_unavailable(struct evhttp_request *, const char *digest,
+	    const char *also);
 
 /*
  * proxy/peer.c: the replicas sharing a bucket, and which one downloads a

@@ -158,15 +158,16 @@ proxy_remote_lookup(struct evhttp_request *req, struct store *st, int kind,
 	}
 }
 
-/* The 503 of a blob that only the unreachable bucket could give. */
+/* The 503 of a blob nothing could give while the bucket is unreachable. */
 void
-proxy_remote_unavailable(struct evhttp_request *req, const char *digest)
+proxy_remote_unavailable(struct evhttp_request *req, const char *digest,
+    const char *also)
 {
 	evhttp_add_header(evhttp_request_get_output_headers(req),
 	    "Retry-After", "30");
 	proxy_error(req, 503, "UNAVAILABLE", "blob %s is not stored on this "
-	    "replica, and the shared object store cannot be reached",
-	    digest);
+	    "replica, and the shared object store cannot be reached%s%s",
+	    digest, also != NULL ? "; " : "", also != NULL ? also : "");
 }
 
 /*

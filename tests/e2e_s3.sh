@@ -33,6 +33,14 @@ up_umoci insert --image "$UP_DIR/layout:big2" "$UP_DIR/rootfs/big2" /
 up_push big2 library/bigtwo:latest
 up_get_manifest library/bigtwo latest "$UP_DIR/m.big2"
 BIG2_LAYER=$(jq -r '.layers[0].digest' "$UP_DIR/m.big2")
+# A small image no replica fetches until radosgw is down.
+mkdir -p "$UP_DIR/rootfs/third"
+echo "the third image" >"$UP_DIR/rootfs/third/third.txt"
+up_umoci new --image "$UP_DIR/layout:third"
+up_umoci insert --image "$UP_DIR/layout:third" "$UP_DIR/rootfs/third" /
+up_push third library/third:latest
+up_get_manifest library/third latest "$UP_DIR/m.third"
+THIRD_LAYER=$(jq -r '.layers[0].digest' "$UP_DIR/m.third")
 
 REPO=$NM_WORK/pkgs
 nm_pkgs_repo "$REPO"
@@ -219,16 +227,22 @@ s3 GET "/nmshared/site/blobs/sha256/${BIG2_LAYER#sha256:}" -o "$NM_WORK/obj"
 check_eq "the bucket now holds bigtwo's layer, whole" "$BIG2_LAYER" \
     "$(nm_sha256 "$NM_WORK/obj")"
 
-# --- radosgw down: local blobs are served, the rest is a 503. -----------
-up_registry_stop
+# --- radosgw down: local blobs are served, and others while the upstream
+# or a replica can give them; the rest is a 503. A is down meanwhile.
+replica_stop A
 ceph_rgw_stop
+blob_ok "B: with radosgw (and A) down, a new blob comes from the upstream" \
+    "$B_URL" library/third "$THIRD_LAYER"
+up_registry_stop
 blob_ok "B: a local blob with radosgw down" "$B_URL" library/busyimg "$UP_BUSY_LAYER"
 check_eq "B: a local manifest with radosgw down" 200 \
     "$(http_status "$B_URL/v2/library/busyimg/manifests/latest" -H "$ACCEPT_OCI")"
 st=$(http_status "$B_URL/v2/library/busyv2/blobs/$V2_CONFIG")
-nm_check_error "B: a blob only the bucket holds, radosgw down" 503 "$st" UNAVAILABLE
+nm_check_error "B: a blob only the bucket holds, radosgw and the upstream down" \
+    503 "$st" UNAVAILABLE
 check_contains "the 503 says why" "shared object store cannot be reached" \
     "$(jq -r '.errors[0].message' "$NM_BODY")"
+check_eq "the 503 says when to retry" 30 "$(hdr Retry-After)"
 check_eq "B still answers" 200 "$(curl -s -o /dev/null -w '%{http_code}' "$B_URL/v2/")"
 ceph_rgw_start
 # A wrong object in the bucket is never served as the blob.
@@ -249,6 +263,7 @@ check_eq "the right object put back" 200 "$(s3_put "$V2_OBJ" "$NM_WORK/v2.good")
 nm_until '[ "$(http_status "$B_URL/v2/library/busyv2/blobs/$V2_CONFIG")" = 200 ]' \
     150 || true
 blob_ok "B: the same blob once radosgw is back" "$B_URL" library/busyv2 "$V2_CONFIG"
+replica A
 
 
 # --- A new replica with an empty disk streams a big blob from the bucket.
