@@ -6,6 +6,7 @@
 #define POLICY_H
 
 #include <sys/types.h>
+#include <sys/socket.h>
 
 #include <stdint.h>
 #include <stdio.h>
@@ -83,6 +84,14 @@ void	policy_reload(void);
 int	policy_parse(const char *text, size_t len, char **cause);
 /* Each check: 1 allowed, 0 denied with *why naming the rule (freed by caller). */
 int	policy_client_allowed(const struct sockaddr *, char **why);
+/*
+ * A connection from a balancer in clients.proxies: 1, and *client is the
+ * address its X-Forwarded-For header names (the rightmost one that is
+ * not a balancer's; the balancer itself without the header; family 0
+ * when the header holds something else).  0 for any other peer.
+ */
+int	policy_client_forwarded(const struct sockaddr *peer, const char *xff,
+	    struct sockaddr_storage *client);
 /* May a client read /metrics and the status page (status.allow, else loopback)? */
 int	policy_status_allowed(const struct sockaddr *, char **why);
 int	policy_upstream_allowed(const char *ns, const char *repo, char **why);

@@ -3,7 +3,8 @@
  * upstream repositories and Nix attribute paths may be pulled, and the
  * limits in force.  The file is JSON (nixmirror.8 documents every key):
  *
- *	{ "clients":   { "allow": [CIDR...], "deny": [CIDR...] },
+ *	{ "clients":   { "allow": [CIDR...], "deny": [CIDR...],
+ *	                 "proxies": [CIDR...] },
  *	  "upstreams": { "NS" | "*": { "allow": [GLOB...],
  *	                               "deny": [GLOB...] } },
  *	  "nix":       { "allow": [GLOB...], "deny": [GLOB...],
@@ -89,6 +90,7 @@ struct policy {
 	int			 p_refs;	/* under policy_mtx */
 	struct policy_cidrs	 p_callow;
 	struct policy_cidrs	 p_cdeny;
+	struct policy_cidrs	 p_cproxies;	/* balancers: X-Forwarded-For */
 	struct policy_cidrs	 p_sallow;	/* status.allow */
 	struct policy_upstream	*p_ups;
 	size_t			 p_nups;
@@ -137,6 +139,7 @@ policy_free(struct policy *p)
 		return;
 	policy_cidrs_clear(&p->p_callow);
 	policy_cidrs_clear(&p->p_cdeny);
+	policy_cidrs_clear(&p->p_cproxies);
 	policy_cidrs_clear(&p->p_sallow);
 	for (i = 0; i < p->p_nups; i++) {
 		free(p->p_ups[i].pu_ns);
@@ -280,7 +283,7 @@ policy_cidrs_parse(json_t *arr, const char *path, struct policy_cidrs *pcs,
 static int
 policy_clients_parse(struct policy *p, json_t *o, char **cause)
 {
-	static const char *const keys[] = { "allow", "deny", NULL };
+	static const char *const keys[] = { "allow", "deny", "proxies", NULL };
 
 	if (o == NULL)
 		return (0);
@@ -288,7 +291,9 @@ policy_clients_parse(struct policy *p, json_t *o, char **cause)
 	    policy_cidrs_parse(json_object_get(o, "allow"), "clients.allow",
 	    &p->p_callow, cause) == -1 ||
 	    policy_cidrs_parse(json_object_get(o, "deny"), "clients.deny",
-	    &p->p_cdeny, cause) == -1)
+	    &p->p_cdeny, cause) == -1 ||
+	    policy_cidrs_parse(json_object_get(o, "proxies"), "clients.proxies",
+	    &p->p_cproxies, cause) == -1)
 		return (-1);
 	return (0);
 }
@@ -706,6 +711,90 @@ policy_client_allowed(const struct sockaddr *sa, char **why)
 out:
 	policy_release(p);
 	return (ok);
+}
+
+/* An address of X-Forwarded-For as a socket address; -1 if it is none. */
+static int
+policy_xff_addr(const char *s, size_t n, struct sockaddr_storage *ss)
+{
+	struct sockaddr_in	*sin = (struct sockaddr_in *)(void *)ss;
+	struct sockaddr_in6	*sin6 = (struct sockaddr_in6 *)(void *)ss;
+	char			 text[INET6_ADDRSTRLEN + 2];
+
+	while (n > 0 && (*s == ' ' || *s == '\t')) {
+		s++;
+		n--;
+	}
+	while (n > 0 && (s[n - 1] == ' ' || s[n - 1] == '\t'))
+		n--;
+	if (n >= 2 && s[0] == '[' && s[n - 1] == ']') {
+		s++;
+		n -= 2;
+	}
+	if (n == 0 || n >= sizeof text)
+		return (-1);
+	memcpy(text, s, n);
+	text[n] = '\0';
+	memset(ss, 0, sizeof *ss);
+	if (inet_pton(AF_INET, text, &sin->sin_addr) == 1)
+		ss->ss_family = AF_INET;
+	else if (inet_pton(AF_INET6, text, &sin6->sin6_addr) == 1)
+		ss->ss_family = AF_INET6;
+	else
+		return (-1);
+	return (0);
+}
+
+/* Whether an address is in clients.proxies (p held). */
+static int
+policy_is_proxy(const struct policy *p, const struct sockaddr *sa)
+{
+	char	 text[INET6_ADDRSTRLEN];
+	uint8_t	 a[16];
+	int	 af;
+
+	return (p != NULL && p->p_cproxies.pcs_set &&
+	    policy_sa_addr(sa, &af, a, text, sizeof text) == 0 &&
+	    policy_cidrs_find(&p->p_cproxies, af, a) != NULL);
+}
+
+/* Who a balancer's request is for; see policy.h. */
+int
+policy_client_forwarded(const struct sockaddr *peer, const char *xff,
+    struct sockaddr_storage *client)
+{
+	struct policy	*p;
+	const char	*end, *comma;
+	int		 rc = 0;
+
+	p = policy_hold();
+	if (!policy_is_proxy(p, peer))
+		goto out;
+	rc = 1;
+	if (xff == NULL || xff[strspn(xff, " \t")] == '\0') {
+		/* The balancer's own request (a health check). */
+		memset(client, 0, sizeof *client);
+		memcpy(client, peer, peer->sa_family == AF_INET6 ?
+		    sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in));
+		goto out;
+	}
+	/* From the right: the first address that is not a balancer's. */
+	for (end = xff + strlen(xff); ; end = comma) {
+		for (comma = end; comma > xff && comma[-1] != ','; comma--)
+			;
+		if (policy_xff_addr(comma, (size_t)(end - comma),
+		    client) == -1) {
+			memset(client, 0, sizeof *client);
+			break;
+		}
+		if (comma == xff || !policy_is_proxy(p,
+		    (struct sockaddr *)client))
+			break;
+		comma--;	/* on the ',' */
+	}
+out:
+	policy_release(p);
+	return (rc);
 }
 
 /*

@@ -212,17 +212,26 @@ static int
 guard_admit(struct guard *gd)
 {
 	struct policy_limits	 pl;
+	struct sockaddr_storage	 fwd;
 	struct guard		*o;
 	size_t			 mine = 0;
 	char			*why = NULL, *msg;
-	int			 fd = bufferevent_getfd(gd->gd_bev);
+	int			 fd = bufferevent_getfd(gd->gd_bev), proxy;
 
 	gd->gd_peerlen = sizeof gd->gd_peer;
 	if (fd == -1 || getpeername(fd, (struct sockaddr *)&gd->gd_peer,
 	    &gd->gd_peerlen) == -1)
 		memset(&gd->gd_peer, 0, sizeof gd->gd_peer);
 	guard_host(&gd->gd_peer, gd->gd_host, sizeof gd->gd_host);
-	if (!policy_client_allowed((struct sockaddr *)&gd->gd_peer, &why)) {
+	/*
+	 * A balancer (clients.proxies) carries many clients: each request
+	 * is checked for the one it names (proxy_client), and it is held to
+	 * max_connections alone.
+	 */
+	proxy = policy_client_forwarded((struct sockaddr *)&gd->gd_peer, NULL,
+	    &fwd);
+	if (!proxy && !policy_client_allowed((struct sockaddr *)&gd->gd_peer,
+	    &why)) {
 		if (why != NULL)
 			msg = xstrdup(why);
 		else
@@ -240,7 +249,7 @@ guard_admit(struct guard *gd)
 			mine++;
 	if ((pl.pl_max_connections > 0 &&
 	    guard_count > (size_t)pl.pl_max_connections) ||
-	    (pl.pl_max_connections_per_client > 0 &&
+	    (!proxy && pl.pl_max_connections_per_client > 0 &&
 	    mine >= (size_t)pl.pl_max_connections_per_client)) {
 		xasprintf(&msg, "too many connections (%zu in all, %zu from %s)",
 		    guard_count, mine + 1, gd->gd_host);

@@ -4,6 +4,8 @@
 #ifndef PROXY_H
 #define PROXY_H
 
+#include <sys/socket.h>
+
 #include "nixmirror.h"
 
 struct event_base;
@@ -210,6 +212,13 @@ void	proxy_reply_text(struct evhttp_request *, const char *type,
 	    const char *text, size_t len);
 /* Frees a request evhttp left to us when its client went away. */
 void	proxy_orphan(struct evhttp_request *);
+/*
+ * The client a request is for: the connection's peer, or the client a
+ * balancer in the policy's clients.proxies names in X-Forwarded-For.
+ * Fills ss (family 0: not an address) and text; 1 when forwarded.
+ */
+int	proxy_client(struct evhttp_request *, struct sockaddr_storage *,
+	    char *text, size_t);
 /* The message of an upstream's error JSON, or NULL; caller frees. */
 char	*proxy_error_message(struct evbuffer *);
 /* Sends the OCI error JSON with the given status and code. */

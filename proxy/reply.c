@@ -6,6 +6,10 @@
  */
 #include <sys/types.h>
 #include <sys/queue.h>
+#include <sys/socket.h>
+
+#include <netinet/in.h>
+#include <arpa/inet.h>
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -65,15 +69,53 @@ proxy_route_name(const char *uri)
 	return ("other");
 }
 
+/* Who a request is for; see proxy.h. */
+int
+proxy_client(struct evhttp_request *req, struct sockaddr_storage *ss,
+    char *text, size_t tlen)
+{
+	struct evhttp_connection	*conn;
+	struct sockaddr_in		*sin = (struct sockaddr_in *)(void *)ss;
+	struct sockaddr_in6		*sin6 = (struct sockaddr_in6 *)(void *)ss;
+	struct sockaddr_storage		 peer;
+	char				*host = NULL;
+	ev_uint16_t			 port = 0;
+	int				 fwd = 0;
+
+	memset(ss, 0, sizeof *ss);
+	if ((conn = evhttp_request_get_connection(req)) != NULL)
+		evhttp_connection_get_peer(conn, &host, &port);
+	if (host != NULL && inet_pton(AF_INET, host, &sin->sin_addr) == 1)
+		ss->ss_family = AF_INET;
+	else if (host != NULL && inet_pton(AF_INET6, host,
+	    &sin6->sin6_addr) == 1)
+		ss->ss_family = AF_INET6;
+	snprintf(text, tlen, "%s", host != NULL ? host : "-");
+	if (ss->ss_family == 0)
+		return (0);
+	peer = *ss;
+	if (policy_client_forwarded((struct sockaddr *)&peer,
+	    evhttp_find_header(evhttp_request_get_input_headers(req),
+	    "X-Forwarded-For"), ss) == 1) {
+		fwd = 1;
+		if (ss->ss_family == 0)
+			snprintf(text, tlen, "?");
+		else if (inet_ntop(ss->ss_family, ss->ss_family == AF_INET ?
+		    (void *)&sin->sin_addr : (void *)&sin6->sin6_addr, text,
+		    (socklen_t)tlen) == NULL)
+			snprintf(text, tlen, "?");
+	}
+	return (fwd);
+}
+
 /* Writes the access log line of a finished request, with a note. */
 void
 proxy_log(struct evhttp_request *req, int status, uint64_t bytes,
     const char *error)
 {
-	struct evhttp_connection	*conn;
-	const char			*method, *uri, *host = "-";
-	ev_uint16_t			 port = 0;
-	char				*h = NULL, *vis;
+	struct sockaddr_storage		 ss;
+	const char			*method, *uri;
+	char				 host[INET6_ADDRSTRLEN + 2], *vis;
 
 	switch (evhttp_request_get_command(req)) {
 	case EVHTTP_REQ_GET:	method = "GET"; break;
@@ -84,11 +126,7 @@ proxy_log(struct evhttp_request *req, int status, uint64_t bytes,
 	case EVHTTP_REQ_PATCH:	method = "PATCH"; break;
 	default:		method = "OTHER"; break;
 	}
-	if ((conn = evhttp_request_get_connection(req)) != NULL) {
-		evhttp_connection_get_peer(conn, &h, &port);
-		if (h != NULL)
-			host = h;
-	}
+	proxy_client(req, &ss, host, sizeof host);
 	uri = evhttp_request_get_uri(req);
 	metrics_request(proxy_route_name(uri), status, bytes);
 	vis = xstrvis(uri != NULL ? uri : "");

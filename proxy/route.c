@@ -742,18 +742,9 @@ route_scrape(struct evhttp_request *req, struct store *st,
 	struct evhttp_connection *conn = evhttp_request_get_connection(req);
 	struct route_scrape	*rs;
 	struct sockaddr_storage	 ss;
-	char			*host = NULL, *why = NULL;
-	ev_uint16_t		 port = 0;
+	char			*why = NULL, text[INET6_ADDRSTRLEN + 2];
 
-	memset(&ss, 0, sizeof ss);
-	if (conn != NULL)
-		evhttp_connection_get_peer(conn, &host, &port);
-	if (host != NULL && inet_pton(AF_INET, host,
-	    &((struct sockaddr_in *)(void *)&ss)->sin_addr) == 1)
-		ss.ss_family = AF_INET;
-	else if (host != NULL && inet_pton(AF_INET6, host,
-	    &((struct sockaddr_in6 *)(void *)&ss)->sin6_addr) == 1)
-		ss.ss_family = AF_INET6;
+	proxy_client(req, &ss, text, sizeof text);
 	if (!policy_status_allowed(ss.ss_family != 0 ?
 	    (struct sockaddr *)&ss : NULL, &why)) {
 		proxy_error(req, 403, "DENIED", "%s", why);
@@ -784,10 +775,21 @@ proxy_route(struct evhttp_request *req, void *arg)
 	enum evhttp_cmd_type	 cmd = evhttp_request_get_command(req);
 	struct evkeyvalq	 query;
 	struct route_target	 rt;
+	struct sockaddr_storage	 client;
 	const char		*p, *q, *ns = NULL;
-	char			*path, *name = NULL, *ref = NULL;
+	char			*path, *name = NULL, *ref = NULL, *why = NULL;
+	char			 text[INET6_ADDRSTRLEN + 2];
 	int			 kind;
 
+	/* Through a balancer: the client it names meets clients.allow. */
+	if (proxy_client(req, &client, text, sizeof text) == 1 &&
+	    !policy_client_allowed(client.ss_family != 0 ?
+	    (struct sockaddr *)&client : NULL, &why)) {
+		proxy_error(req, 403, "DENIED", "%s", why != NULL ? why :
+		    "the forwarded client is denied by the policy");
+		free(why);
+		return;
+	}
 	uri = evhttp_request_get_evhttp_uri(req);
 	if (uri == NULL || (p = evhttp_uri_get_path(uri)) == NULL) {
 		proxy_error(req, 400, "NAME_INVALID", "malformed request URI");

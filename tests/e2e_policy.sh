@@ -277,4 +277,58 @@ check_contains "the message names clients.allow" "not in clients.allow" \
 st=$(http_status "$NM_URL/v2/" --interface 127.0.0.1)
 check_eq "a client at 127.0.0.1 status" 200 "$st"
 
+# clients.proxies: a balancer's X-Forwarded-For names the client whose
+# rules apply (the rightmost address that is not a balancer's), and its
+# connections are not held to max_connections_per_client. Others' is
+# not believed.
+# Holds N connections from 127.0.0.1 open at once, each with a request:
+# prints how many got 200 and how many 429.
+conns()
+{
+	python3 - "$NM_PORT" "$1" <<'PYEOF2'
+import socket, sys
+port, n = int(sys.argv[1]), int(sys.argv[2])
+held = [socket.create_connection(("127.0.0.1", port), 5) for i in range(n)]
+for s in held:
+    s.sendall(b"GET /v2/ HTTP/1.1\r\nHost: x\r\n\r\n")
+codes = []
+for s in held:
+    s.settimeout(5)
+    codes.append(s.recv(64).split(b" ")[1].decode())
+print("%d %d" % (codes.count("200"), codes.count("429")))
+PYEOF2
+}
+cat >"$POL" <<'EOF'
+{ "clients": { "deny": ["10.9.9.0/24"] },
+  "limits": { "max_connections_per_client": 2 } }
+EOF
+hup_wait "policy reloaded from $POL"
+check_eq "without clients.proxies, X-Forwarded-For is not believed" 200 \
+    "$(http_status "$NM_URL/v2/" -H 'X-Forwarded-For: 10.9.9.9')"
+check_eq "without it, a third connection from one address is refused" "2 2" "$(conns 4)"
+cat >"$POL" <<'EOF'
+{ "clients": { "deny": ["10.9.9.0/24"], "proxies": ["127.0.0.1/32"] },
+  "limits": { "max_connections_per_client": 2 } }
+EOF
+hup_wait "policy reloaded from $POL"
+st=$(http_status "$NM_URL/v2/" -H 'X-Forwarded-For: 10.9.9.9')
+nm_check_error "a denied client through the balancer" 403 "$st" DENIED
+check_contains "the message names the forwarded client" \
+    "client 10.9.9.9 is denied by clients.deny" "$(nm_error_message)"
+check_eq "an allowed client through the balancer" 200 \
+    "$(http_status "$NM_URL/v2/" -H 'X-Forwarded-For: 10.1.1.1')"
+check_contains "the log names the forwarded client" '10.1.1.1 GET "/v2/" 200' \
+    "$(cat "$NM_LOG")"
+st=$(http_status "$NM_URL/v2/" -H 'X-Forwarded-For: 10.1.1.1, 10.9.9.9')
+nm_check_error "the address the balancer added counts, not the client's own" \
+    403 "$st" DENIED
+check_eq "an address a client put before its own is not believed" 200 \
+    "$(http_status "$NM_URL/v2/" -H 'X-Forwarded-For: 10.9.9.9, 10.1.1.1')"
+st=$(http_status "$NM_URL/v2/" -H 'X-Forwarded-For: 10.9.9.9, 127.0.0.1')
+nm_check_error "a chain of balancers is walked back" 403 "$st" DENIED
+check_eq "the balancer's own request (no header)" 200 "$(http_status "$NM_URL/v2/")"
+st=$(http_status "$NM_URL/metrics" -H 'X-Forwarded-For: 192.0.2.7')
+nm_check_error "a remote client through the balancer gets no /metrics" 403 "$st" DENIED
+check_eq "the balancer is not held to max_connections_per_client" "4 0" "$(conns 4)"
+
 nm_stop

@@ -572,6 +572,74 @@ test_threads(void)
 	nm_conf->cf_policy = NULL;
 }
 
+/*
+ * Checks whom a request from peer with X-Forwarded-For xff is for: want
+ * the address, "" for none, NULL when peer is no balancer.
+ */
+static void
+check_fwd(const char *peer, const char *xff, const char *want, int line)
+{
+	struct sockaddr_storage	 p, c;
+	struct sockaddr_in	*sin = (struct sockaddr_in *)(void *)&p;
+	struct sockaddr_in6	*sin6 = (struct sockaddr_in6 *)(void *)&p;
+	char			 text[INET6_ADDRSTRLEN] = "";
+	int			 rc;
+
+	memset(&p, 0, sizeof p);
+	if (inet_pton(AF_INET, peer, &sin->sin_addr) == 1)
+		p.ss_family = AF_INET;
+	else if (inet_pton(AF_INET6, peer, &sin6->sin6_addr) == 1)
+		p.ss_family = AF_INET6;
+	memset(&c, 0, sizeof c);
+	rc = policy_client_forwarded((struct sockaddr *)&p, xff, &c);
+	if (rc == 1 && c.ss_family != 0)
+		inet_ntop(c.ss_family, c.ss_family == AF_INET ?
+		    (void *)&((struct sockaddr_in *)(void *)&c)->sin_addr :
+		    (void *)&((struct sockaddr_in6 *)(void *)&c)->sin6_addr,
+		    text, sizeof text);
+	if ((want == NULL && rc == 0) || (want != NULL && rc == 1 &&
+	    strcmp(text, want) == 0))
+		passed++;
+	else {
+		failed++;
+		printf("FAIL line %d: %s X-Forwarded-For %s: %d %s, want %s\n",
+		    line, peer, xff != NULL ? xff : "-", rc, text,
+		    want != NULL ? want : "no balancer");
+	}
+}
+
+#define FWD(p, x, w)	check_fwd(p, x, w, __LINE__)
+
+/* clients.proxies: whom X-Forwarded-For names. */
+static void
+test_proxies(void)
+{
+	CHECK(load("{ \"clients\": { \"proxies\": [\"127.0.0.1\", "
+	    "\"10.0.0.0/8\", \"fd00::/8\"] } }") == 0);
+	FWD("192.0.2.1", "10.9.9.9", NULL);
+	FWD("127.0.0.1", NULL, "127.0.0.1");
+	FWD("127.0.0.1", " ", "127.0.0.1");
+	FWD("127.0.0.1", "192.0.2.7", "192.0.2.7");
+	FWD("127.0.0.1", " 192.0.2.7 ", "192.0.2.7");
+	FWD("127.0.0.1", "198.51.100.1, 192.0.2.7", "192.0.2.7");
+	FWD("127.0.0.1", "198.51.100.1,192.0.2.7, 10.1.1.1", "192.0.2.7");
+	FWD("127.0.0.1", "192.0.2.7, 10.1.1.1, 10.2.2.2", "192.0.2.7");
+	/* Balancers all the way: the leftmost. */
+	FWD("127.0.0.1", "10.3.3.3, 10.1.1.1", "10.3.3.3");
+	FWD("127.0.0.1", "2001:db8::5", "2001:db8::5");
+	FWD("127.0.0.1", "[2001:db8::5], fd00::1", "2001:db8::5");
+	FWD("fd00::9", "192.0.2.7", "192.0.2.7");
+	/* What is not an address names no client. */
+	FWD("127.0.0.1", "unknown", "");
+	FWD("127.0.0.1", "192.0.2.7, bad, 10.1.1.1", "");
+	FWD("127.0.0.1", "192.0.2.7:4711", "");
+	FWD("127.0.0.1", ",", "");
+	FWD("127.0.0.1", "1.2.3.4, ", "");
+	CHECK(load("{ \"clients\": { \"proxies\": [\"bad\"] } }") != 0);
+	CHECK(load("{}") == 0);
+	FWD("127.0.0.1", "192.0.2.7", NULL);
+}
+
 int
 main(void)
 {
@@ -592,6 +660,7 @@ main(void)
 	test_none();
 	test_example();
 	test_clients();
+	test_proxies();
 	test_upstreams();
 	test_nix();
 	test_bad();
