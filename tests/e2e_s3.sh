@@ -401,4 +401,9 @@ check_contains "D sent containerd to the bucket for the layer" \
 check_eq "D never stored the layer's bytes" no \
     "$([ -e "$D_DATA/blobs/sha256/$(echo "$L" | cut -c1-2)/$L" ] && echo yes || echo no)"
 ctd_stop kill
+before=$(grep -c '" 307 0: to the shared bucket' "$D_LOG" || true)
+pull_ok "D: skopeo pulls bigimg through the redirect" "${D_URL#http://}" \
+    library/bigimg:latest "$NM_WORK/oci.d"
+check_eq "skopeo was sent to the bucket for its config and layer" 2 \
+    "$(($(grep -c '" 307 0: to the shared bucket' "$D_LOG" || true) - before))"
 nm_stop
