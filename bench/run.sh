@@ -99,12 +99,14 @@ check_blob()
 
 DIST_N=0
 # Starts distribution in proxy mode on a fresh data dir, or with "s3" on
-# its S3 driver and the RGW bucket bench-dist; sets DIST_PID, DIST_URL.
+# its S3 driver and the RGW bucket bench-dist (and with "s3 redirect",
+# answering blob GETs with redirects to it); sets DIST_PID, DIST_URL.
 dist_start()
 {
 	DIST_N=$((DIST_N + 1))
 	_d=$NM_WORK/dist$DIST_N
 	mkdir -p "$_d/data"
+	_redirect=true
 	DIST_PORT=$(nm_free_port)
 	DIST_URL=http://127.0.0.1:$DIST_PORT
 	if [ "${1:-}" = s3 ]; then
@@ -116,6 +118,7 @@ dist_start()
     bucket: bench-dist
     secure: false
     v4auth: true"
+		[ "${2:-}" = redirect ] && _redirect=false
 	else
 		_storage="  filesystem:
     rootdirectory: $_d/data"
@@ -131,7 +134,7 @@ $_storage
   delete:
     enabled: true
   redirect:
-    disable: true
+    disable: $_redirect
   maintenance:
     uploadpurging:
       enabled: false
@@ -257,14 +260,18 @@ cold12()
 }
 
 # Eight clients fetch the cached blob four times each: prints MiB/s.
+# WARM_CURL may add curl options (-L to follow redirects).
 warm()
 {
-	curl -sf -o /dev/null "$1$BLOB/$UP_BIG_LAYER" || fail "warm-up of $1"
+	# shellcheck disable=SC2086
+	curl -sf ${WARM_CURL:-} -o /dev/null "$1$BLOB/$UP_BIG_LAYER" ||
+	    fail "warm-up of $1"
 	_t0=$(now)
 	_pids=""
 	for _i in 1 2 3 4 5 6 7 8; do
 		(for _j in 1 2 3 4; do
-			curl -sf -o /dev/null --max-time 300 \
+			# shellcheck disable=SC2086
+			curl -sf ${WARM_CURL:-} -o /dev/null --max-time 300 \
 			    "$1$BLOB/$UP_BIG_LAYER" || exit 1
 		done) &
 		_pids="$_pids $!"
@@ -347,7 +354,7 @@ nix_image()
 mirror_start_s3()
 {
 	AWS_ACCESS_KEY_ID=$S3_ACCESS AWS_SECRET_ACCESS_KEY=$S3_SECRET \
-	    mirror_start --s3-endpoint "$S3_URL" --s3-bucket bench-nm
+	    mirror_start --s3-endpoint "$S3_URL" --s3-bucket bench-nm "$@"
 }
 
 bench_s3()
@@ -385,10 +392,22 @@ bench_s3()
 		S_DIRECT="$S_DIRECT $(elapsed "$_t0" "$_t1")"
 	done
 	dist_stop
+	# Both redirecting blob GETs to the bucket: the clients follow.
+	dist_start s3 redirect
+	mirror_start_s3 --s3-redirect
+	S_DR="" S_NR=""
+	for r in $(seq 1 "$RUNS"); do
+		say "run $r of $RUNS: 8 clients x 4, redirected to the bucket"
+		S_DR="$S_DR $(WARM_CURL=-L warm "$DIST_URL")"
+		S_NR="$S_NR $(WARM_CURL=-L warm "$NM_URL")"
+	done
+	mirror_stop
+	dist_stop
 	# shellcheck disable=SC2086
 	{
 		m_sd1=$(median $S_D1) m_sn1=$(median $S_N1)
 		m_sdw=$(median $S_DW) m_snw=$(median $S_NW)
+		m_sdr=$(median $S_DR) m_snr=$(median $S_NR)
 		m_sx=$(median $S_DIRECT)
 	}
 	{
@@ -398,6 +417,7 @@ bench_s3()
 		echo "|---|---|---|---|"
 		echo "| 64 MiB blob in the bucket, 1 client, local disk cold (the bucket directly: ${m_sx} s) | ${m_sd1} s | ${m_sn1} s | $(awk -v a="$m_sn1" -v b="$m_sd1" 'BEGIN { printf "%.2f", a / b }') |"
 		echo "| then 8 clients × 4 × 64 MiB, aggregate | ${m_sdw} MiB/s | ${m_snw} MiB/s | $(awk -v a="$m_snw" -v b="$m_sdw" 'BEGIN { printf "%.2f", a / b }') |"
+		echo "| 8 clients × 4 × 64 MiB redirected to the bucket (distribution's redirect, --s3-redirect), aggregate | ${m_sdr} MiB/s | ${m_snr} MiB/s | $(awk -v a="$m_snr" -v b="$m_sdr" 'BEGIN { printf "%.2f", a / b }') |"
 	} >"$NM_WORK/table.md"
 	cat "$NM_WORK/table.md"
 	[ -z "$TABLE_OUT" ] || cp "$NM_WORK/table.md" "$TABLE_OUT"
