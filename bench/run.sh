@@ -14,7 +14,8 @@
 # -s measures the shared-bucket rows instead, on a one-machine Ceph RGW
 # (tests/lib_ceph.sh): distribution with its S3 driver against a
 # nixmirror replica whose local disk is cold but whose bucket holds the
-# blob, one client, then 8 clients x 4.
+# blob, one client, then 8 clients x 4; then both redirecting blob GETs
+# to the bucket (distribution's redirect, --s3-redirect), 8 clients x 4.
 #
 # Needs what make check needs (./bootstrap) plus wrk and pigz
 # (apt-get install wrk pigz).  NM_BUILD names the build dir holding the
