@@ -30,7 +30,7 @@ while getopts n:o:sh opt; do
 	n) RUNS=$OPTARG ;;
 	o) TABLE_OUT=$OPTARG ;;
 	s) S3_ONLY=1 ;;
-	*) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+	*) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 	esac
 done
 case $RUNS in
