@@ -720,6 +720,8 @@ policy_xff_addr(const char *s, size_t n, struct sockaddr_storage *ss)
 	struct sockaddr_in	*sin = (struct sockaddr_in *)(void *)ss;
 	struct sockaddr_in6	*sin6 = (struct sockaddr_in6 *)(void *)ss;
 	char			 text[INET6_ADDRSTRLEN + 2];
+	const char		*colon;
+	size_t			 i;
 
 	while (n > 0 && (*s == ' ' || *s == '\t')) {
 		s++;
@@ -727,9 +729,22 @@ policy_xff_addr(const char *s, size_t n, struct sockaddr_storage *ss)
 	}
 	while (n > 0 && (s[n - 1] == ' ' || s[n - 1] == '\t'))
 		n--;
-	if (n >= 2 && s[0] == '[' && s[n - 1] == ']') {
+	/* "[v6]" and "[v6]:port"; "v4:port" (a port is no part of it). */
+	if (n >= 2 && s[0] == '[') {
+		for (i = 1; i < n && s[i] != ']'; i++)
+			;
+		/* The token ends at n on a space, a ',' or the end. */
+		if (i == n || (i + 1 < n && (s[i + 1] != ':' || i + 2 == n ||
+		    strspn(s + i + 2, "0123456789") != n - i - 2)))
+			return (-1);
 		s++;
-		n -= 2;
+		n = i - 1;
+	} else if ((colon = memchr(s, ':', n)) != NULL &&
+	    memchr(colon + 1, ':', n - (size_t)(colon - s) - 1) == NULL) {
+		i = n - (size_t)(colon - s) - 1;	/* the port's length */
+		if (i == 0 || strspn(colon + 1, "0123456789") != i)
+			return (-1);
+		n = (size_t)(colon - s);
 	}
 	if (n == 0 || n >= sizeof text)
 		return (-1);

@@ -1350,7 +1350,7 @@ mirror_label(const struct nm_upstream *up)
 #define MB_CONFIRMED	0x1	/* the upstream says the repository has it */
 #define MB_REMOTE	0x2	/* the shared bucket was asked */
 #define MB_BUCKET	0x4	/* it has the link: stream from it */
-#define MB_DIRECT	0x8	/* no redirect: the bucket lacks it */
+#define MB_DIRECT	0x8	/* no redirect: the bucket was asked */
 #define MB_NOBUCKET	0x10	/* the bucket did not answer */
 #define MB_NIX		(MB_CONFIRMED | MB_REMOTE | MB_BUCKET)
 
@@ -1566,8 +1566,9 @@ mirror_blob_remote_cb(struct evhttp_request *req, struct store *st,
 		proxy_remote_unavailable(req, ref, "the mirror is offline");
 		return;
 	}
-	mirror_blob(req, st, arg, repo, ref, rc == 0 ? MB_REMOTE | MB_BUCKET :
-	    rc == -1 ? MB_REMOTE | MB_NOBUCKET : MB_REMOTE);
+	/* The bucket was asked: no redirect lookup follows. */
+	mirror_blob(req, st, arg, repo, ref, MB_DIRECT | (rc == 0 ? MB_REMOTE |
+	    MB_BUCKET : rc == -1 ? MB_REMOTE | MB_NOBUCKET : MB_REMOTE));
 }
 
 /*
@@ -1588,6 +1589,8 @@ mirror_blob_redirect_cb(struct evhttp_request *req, struct store *st,
 		flags |= MB_NIX;
 	else if (rc == S3_ABSENT)
 		flags |= MB_REMOTE;
+	else
+		flags |= MB_REMOTE | MB_NOBUCKET;	/* it was just asked */
 	mirror_blob(req, st, up, repo, ref, flags);
 }
 

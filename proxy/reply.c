@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
@@ -78,9 +79,10 @@ proxy_client(struct evhttp_request *req, struct sockaddr_storage *ss,
 	struct sockaddr_in		*sin = (struct sockaddr_in *)(void *)ss;
 	struct sockaddr_in6		*sin6 = (struct sockaddr_in6 *)(void *)ss;
 	struct sockaddr_storage		 peer;
-	char				*host = NULL;
+	struct evkeyval			*kv;
+	char				*host = NULL, *xff = NULL, *more;
 	ev_uint16_t			 port = 0;
-	int				 fwd = 0;
+	int				 fwd = 0, rc;
 
 	memset(ss, 0, sizeof *ss);
 	if ((conn = evhttp_request_get_connection(req)) != NULL)
@@ -94,9 +96,21 @@ proxy_client(struct evhttp_request *req, struct sockaddr_storage *ss,
 	if (ss->ss_family == 0)
 		return (0);
 	peer = *ss;
-	if (policy_client_forwarded((struct sockaddr *)&peer,
-	    evhttp_find_header(evhttp_request_get_input_headers(req),
-	    "X-Forwarded-For"), ss) == 1) {
+	/* Every X-Forwarded-For line, in order, as one list (RFC 9110). */
+	TAILQ_FOREACH(kv, evhttp_request_get_input_headers(req), next) {
+		if (strcasecmp(kv->key, "X-Forwarded-For") != 0)
+			continue;
+		if (xff == NULL)
+			xff = xstrdup(kv->value);
+		else {
+			xasprintf(&more, "%s, %s", xff, kv->value);
+			free(xff);
+			xff = more;
+		}
+	}
+	rc = policy_client_forwarded((struct sockaddr *)&peer, xff, ss);
+	free(xff);
+	if (rc == 1) {
 		fwd = 1;
 		if (ss->ss_family == 0)
 			snprintf(text, tlen, "?");

@@ -781,12 +781,15 @@ proxy_route(struct evhttp_request *req, void *arg)
 	char			 text[INET6_ADDRSTRLEN + 2];
 	int			 kind;
 
-	/* Through a balancer: the client it names meets clients.allow. */
+	/*
+	 * Through a balancer: the client it names meets clients.allow, and
+	 * one it cannot name is refused.
+	 */
 	if (proxy_client(req, &client, text, sizeof text) == 1 &&
-	    !policy_client_allowed(client.ss_family != 0 ?
-	    (struct sockaddr *)&client : NULL, &why)) {
+	    (client.ss_family == 0 || !policy_client_allowed(
+	    (struct sockaddr *)&client, &why))) {
 		proxy_error(req, 403, "DENIED", "%s", why != NULL ? why :
-		    "the forwarded client is denied by the policy");
+		    "the balancer's X-Forwarded-For names no client address");
 		free(why);
 		return;
 	}

@@ -327,6 +327,13 @@ check_eq "an address a client put before its own is not believed" 200 \
 st=$(http_status "$NM_URL/v2/" -H 'X-Forwarded-For: 10.9.9.9, 127.0.0.1')
 nm_check_error "a chain of balancers is walked back" 403 "$st" DENIED
 check_eq "the balancer's own request (no header)" 200 "$(http_status "$NM_URL/v2/")"
+st=$(http_status "$NM_URL/v2/" -H 'X-Forwarded-For: unknown')
+nm_check_error "a balancer's header that names no address" 403 "$st" DENIED
+st=$(http_status "$NM_URL/v2/" -H 'X-Forwarded-For: 10.9.9.9' -H 'X-Forwarded-For: 10.1.1.1')
+check_eq "two header lines are one list (the last one counts)" 200 "$st"
+st=$(http_status "$NM_URL/v2/" -H 'X-Forwarded-For: 10.1.1.1' -H 'X-Forwarded-For: 10.9.9.9')
+nm_check_error "a client's own line before the balancer's is not believed" \
+    403 "$st" DENIED
 st=$(http_status "$NM_URL/metrics" -H 'X-Forwarded-For: 192.0.2.7')
 nm_check_error "a remote client through the balancer gets no /metrics" 403 "$st" DENIED
 check_eq "the balancer is not held to max_connections_per_client" "4 0" "$(conns 4)"

@@ -402,8 +402,13 @@ check_eq "D never stored the layer's bytes" no \
     "$([ -e "$D_DATA/blobs/sha256/$(echo "$L" | cut -c1-2)/$L" ] && echo yes || echo no)"
 ctd_stop kill
 before=$(grep -c '" 307 0: to the shared bucket' "$D_LOG" || true)
-pull_ok "D: skopeo pulls bigimg through the redirect" "${D_URL#http://}" \
-    library/bigimg:latest "$NM_WORK/oci.d"
+# (busyimg: both its blobs are known to be in the bucket, as above.)
+pull_ok "D: skopeo pulls busyimg through the redirect" "${D_URL#http://}" \
+    library/busyimg:latest "$NM_WORK/oci.d"
 check_eq "skopeo was sent to the bucket for its config and layer" 2 \
     "$(($(grep -c '" 307 0: to the shared bucket' "$D_LOG" || true) - before))"
+# radosgw down: D serves as a mirror without a bucket would.
+ceph_rgw_stop
+blob_ok "D: with radosgw down, a blob it lacks comes from the upstream" \
+    "$D_URL" library/third "$THIRD_LAYER"
 nm_stop
