@@ -17,9 +17,9 @@
 # blob, one client, then 8 clients x 4; then both redirecting blob GETs
 # to the bucket (distribution's redirect, --s3-redirect), 8 clients x 4.
 #
-# Needs what make check needs (./bootstrap) plus wrk and pigz
-# (apt-get install wrk pigz).  NM_BUILD names the build dir holding the
-# nixmirror binary (default: the source dir).
+# Needs what ./bootstrap installs (wrk and pigz among it).  NM_BUILD
+# names the build dir holding the nixmirror binary (default: the source
+# dir).
 set -eu
 
 RUNS=3
@@ -42,7 +42,7 @@ NM_TOP=$(cd "$(dirname "$0")/.." && pwd)
 export NM_TOP NM_BUILD
 for c in wrk pigz; do
 	command -v "$c" >/dev/null 2>&1 ||
-	    { echo "bench: $c is missing: apt-get install wrk pigz" >&2; exit 2; }
+	    { echo "bench: $c is missing: run ./bootstrap" >&2; exit 2; }
 done
 [ -x "$NM_BUILD/nixmirror" ] ||
     { echo "bench: no $NM_BUILD/nixmirror: run ./bootstrap first" >&2; exit 2; }
