@@ -11,6 +11,8 @@
 #include <sys/queue.h>
 #include <sys/time.h>
 
+#include <pthread.h>
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -68,8 +70,23 @@ static struct store		*build_store;
 static json_t			*build_pop;
 static time_t			 build_boot;
 static int			 build_running;
-static int			 build_stopping;
+static volatile int		 build_stopping;
+static nix_owner_fn		 build_owner;
 static TAILQ_HEAD(, nix_build)	 build_list = TAILQ_HEAD_INITIALIZER(build_list);
+
+/*
+ * Image keys a build job works on.  Two tags at one commit (or a tag and
+ * a replica's request by commit) are two builds in the queue but one
+ * image: the second job waits for the first, then finds its image.
+ */
+struct build_claim {
+	char			*bc_key;
+	TAILQ_ENTRY(build_claim) bc_entry;
+};
+static TAILQ_HEAD(, build_claim) build_claims =
+    TAILQ_HEAD_INITIALIZER(build_claims);
+static pthread_mutex_t		 build_claim_mtx = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t		 build_claim_cond = PTHREAD_COND_INITIALIZER;
 
 static void	 build_done_cb(evutil_socket_t, short, void *);
 static void	 build_found_cb(evutil_socket_t, short, void *);
@@ -156,6 +173,63 @@ build_remote_image(const char *key)
 	return (rc == 0 ? 0 : -1);
 }
 
+/* Sets who asks the owner replica of an image key; see nix.h. */
+void
+nix_build_set_owner(nix_owner_fn fn)
+{
+	build_owner = fn;
+}
+
+/*
+ * An image whose key another replica owns: that replica builds it (once
+ * for every replica asking at once, as for its own clients), and this
+ * one takes it from the bucket once it is there.  0 when it is, -1 when
+ * this replica builds it itself: it owns the key, a replica asked, the
+ * owner failed, or its image did not reach the bucket in time.
+ */
+static int
+build_owner_image(struct nix_build *nb, const char *key, const char *commit)
+{
+	struct timespec	 ts = { 0, 250 * 1000 * 1000 };
+	time_t		 until;
+	char		*name, *path, *cause = NULL;
+	int		 rc;
+
+	if (build_owner == NULL || nb->nb_req.nr_peer ||
+	    !store_remote_on(build_store) || !build_source_pinned())
+		return (-1);
+	/* By its commit: the owner builds the same key even if a tag moved. */
+	name = nix_request_name(&nb->nb_req);
+	xasprintf(&path, "/v2/%s/%s/manifests/%s", nm_conf->cf_nix_prefix,
+	    name, commit[0] != '\0' ? commit : "latest");
+	free(name);
+	status_build_running(nb->nb_sid, "built by the replica that owns it");
+	/* A build is a few steps of up to nb_timeout each there. */
+	rc = build_owner(key, path, 4 * nb->nb_timeout, &build_stopping,
+	    &cause);
+	free(path);
+	if (rc == 1)
+		return (-1);
+	if (rc == -1) {
+		log_warnx("image %s: its owner replica: %s; building it here",
+		    key, cause);
+		free(cause);
+		return (-1);
+	}
+	/* Its objects go up after its layers: wait for the image's. */
+	until = time(NULL) + nb->nb_timeout;
+	while (build_remote_image(key) == -1) {
+		if (build_stopping || time(NULL) >= until) {
+			log_warnx("image %s: built by its owner replica, but "
+			    "not in the shared bucket after %d s; building it "
+			    "here", key, nb->nb_timeout);
+			return (-1);
+		}
+		nanosleep(&ts, NULL);
+	}
+	return (0);
+}
+
 /*
  * Looks an image up in the store.  Unpinned sources (a path, a channel
  * name) may change under us, so their images count only when built by
@@ -211,6 +285,7 @@ build_request_copy(struct nix_request *dst, const struct nix_request *src)
 		dst->nr_pkgs[i] = xstrdup(src->nr_pkgs[i]);
 	dst->nr_shell = src->nr_shell;
 	dst->nr_system = src->nr_system;
+	dst->nr_peer = src->nr_peer;
 }
 
 /*
@@ -848,6 +923,46 @@ build_status_start(struct nix_build *nb)
 	free(pkgs);
 }
 
+/* Takes an image key for a job, once no other job holds it. */
+static void
+build_claim(const char *key)
+{
+	struct build_claim	*bc;
+
+	pthread_mutex_lock(&build_claim_mtx);
+	for (;;) {
+		TAILQ_FOREACH(bc, &build_claims, bc_entry)
+			if (strcmp(bc->bc_key, key) == 0)
+				break;
+		if (bc == NULL)
+			break;
+		pthread_cond_wait(&build_claim_cond, &build_claim_mtx);
+	}
+	bc = xcalloc(1, sizeof *bc);
+	bc->bc_key = xstrdup(key);
+	TAILQ_INSERT_TAIL(&build_claims, bc, bc_entry);
+	pthread_mutex_unlock(&build_claim_mtx);
+}
+
+/* Gives an image key back, waking the jobs that wait for it. */
+static void
+build_unclaim(const char *key)
+{
+	struct build_claim	*bc;
+
+	pthread_mutex_lock(&build_claim_mtx);
+	TAILQ_FOREACH(bc, &build_claims, bc_entry)
+		if (strcmp(bc->bc_key, key) == 0)
+			break;
+	if (bc != NULL) {
+		TAILQ_REMOVE(&build_claims, bc, bc_entry);
+		free(bc->bc_key);
+		free(bc);
+	}
+	pthread_cond_broadcast(&build_claim_cond);
+	pthread_mutex_unlock(&build_claim_mtx);
+}
+
 /* The pool job: resolves, looks up or builds; the loop hears after. */
 static void
 build_job(void *arg)
@@ -869,18 +984,23 @@ build_job(void *arg)
 		goto done;
 	}
 	key = build_image_key(&nb->nb_req, commit);
-	if (build_lookup(key, res) == 0 || (build_remote_image(key) == 0 &&
+	build_claim(key);
+	if (build_lookup(key, res) == 0 || ((build_remote_image(key) == 0 ||
+	    build_owner_image(nb, key, commit) == 0) &&
 	    build_lookup(key, res) == 0)) {
 		/*
 		 * Built meanwhile, at this commit before, or by another
-		 * replica: no build.
+		 * replica (before, or now by the one that owns the key): no
+		 * build here.
 		 */
 		status_build_forget(nb->nb_sid);
+		build_unclaim(key);
 		goto done;
 	}
 	metrics_build_running(1);
 	res->br_status = build_image(nb, key, commit, &res->br_cause, &nl, &nf,
 	    &bytes);
+	build_unclaim(key);
 	gettimeofday(&t1, NULL);
 	metrics_build_running(-1);
 	status_build_end(nb->nb_sid, res->br_status == NIX_OK,

@@ -24,6 +24,7 @@ struct nix_request {
 	size_t		  nr_npkgs;
 	int		  nr_shell;	/* "shell" was asked for */
 	const char	 *nr_system;	/* NM_SYSTEM_X86 or NM_SYSTEM_ARM64 */
+	int		  nr_peer;	/* asked by another replica */
 };
 
 /* One store path of a runtime closure. */
@@ -255,5 +256,14 @@ struct nix_waiter *nix_build_get(const struct nix_request *, const char *tag,
 void	nix_build_cancel(struct nix_waiter *);
 /* Stops the queue: kills running Nix children and waits for the workers. */
 void	nix_build_shutdown(void);
+/*
+ * Replicas sharing a bucket: fn asks the replica that owns an image key
+ * to build it, by GET of path there (a pool job waits, up to timeout
+ * seconds, or until *stop); 0 when it answered with the manifest, 1 when
+ * this replica owns the key, -1 with a cause when the owner failed.
+ */
+typedef int (*nix_owner_fn)(const char *key, const char *path, int timeout,
+	    const volatile int *stop, char **cause);
+void	nix_build_set_owner(nix_owner_fn);
 
 #endif /* NIX_H */

@@ -11,6 +11,10 @@
  * down to this one, which then asks the upstream itself.  Adding or
  * removing a replica moves only the digests it owns.
  *
+ * A Nix image key has an owner the same way: a replica asked for an image
+ * no replica built yet asks the owner for it, so that one replica builds
+ * it, and takes it from the shared bucket once the owner put it there.
+ *
  * A replica asks a peer over plain HTTP with PROXY_PEER_HEADER set, and
  * a request carrying it is never passed on to another peer.
  */
@@ -19,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <curl/curl.h>
 #include <event2/http.h>
 
 #include "nixmirror.h"
@@ -151,6 +156,83 @@ proxy_peer_source(const char *digest, int nth)
 	if (order[nth] == peer_self)
 		return (NULL);
 	return (&peer_list[order[nth]]);
+}
+
+/* Ends a wait for the owner when the build queue stops. */
+static int
+peer_build_progress(void *arg, curl_off_t dltotal, curl_off_t dlnow,
+    curl_off_t ultotal, curl_off_t ulnow)
+{
+	const volatile int	*stop = arg;
+
+	(void)dltotal;
+	(void)dlnow;
+	(void)ultotal;
+	(void)ulnow;
+	return (*stop != 0);
+}
+
+/* The owner's answer is only looked at for its status. */
+static size_t
+peer_build_discard(char *p, size_t size, size_t n, void *arg)
+{
+	(void)p;
+	(void)arg;
+	return (size * n);
+}
+
+/*
+ * Asks the owner of a Nix image key for its manifest, which has it built
+ * there; a pool job waits here.  See nix.h (nix_owner_fn).
+ */
+int
+proxy_peer_build(const char *key, const char *path, int timeout,
+    const volatile int *stop, char **cause)
+{
+	const struct nm_upstream	*o;
+	struct curl_slist		*h = NULL;
+	CURL				*c;
+	CURLcode			 cc;
+	char				*url;
+	long				 code = 0;
+
+	*cause = NULL;
+	if ((o = proxy_peer_source(key, 0)) == NULL)
+		return (1);
+	if ((c = curl_easy_init()) == NULL) {
+		xasprintf(cause, "cannot start a request to %s", o->up_url);
+		return (-1);
+	}
+	xasprintf(&url, "%s%s", o->up_url, path);
+	h = curl_slist_append(h, PROXY_PEER_HEADER ": 1");
+	h = curl_slist_append(h, "Accept: "
+	    "application/vnd.oci.image.manifest.v1+json, "
+	    "application/vnd.docker.distribution.manifest.v2+json");
+	curl_easy_setopt(c, CURLOPT_URL, url);
+	curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
+	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, 5L);
+	curl_easy_setopt(c, CURLOPT_TIMEOUT, (long)timeout);
+	/* Nothing comes while it builds: a vanished owner is seen so. */
+	curl_easy_setopt(c, CURLOPT_TCP_KEEPALIVE, 1L);
+	curl_easy_setopt(c, CURLOPT_TCP_KEEPIDLE, 10L);
+	curl_easy_setopt(c, CURLOPT_TCP_KEEPINTVL, 5L);
+	curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
+	curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, peer_build_progress);
+	curl_easy_setopt(c, CURLOPT_XFERINFODATA, (void *)(uintptr_t)stop);
+	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, peer_build_discard);
+	log_info("image %s: asking its owner replica %s", key, o->up_url);
+	cc = curl_easy_perform(c);
+	if (cc == CURLE_OK)
+		curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &code);
+	if (cc != CURLE_OK)
+		xasprintf(cause, "%s: %s", o->up_url, curl_easy_strerror(cc));
+	else if (code != 200)
+		xasprintf(cause, "%s answered %ld", o->up_url, code);
+	curl_slist_free_all(h);
+	curl_easy_cleanup(c);
+	free(url);
+	return (*cause != NULL ? -1 : 0);
 }
 
 /* Whether a request came from another replica. */

@@ -163,6 +163,9 @@ int	proxy_peers_init(char **cause);
 const struct nm_upstream *proxy_peer_source(const char *digest, int nth);
 /* Whether a request came from another replica. */
 int	proxy_peer_request(struct evhttp_request *);
+/* Asks the owner replica of a Nix image key to build it (nix_owner_fn). */
+int	proxy_peer_build(const char *key, const char *path, int timeout,
+	    const volatile int *stop, char **cause);
 
 /* proxy/listing.c: tags/list and referrers. */
 struct listing_query {

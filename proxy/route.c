@@ -318,6 +318,8 @@ route_nix_manifest(struct evhttp_request *req, struct store *st,
 		nix_request_clear(&nr);
 		return;
 	}
+	/* Another replica asks: it is built here, never passed on. */
+	nr.nr_peer = proxy_peer_request(req);
 	if (nm_conf->cf_offline) {
 		nix_request_clear(&nr);
 		route_nix_offline(req, st, rest, tag);

@@ -1,5 +1,6 @@
 # tests/e2e_repo.sh: a git repository as the package set: tags, branches and
-# commits as image tags, moving branches, one build per commit.
+# commits as image tags, moving branches, one build per commit (also for
+# tags of one commit asked at once).
 
 . "${NM_TOP:-$(dirname "$0")/..}/tests/lib.sh"
 
@@ -91,5 +92,23 @@ check_eq "the old dev commit still gives the old image" "$ddev" "$dold"
 dv1b=$(nm_manifest nix/hello v1 "$NM_WORK/m")
 check_eq "v1 unchanged" "$dv1" "$dv1b"
 check_eq "the new commit built once" $((b1 + 1)) "$(nm_builds)"
+
+# Three tags of one commit asked at once: one image, one build.
+b2=$(nm_builds)
+pids=""
+for t in v1 latest "$C1"; do
+	curl -s -o "$NM_WORK/fig.$t" -w '%{http_code}' -H "$ACCEPT_DOCKER" \
+	    "$NM_URL/v2/nix/figlet/manifests/$t" >"$NM_WORK/fig.$t.st" &
+	pids="$pids $!"
+done
+# shellcheck disable=SC2086
+wait $pids
+for t in v1 latest "$C1"; do
+	check_eq "figlet at $t, asked at once" 200 "$(cat "$NM_WORK/fig.$t.st")"
+	check_eq "figlet at $t is the same image" \
+	    "$(nm_sha256 "$NM_WORK/fig.v1")" "$(nm_sha256 "$NM_WORK/fig.$t")"
+done
+check_eq "three tags of one commit at once built once" $((b2 + 1)) \
+    "$(nm_builds)"
 
 nm_stop

@@ -1,8 +1,9 @@
 # tests/e2e_s3.sh: two replicas A and B sharing one bucket of a real Ceph
 # RGW (tests/lib_ceph.sh), with --peers, in front of the token-auth
 # upstream: what A fetched or built B serves with the upstream stopped and
-# without Nix; 12 cold clients over both make 1 upstream GET; a kill -9
-# mid-upload leaves no object; with radosgw stopped, what is local is
+# without Nix; a Nix image asked of both at once is built once; 12 cold
+# clients over both make 1 upstream GET; a kill -9 mid-upload leaves no
+# object; with radosgw stopped, what is local is
 # served and the rest is a 503; with --s3-redirect, containerd pulls the
 # blobs from radosgw itself.
 
@@ -139,21 +140,59 @@ check_contains "B: streamed the layer from the bucket" \
     "$(cat "$B_LOG")"
 up_registry_start
 
-# --- A Nix image built on A is served by B without Nix. ----------------
+# --- A Nix image built by one replica is served by the other without Nix.
+# A is asked; the image key's owner (A, or B when A asks it) builds it.
 dgA=$(NM_URL=$A_URL nm_manifest nix/shell/hello latest "$NM_WORK/mA" "$ACCEPT_OCI")
-check_eq "A built one image" 1 "$(grep -cE "$NM_BUILD_RE" "$A_LOG" || true)"
-s3_flushed "$A_URL"
-dgB=$(NM_URL=$B_URL nm_manifest nix/shell/hello latest "$NM_WORK/mB" "$ACCEPT_OCI")
-check_eq "B: the Nix image is A's" "$dgA" "$dgB"
+nA=$(grep -cE "$NM_BUILD_RE" "$A_LOG" || true)
+nB=$(grep -cE "$NM_BUILD_RE" "$B_LOG" || true)
+check_eq "one of A and B built the image, once" 1 "$((nA + nB))"
+if [ "$nA" = 1 ]; then
+	X_URL=$A_URL Y=B Y_URL=$B_URL Y_LOG=$B_LOG
+else
+	X_URL=$B_URL Y=A Y_URL=$A_URL Y_LOG=$A_LOG
+fi
+s3_flushed "$X_URL"
+dgY=$(NM_URL=$Y_URL nm_manifest nix/shell/hello latest "$NM_WORK/mB" "$ACCEPT_OCI")
+check_eq "$Y: the Nix image is the builder's" "$dgA" "$dgY"
 for l in $(jq -r '.config.digest, .layers[].digest' "$NM_WORK/mB"); do
-	blob_ok "B: nix/shell/hello blob ${l#sha256:}" "$B_URL" nix/shell/hello "$l"
+	blob_ok "$Y: nix/shell/hello blob ${l#sha256:}" "$Y_URL" nix/shell/hello "$l"
 done
-check_contains "B streamed the Nix layers from the bucket" \
-    "of @nix/shell/hello from the shared bucket" "$(cat "$B_LOG")"
-check_eq "B ran no build" 0 "$(grep -cE "$NM_BUILD_RE" "$B_LOG" || true)"
-check_eq "B ran no Nix" 0 "$(grep -c 'building \|nix-' "$B_LOG" || true)"
-check_contains "B says another replica built it" \
-    "built by another replica" "$(cat "$B_LOG")"
+check_contains "$Y streamed the Nix layers from the bucket" \
+    "of @nix/shell/hello from the shared bucket" "$(cat "$Y_LOG")"
+check_eq "$Y ran no build" 0 "$(grep -cE "$NM_BUILD_RE" "$Y_LOG" || true)"
+check_eq "$Y ran no Nix" 0 "$(grep -c 'building \|nix-' "$Y_LOG" || true)"
+check_contains "$Y says another replica built it" \
+    "built by another replica" "$(cat "$Y_LOG")"
+
+# --- A new image asked of A and B at once is built once. ----------------
+a0=$(wc -l <"$A_LOG")
+b0=$(wc -l <"$B_LOG")
+for r in A B; do
+	eval "_u=\$${r}_URL"
+	curl -s -o "$NM_WORK/fc.$r" -w '%{http_code}' -H "$ACCEPT_OCI" \
+	    -D "$NM_WORK/fc.$r.h" \
+	    "$_u/v2/nix/figlet/cowsay/manifests/latest" >"$NM_WORK/fc.$r.st" &
+	eval "${r}_CURL=\$!"
+done
+# shellcheck disable=SC2154
+wait "$A_CURL" "$B_CURL"
+for r in A B; do
+	check_eq "$r: figlet/cowsay manifest" 200 "$(cat "$NM_WORK/fc.$r.st")"
+done
+check_eq "A and B answered the same manifest" \
+    "$(nm_sha256 "$NM_WORK/fc.A")" "$(nm_sha256 "$NM_WORK/fc.B")"
+nA=$(tail -n +"$((a0 + 1))" "$A_LOG" | grep -cE "$NM_BUILD_RE" || true)
+nB=$(tail -n +"$((b0 + 1))" "$B_LOG" | grep -cE "$NM_BUILD_RE" || true)
+check_eq "asked of both at once, one replica built it" 1 "$((nA + nB))"
+check_contains "the other asked the key's owner" "asking its owner replica" \
+    "$(tail -n +"$((a0 + 1))" "$A_LOG"; tail -n +"$((b0 + 1))" "$B_LOG")"
+for l in $(jq -r '.config.digest, .layers[].digest' "$NM_WORK/fc.A"); do
+	for r in A B; do
+		eval "_u=\$${r}_URL"
+		blob_ok "$r: nix/figlet/cowsay blob ${l#sha256:}" "$_u" \
+		    nix/figlet/cowsay "$l"
+	done
+done
 
 # --- A tag A resolved within the TTL is not asked upstream by B. --------
 check_eq "A: multi by tag" 200 \
