@@ -181,7 +181,8 @@ main_start(int exclusive)
 	if (proxy_peers_init(&cause) == -1)
 		fatalx("%s", cause);
 	nix_build_init(main_base, main_store, main_pop);
-	nix_build_set_owner(proxy_peer_build);
+	if (nm_conf->cf_peers != NULL)
+		nix_build_set_owner(&proxy_peer_owner);
 	if (proxy_upstream_init(main_base, &cause) == -1)
 		fatalx("%s", cause);
 	if (proxy_server_start(main_base, main_store, nm_conf->cf_listen,

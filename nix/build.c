@@ -58,6 +58,7 @@ struct nix_build {
 	struct nix_request	 nb_req;
 	enum build_state	 nb_state;
 	int			 nb_timeout;	/* seconds per Nix step */
+	int			 nb_slot;	/* counts in build_running */
 	struct nix_build_result	 nb_result;
 	int			 nb_sid;	/* its status page entry */
 	struct event		*nb_done;	/* a result without a job */
@@ -70,23 +71,35 @@ static struct store		*build_store;
 static json_t			*build_pop;
 static time_t			 build_boot;
 static int			 build_running;
-static volatile int		 build_stopping;
-static nix_owner_fn		 build_owner;
+static int			 build_running_peer;	/* for other replicas */
+static int			 build_stopping;	/* read by jobs too */
+static const struct nix_owner	*build_owner;
 static TAILQ_HEAD(, nix_build)	 build_list = TAILQ_HEAD_INITIALIZER(build_list);
 
 /*
  * Image keys a build job works on.  Two tags at one commit (or a tag and
  * a replica's request by commit) are two builds in the queue but one
- * image: the second job waits for the first, then finds its image.
+ * image: the second job waits for the first and takes its outcome.
  */
 struct build_claim {
 	char			*bc_key;
+	int			 bc_refs;	/* the holder and its waiters */
+	int			 bc_done;
+	int			 bc_status;	/* the holder's NIX_OK or NIX_E* */
+	char			*bc_cause;
 	TAILQ_ENTRY(build_claim) bc_entry;
 };
 static TAILQ_HEAD(, build_claim) build_claims =
     TAILQ_HEAD_INITIALIZER(build_claims);
 static pthread_mutex_t		 build_claim_mtx = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t		 build_claim_cond = PTHREAD_COND_INITIALIZER;
+
+/* Whether the queue stops; jobs ask it from their threads. */
+static int
+build_stopped(void)
+{
+	return (__atomic_load_n(&build_stopping, __ATOMIC_RELAXED));
+}
 
 static void	 build_done_cb(evutil_socket_t, short, void *);
 static void	 build_found_cb(evutil_socket_t, short, void *);
@@ -153,8 +166,8 @@ build_image_key(const struct nix_request *req, const char *commit)
 
 /*
  * An image another replica built, from the shared bucket: only for a
- * pinned source, whose key names the same packages everywhere.  0, or
- * -1 when not there.
+ * pinned source, whose key names the same packages everywhere.  0; 1
+ * when not there (or no bucket is shared); -1 when the bucket failed.
  */
 static int
 build_remote_image(const char *key)
@@ -163,70 +176,98 @@ build_remote_image(const char *key)
 	int	 rc;
 
 	if (!store_remote_on(build_store) || !build_source_pinned())
-		return (-1);
+		return (1);
 	if ((rc = store_remote_image(build_store, key, &cause)) == -1) {
 		log_warnx("image %s: the shared bucket: %s", key, cause);
 		free(cause);
+		return (-1);
 	}
 	if (rc == 0)
 		log_info("image %s: built by another replica", key);
-	return (rc == 0 ? 0 : -1);
+	return (rc == 0 ? 0 : 1);
 }
 
 /* Sets who asks the owner replica of an image key; see nix.h. */
 void
-nix_build_set_owner(nix_owner_fn fn)
+nix_build_set_owner(const struct nix_owner *no)
 {
-	build_owner = fn;
+	build_owner = no;
 }
 
 /*
  * An image whose key another replica owns: that replica builds it (once
  * for every replica asking at once, as for its own clients), and this
- * one takes it from the bucket once it is there.  0 when it is, -1 when
- * this replica builds it itself: it owns the key, a replica asked, the
- * owner failed, or its image did not reach the bucket in time.
+ * one takes it from the bucket once it is there.  0 when it is; 1 when
+ * the owner's answer is the build's (an unknown package: res is set);
+ * -1 when this replica builds it itself: it owns the key, a replica
+ * asked, the owner failed, or its image did not reach the bucket.
  */
 static int
-build_owner_image(struct nix_build *nb, const char *key, const char *commit)
+build_owner_image(struct nix_build *nb, const char *key, const char *commit,
+    struct nix_build_result *res)
 {
-	struct timespec	 ts = { 0, 250 * 1000 * 1000 };
-	time_t		 until;
-	char		*name, *path, *cause = NULL;
+	struct timespec	 now, until, ts;
+	long		 wait_ms = 250;
+	char		*name, *what, *path, *cause = NULL;
 	int		 rc;
 
 	if (build_owner == NULL || nb->nb_req.nr_peer ||
-	    !store_remote_on(build_store) || !build_source_pinned())
+	    !store_remote_on(build_store) || !build_source_pinned() ||
+	    !build_owner->no_other(key))
 		return (-1);
-	/* By its commit: the owner builds the same key even if a tag moved. */
+	/*
+	 * By its commit: the owner builds the same key even if a tag moved.
+	 * (A pinned --channel has no commit here, and no tags.)
+	 */
 	name = nix_request_name(&nb->nb_req);
 	xasprintf(&path, "/v2/%s/%s/manifests/%s", nm_conf->cf_nix_prefix,
 	    name, commit[0] != '\0' ? commit : "latest");
+	xasprintf(&what, "%s/%s%s%s", nm_conf->cf_nix_prefix, name,
+	    commit[0] != '\0' ? " at " : "", commit);
 	free(name);
-	status_build_running(nb->nb_sid, "built by the replica that owns it");
+	status_build_phase(nb->nb_sid, "built by the replica that owns it");
 	/* A build is a few steps of up to nb_timeout each there. */
-	rc = build_owner(key, path, 4 * nb->nb_timeout, &build_stopping,
-	    &cause);
+	rc = build_owner->no_ask(what, key, path, 4 * nb->nb_timeout,
+	    &build_stopping, &cause);
 	free(path);
-	if (rc == 1)
-		return (-1);
-	if (rc == -1) {
-		log_warnx("image %s: its owner replica: %s; building it here",
-		    key, cause);
+	if (rc == 2) {
+		/* Its answer stands: this replica would find the same. */
+		res->br_status = NIX_ENOTFOUND;
+		res->br_cause = cause;
+		free(what);
+		return (1);
+	}
+	if (rc != 0) {
+		if (rc == -1 && !build_stopped())
+			log_warnx("image %s: its owner replica: %s; building "
+			    "it here", what, cause);
 		free(cause);
+		free(what);
 		return (-1);
 	}
 	/* Its objects go up after its layers: wait for the image's. */
-	until = time(NULL) + nb->nb_timeout;
-	while (build_remote_image(key) == -1) {
-		if (build_stopping || time(NULL) >= until) {
-			log_warnx("image %s: built by its owner replica, but "
-			    "not in the shared bucket after %d s; building it "
-			    "here", key, nb->nb_timeout);
+	clock_gettime(CLOCK_MONOTONIC, &until);
+	until.tv_sec += nb->nb_timeout;
+	while ((rc = build_remote_image(key)) != 0) {
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		if (rc == -1 || build_stopped() || now.tv_sec > until.tv_sec ||
+		    (now.tv_sec == until.tv_sec &&
+		    now.tv_nsec >= until.tv_nsec)) {
+			if (rc != -1 && !build_stopped())
+				log_warnx("image %s: built by its owner "
+				    "replica, but not in the shared bucket "
+				    "after %d s; building it here", what,
+				    nb->nb_timeout);
+			free(what);
 			return (-1);
 		}
+		ts.tv_sec = wait_ms / 1000;
+		ts.tv_nsec = (wait_ms % 1000) * 1000000;
 		nanosleep(&ts, NULL);
+		if (wait_ms < 2000)
+			wait_ms *= 2;
 	}
+	free(what);
 	return (0);
 }
 
@@ -414,8 +455,12 @@ nix_build_get(const struct nix_request *req, const char *tag,
 			build_refuse(nb);
 		else
 			build_start_queued();
-	} else
+	} else {
+		/* A replica's request is never passed on. */
+		if (req->nr_peer && nb->nb_state == BUILD_QUEUED)
+			nb->nb_req.nr_peer = 1;
 		free(key);
+	}
 
 	nw = xcalloc(1, sizeof *nw);
 	nw->nw_build = nb;
@@ -451,14 +496,25 @@ build_start_queued(void)
 
 	policy_limits_get(&pl);
 	TAILQ_FOREACH(nb, &build_list, nb_entry) {
-		if (build_stopping ||
-		    build_running >= pl.pl_max_concurrent_builds)
+		if (build_stopping)
 			return;
 		if (nb->nb_state != BUILD_QUEUED)
 			continue;
+		/*
+		 * Another replica's request has slots of its own, as many:
+		 * its asking job holds one of that replica's, so replicas
+		 * asking each other never wait for each other's slots.
+		 */
+		if ((nb->nb_req.nr_peer ? build_running_peer : build_running) >=
+		    pl.pl_max_concurrent_builds)
+			continue;
 		nb->nb_state = BUILD_RUNNING;
 		nb->nb_timeout = pl.pl_build_timeout;
-		build_running++;
+		nb->nb_slot = nb->nb_req.nr_peer ? 2 : 1;
+		if (nb->nb_req.nr_peer)
+			build_running_peer++;
+		else
+			build_running++;
 		if (work_submit_long(build_job, build_job_done, nb) == -1) {
 			/* An error for this build's clients, not a fatal. */
 			nb->nb_result.br_status = NIX_EFAIL;
@@ -486,8 +542,10 @@ build_done_cb(evutil_socket_t fd, short events, void *arg)
 	(void)fd;
 	(void)events;
 	/* A build refused at shutdown never ran. */
-	if (nb->nb_state != BUILD_QUEUED)
+	if (nb->nb_slot == 1)
 		build_running--;
+	else if (nb->nb_slot == 2)
+		build_running_peer--;
 	/* One that ended before it built (refused, no worker) leaves too. */
 	status_build_end(nb->nb_sid, nb->nb_result.br_status == NIX_OK,
 	    nb->nb_result.br_cause);
@@ -923,39 +981,66 @@ build_status_start(struct nix_build *nb)
 	free(pkgs);
 }
 
-/* Takes an image key for a job, once no other job holds it. */
-static void
-build_claim(const char *key)
+/*
+ * Takes an image key for a job: 1 when it holds it now (*bcp, for
+ * build_unclaim); 0 when another job held it and ended, with that job's
+ * outcome in *status and *cause (NIX_OK: the image is in the store), or
+ * the queue stopped meanwhile.
+ */
+static int
+build_claim(const char *key, struct build_claim **bcp, int *status,
+    char **cause)
 {
 	struct build_claim	*bc;
 
-	pthread_mutex_lock(&build_claim_mtx);
-	for (;;) {
-		TAILQ_FOREACH(bc, &build_claims, bc_entry)
-			if (strcmp(bc->bc_key, key) == 0)
-				break;
-		if (bc == NULL)
-			break;
-		pthread_cond_wait(&build_claim_cond, &build_claim_mtx);
-	}
-	bc = xcalloc(1, sizeof *bc);
-	bc->bc_key = xstrdup(key);
-	TAILQ_INSERT_TAIL(&build_claims, bc, bc_entry);
-	pthread_mutex_unlock(&build_claim_mtx);
-}
-
-/* Gives an image key back, waking the jobs that wait for it. */
-static void
-build_unclaim(const char *key)
-{
-	struct build_claim	*bc;
-
+	*cause = NULL;
 	pthread_mutex_lock(&build_claim_mtx);
 	TAILQ_FOREACH(bc, &build_claims, bc_entry)
 		if (strcmp(bc->bc_key, key) == 0)
 			break;
-	if (bc != NULL) {
-		TAILQ_REMOVE(&build_claims, bc, bc_entry);
+	if (bc == NULL) {
+		bc = xcalloc(1, sizeof *bc);
+		bc->bc_key = xstrdup(key);
+		bc->bc_refs = 1;
+		TAILQ_INSERT_TAIL(&build_claims, bc, bc_entry);
+		pthread_mutex_unlock(&build_claim_mtx);
+		*bcp = bc;
+		return (1);
+	}
+	bc->bc_refs++;
+	while (!bc->bc_done && !build_stopped())
+		pthread_cond_wait(&build_claim_cond, &build_claim_mtx);
+	if (!bc->bc_done) {
+		*status = NIX_EFAIL;
+		*cause = xstrdup("the server is shutting down");
+	} else {
+		*status = bc->bc_status;
+		if (bc->bc_cause != NULL)
+			*cause = xstrdup(bc->bc_cause);
+	}
+	if (--bc->bc_refs == 0) {
+		if (!bc->bc_done)
+			TAILQ_REMOVE(&build_claims, bc, bc_entry);
+		free(bc->bc_cause);
+		free(bc->bc_key);
+		free(bc);
+	}
+	pthread_mutex_unlock(&build_claim_mtx);
+	return (0);
+}
+
+/* Gives an image key back with the outcome, waking its waiters. */
+static void
+build_unclaim(struct build_claim *bc, const struct nix_build_result *res)
+{
+	pthread_mutex_lock(&build_claim_mtx);
+	TAILQ_REMOVE(&build_claims, bc, bc_entry);
+	bc->bc_done = 1;
+	bc->bc_status = res->br_status;
+	if (res->br_cause != NULL)
+		bc->bc_cause = xstrdup(res->br_cause);
+	if (--bc->bc_refs == 0) {
+		free(bc->bc_cause);
 		free(bc->bc_key);
 		free(bc);
 	}
@@ -969,10 +1054,12 @@ build_job(void *arg)
 {
 	struct nix_build	*nb = arg;
 	struct nix_build_result	*res = &nb->nb_result;
+	struct build_claim	*bc;
 	struct timeval		 t0, t1;
 	char			 commit[41] = "", *key = NULL, *rk;
 	size_t			 nl = 0, nf = 0;
 	uint64_t		 bytes = 0;
+	int			 rc;
 
 	gettimeofday(&t0, NULL);
 	status_build_running(nb->nb_sid, nm_conf->cf_source == NM_SOURCE_REPO ?
@@ -984,23 +1071,42 @@ build_job(void *arg)
 		goto done;
 	}
 	key = build_image_key(&nb->nb_req, commit);
-	build_claim(key);
-	if (build_lookup(key, res) == 0 || ((build_remote_image(key) == 0 ||
-	    build_owner_image(nb, key, commit) == 0) &&
-	    build_lookup(key, res) == 0)) {
-		/*
-		 * Built meanwhile, at this commit before, or by another
-		 * replica (before, or now by the one that owns the key): no
-		 * build here.
-		 */
-		status_build_forget(nb->nb_sid);
-		build_unclaim(key);
+	/*
+	 * Built at this commit before, or by another replica: before, or
+	 * now by the one that owns the key (asked unless the bucket failed).
+	 * Its answer may be the build's, an unknown package say.
+	 */
+	if (build_lookup(key, res) == 0)
+		goto found;
+	if ((rc = build_remote_image(key)) == 1)
+		rc = build_owner_image(nb, key, commit, res);
+	if (rc == 0 && build_lookup(key, res) == 0)
+		goto found;
+	if (rc == 1) {
+		metrics_build(res->br_status, -1);
+		status_build_end(nb->nb_sid, 0, res->br_cause);
 		goto done;
+	}
+	/* Another job may be building the same image: its outcome counts. */
+	while (build_claim(key, &bc, &res->br_status, &res->br_cause) == 0) {
+		if (res->br_status != NIX_OK) {
+			metrics_build(res->br_status, -1);
+			status_build_end(nb->nb_sid, 0, res->br_cause);
+			goto done;
+		}
+		free(res->br_cause);
+		res->br_cause = NULL;
+		if (build_lookup(key, res) == 0)
+			goto found;
+	}
+	if (build_lookup(key, res) == 0) {
+		build_unclaim(bc, res);
+		goto found;
 	}
 	metrics_build_running(1);
 	res->br_status = build_image(nb, key, commit, &res->br_cause, &nl, &nf,
 	    &bytes);
-	build_unclaim(key);
+	build_unclaim(bc, res);
 	gettimeofday(&t1, NULL);
 	metrics_build_running(-1);
 	status_build_end(nb->nb_sid, res->br_status == NIX_OK,
@@ -1021,6 +1127,9 @@ build_job(void *arg)
 		    (double)(t1.tv_usec - t0.tv_usec) / 1e6,
 		    res->br_cause != NULL ? res->br_cause : "unknown error");
 	free(rk);
+	goto done;
+found:
+	status_build_forget(nb->nb_sid);
 done:
 	if (res->br_status != NIX_OK && res->br_cause == NULL)
 		res->br_cause = xstrdup("build failed");
@@ -1037,8 +1146,12 @@ nix_build_shutdown(void)
 {
 	struct nix_build	*nb;
 
-	build_stopping = 1;
+	__atomic_store_n(&build_stopping, 1, __ATOMIC_RELAXED);
 	nix_run_killall();
+	/* Jobs waiting for another's image stop waiting. */
+	pthread_mutex_lock(&build_claim_mtx);
+	pthread_cond_broadcast(&build_claim_cond);
+	pthread_mutex_unlock(&build_claim_mtx);
 	TAILQ_FOREACH(nb, &build_list, nb_entry)
 		if (nb->nb_state == BUILD_QUEUED)
 			build_refuse(nb);

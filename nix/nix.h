@@ -257,13 +257,19 @@ void	nix_build_cancel(struct nix_waiter *);
 /* Stops the queue: kills running Nix children and waits for the workers. */
 void	nix_build_shutdown(void);
 /*
- * Replicas sharing a bucket: fn asks the replica that owns an image key
- * to build it, by GET of path there (a pool job waits, up to timeout
- * seconds, or until *stop); 0 when it answered with the manifest, 1 when
- * this replica owns the key, -1 with a cause when the owner failed.
+ * Replicas sharing a bucket: the replica that owns an image key builds
+ * it for the others.  no_other says whether another one owns key;
+ * no_ask has it built there, by GET of path (the image "what"; a pool job
+ * waits, up to timeout seconds, or until *stop is set): 0 when it
+ * answered with the manifest, 2 when it answered that the image does not
+ * exist (*cause: its message), 1 when no replica but this one is left to
+ * ask, -1 with a cause when they failed.
  */
-typedef int (*nix_owner_fn)(const char *key, const char *path, int timeout,
-	    const volatile int *stop, char **cause);
-void	nix_build_set_owner(nix_owner_fn);
+struct nix_owner {
+	int	(*no_other)(const char *key);
+	int	(*no_ask)(const char *what, const char *key, const char *path,
+		    int timeout, const int *stop, char **cause);
+};
+void	nix_build_set_owner(const struct nix_owner *);
 
 #endif /* NIX_H */

@@ -24,9 +24,12 @@
 #include <string.h>
 
 #include <curl/curl.h>
+#include <event2/buffer.h>
 #include <event2/http.h>
+#include <jansson.h>
 
 #include "nixmirror.h"
+#include "nix/nix.h"
 #include "proxy/proxy.h"
 
 #define PEER_MAX	64
@@ -163,77 +166,144 @@ static int
 peer_build_progress(void *arg, curl_off_t dltotal, curl_off_t dlnow,
     curl_off_t ultotal, curl_off_t ulnow)
 {
-	const volatile int	*stop = arg;
+	const int	*stop = arg;
 
 	(void)dltotal;
 	(void)dlnow;
 	(void)ultotal;
 	(void)ulnow;
-	return (*stop != 0);
+	return (__atomic_load_n(stop, __ATOMIC_RELAXED) != 0);
 }
 
-/* The owner's answer is only looked at for its status. */
+/* The owner's answer: kept for an error's message (a few KiB). */
 static size_t
-peer_build_discard(char *p, size_t size, size_t n, void *arg)
+peer_build_body(char *p, size_t size, size_t n, void *arg)
 {
-	(void)p;
-	(void)arg;
+	struct evbuffer	*buf = arg;
+
+	if (evbuffer_get_length(buf) < 8192)
+		evbuffer_add(buf, p, size * n);
 	return (size * n);
+}
+
+/* The message of an OCI error body, or NULL; caller frees. */
+static char *
+peer_build_message(struct evbuffer *buf)
+{
+	json_t		*root;
+	const char	*m;
+	char		*msg = NULL;
+
+	root = json_loadb((const char *)evbuffer_pullup(buf, -1),
+	    evbuffer_get_length(buf), 0, NULL);
+	m = json_string_value(json_object_get(json_array_get(
+	    json_object_get(root, "errors"), 0), "message"));
+	if (m != NULL)
+		msg = xstrdup(m);
+	json_decref(root);
+	return (msg);
+}
+
+/* Whether another replica owns a Nix image key. */
+static int
+peer_build_other(const char *key)
+{
+	return (proxy_peer_source(key, 0) != NULL);
 }
 
 /*
  * Asks the owner of a Nix image key for its manifest, which has it built
- * there; a pool job waits here.  See nix.h (nix_owner_fn).
+ * there; a pool job waits here.  An owner that cannot be reached hands
+ * over to the next replica on the hash, as for blobs.  See nix.h.
  */
-int
-proxy_peer_build(const char *key, const char *path, int timeout,
-    const volatile int *stop, char **cause)
+static int
+peer_build_ask(const char *what, const char *key, const char *path,
+    int timeout, const int *stop, char **cause)
 {
 	const struct nm_upstream	*o;
 	struct curl_slist		*h = NULL;
+	struct evbuffer			*body;
 	CURL				*c;
 	CURLcode			 cc;
-	char				*url;
-	long				 code = 0;
+	char				*url, *msg;
+	long				 code;
+	int				 nth, rc = -1;
 
 	*cause = NULL;
-	if ((o = proxy_peer_source(key, 0)) == NULL)
-		return (1);
-	if ((c = curl_easy_init()) == NULL) {
-		xasprintf(cause, "cannot start a request to %s", o->up_url);
-		return (-1);
-	}
-	xasprintf(&url, "%s%s", o->up_url, path);
 	h = curl_slist_append(h, PROXY_PEER_HEADER ": 1");
 	h = curl_slist_append(h, "Accept: "
 	    "application/vnd.oci.image.manifest.v1+json, "
 	    "application/vnd.docker.distribution.manifest.v2+json");
-	curl_easy_setopt(c, CURLOPT_URL, url);
-	curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
-	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, 5L);
-	curl_easy_setopt(c, CURLOPT_TIMEOUT, (long)timeout);
-	/* Nothing comes while it builds: a vanished owner is seen so. */
-	curl_easy_setopt(c, CURLOPT_TCP_KEEPALIVE, 1L);
-	curl_easy_setopt(c, CURLOPT_TCP_KEEPIDLE, 10L);
-	curl_easy_setopt(c, CURLOPT_TCP_KEEPINTVL, 5L);
-	curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
-	curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, peer_build_progress);
-	curl_easy_setopt(c, CURLOPT_XFERINFODATA, (void *)(uintptr_t)stop);
-	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, peer_build_discard);
-	log_info("image %s: asking its owner replica %s", key, o->up_url);
-	cc = curl_easy_perform(c);
-	if (cc == CURLE_OK)
-		curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &code);
-	if (cc != CURLE_OK)
-		xasprintf(cause, "%s: %s", o->up_url, curl_easy_strerror(cc));
-	else if (code != 200)
-		xasprintf(cause, "%s answered %ld", o->up_url, code);
+	for (nth = 0; (o = proxy_peer_source(key, nth)) != NULL; nth++) {
+		if ((c = curl_easy_init()) == NULL ||
+		    (body = evbuffer_new()) == NULL)
+			fatalx("%s: out of memory", __func__);
+		xasprintf(&url, "%s%s", o->up_url, path);
+		curl_easy_setopt(c, CURLOPT_URL, url);
+		curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
+		curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+		/* Replicas talk directly, as for blobs: no http_proxy. */
+		curl_easy_setopt(c, CURLOPT_PROXY, "");
+		curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http");
+		curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, 5L);
+		curl_easy_setopt(c, CURLOPT_TIMEOUT, (long)timeout);
+		/* Nothing comes while it builds: keepalive sees it vanish. */
+		curl_easy_setopt(c, CURLOPT_TCP_KEEPALIVE, 1L);
+		curl_easy_setopt(c, CURLOPT_TCP_KEEPIDLE, 10L);
+		curl_easy_setopt(c, CURLOPT_TCP_KEEPINTVL, 5L);
+		curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
+		curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION,
+		    peer_build_progress);
+		/* (The callback only reads the flag.) */
+		curl_easy_setopt(c, CURLOPT_XFERINFODATA,
+		    (void *)(uintptr_t)stop);
+		curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, peer_build_body);
+		curl_easy_setopt(c, CURLOPT_WRITEDATA, body);
+		log_info("image %s: asking its owner replica %s", what,
+		    o->up_url);
+		code = 0;
+		if ((cc = curl_easy_perform(c)) == CURLE_OK)
+			curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &code);
+		free(*cause);
+		*cause = NULL;
+		if (cc == CURLE_OK && code == 200)
+			rc = 0;
+		else if (cc == CURLE_OK && code == 404) {
+			/* The owner's word on an unknown package stands. */
+			msg = peer_build_message(body);
+			xasprintf(cause, "%s", msg != NULL ? msg :
+			    "the image does not exist");
+			free(msg);
+			rc = 2;
+		} else if (cc != CURLE_OK)
+			xasprintf(cause, "%s: %s", o->up_url,
+			    curl_easy_strerror(cc));
+		else
+			xasprintf(cause, "%s answered %ld", o->up_url, code);
+		curl_easy_cleanup(c);
+		evbuffer_free(body);
+		free(url);
+		/* Only one that cannot be reached hands over. */
+		if (rc != -1 || cc != CURLE_COULDNT_CONNECT)
+			break;
+		log_info("image %s: replica %s does not answer", what,
+		    o->up_url);
+	}
 	curl_slist_free_all(h);
-	curl_easy_cleanup(c);
-	free(url);
-	return (*cause != NULL ? -1 : 0);
+	if (o == NULL) {
+		/* This replica is next on the hash: it builds. */
+		free(*cause);
+		*cause = NULL;
+		return (1);
+	}
+	return (rc);
 }
+
+/* Who builds a Nix image key among the replicas; see proxy.h. */
+const struct nix_owner proxy_peer_owner = {
+	peer_build_other,
+	peer_build_ask,
+};
 
 /* Whether a request came from another replica. */
 int

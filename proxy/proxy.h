@@ -163,9 +163,9 @@ int	proxy_peers_init(char **cause);
 const struct nm_upstream *proxy_peer_source(const char *digest, int nth);
 /* Whether a request came from another replica. */
 int	proxy_peer_request(struct evhttp_request *);
-/* Asks the owner replica of a Nix image key to build it (nix_owner_fn). */
-int	proxy_peer_build(const char *key, const char *path, int timeout,
-	    const volatile int *stop, char **cause);
+/* Who builds a Nix image key among the replicas (nix/nix.h). */
+struct nix_owner;
+extern const struct nix_owner proxy_peer_owner;
 
 /* proxy/listing.c: tags/list and referrers. */
 struct listing_query {

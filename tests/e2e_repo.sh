@@ -41,7 +41,7 @@ C2=$($GIT rev-parse HEAD)
 $GIT checkout -q main
 check_ne "two commits" "$C1" "$C2"
 
-nm_start --pkgs-repo "$REPO" --tag-ttl 0 --build-timeout 120
+nm_start --pkgs-repo "$REPO" --tag-ttl 0 --build-timeout 120 --max-builds 3
 b0=$(nm_builds)
 
 dv1=$(nm_manifest nix/hello v1 "$NM_WORK/m")
@@ -109,6 +109,23 @@ for t in v1 latest "$C1"; do
 	    "$(nm_sha256 "$NM_WORK/fig.v1")" "$(nm_sha256 "$NM_WORK/fig.$t")"
 done
 check_eq "three tags of one commit at once built once" $((b2 + 1)) \
+    "$(nm_builds)"
+# The same for an image that cannot be built: one failure, for all three.
+b3=$(nm_builds)
+pids=""
+for t in v1 latest "$C1"; do
+	curl -s -o "$NM_WORK/nope.$t" -w '%{http_code}' -H "$ACCEPT_DOCKER" \
+	    "$NM_URL/v2/nix/nope8/manifests/$t" >"$NM_WORK/nope.$t.st" &
+	pids="$pids $!"
+done
+# shellcheck disable=SC2086
+wait $pids
+for t in v1 latest "$C1"; do
+	check_eq "nope8 at $t, asked at once" 404 "$(cat "$NM_WORK/nope.$t.st")"
+	check_contains "nope8 at $t: the message names it" nope8 \
+	    "$(cat "$NM_WORK/nope.$t")"
+done
+check_eq "three tags of one commit at once failed once" $((b3 + 1)) \
     "$(nm_builds)"
 
 nm_stop

@@ -194,6 +194,81 @@ for l in $(jq -r '.config.digest, .layers[].digest' "$NM_WORK/fc.A"); do
 	done
 done
 
+# --- Nix image owners: asking each other, unknown packages, one down. ---
+# The owner of an image key, as rendezvous hashing over --peers picks it
+# (proxy/peer.c): owner_of IMAGE (packages joined by "/", sorted).  The
+# logs below show that it is right.
+COMMIT=$(git -C "$REPO" rev-parse HEAD)
+owner_of()
+{
+	_k="git:$REPO@$COMMIT|$(uname -m)-linux|$(echo "$1" | tr / ,)"
+	_sa=$(printf '%s\n%s' "$A_URL" "$_k" | sha256sum | cut -c1-16)
+	_sb=$(printf '%s\n%s' "$B_URL" "$_k" | sha256sum | cut -c1-16)
+	if [ "$_sa" \> "$_sb" ]; then echo A; else echo B; fi
+}
+# Images not built yet: owners_of PACKAGE... prints each image (one or
+# two of them, sorted) with its owner.
+owners_of()
+{
+	for _x; do
+		echo "$_x $(owner_of "$_x")"
+		for _y; do
+			if [ "$_x" \< "$_y" ]; then
+				echo "$_x/$_y $(owner_of "$_x/$_y")"
+			fi
+		done
+	done
+}
+owners_of busybox cacert coreutils iana-etc moreutils nano >"$NM_WORK/owners"
+OWN_A=$(awk '$2 == "A" { print $1; exit }' "$NM_WORK/owners")
+OWN_B=$(awk '$2 == "B" { print $1; exit }' "$NM_WORK/owners")
+OWN_B2=$(awk '$2 == "B" { if (++n == 2) { print $1; exit } }' "$NM_WORK/owners")
+[ -n "$OWN_A" ] && [ -n "$OWN_B2" ] || fail "no images for each owner"
+# With one build slot each, A asked for B's image and B for A's at once:
+# each asking job holds its replica's slot, and the other's request for
+# it must still run there.
+replica_stop A
+replica_stop B
+replica A --max-builds 1
+replica B --max-builds 1
+curl -s -o /dev/null -w '%{http_code}' --max-time 100 -H "$ACCEPT_OCI" \
+    "$A_URL/v2/nix/$OWN_B/manifests/latest" >"$NM_WORK/x.A" &
+xa=$!
+curl -s -o /dev/null -w '%{http_code}' --max-time 100 -H "$ACCEPT_OCI" \
+    "$B_URL/v2/nix/$OWN_A/manifests/latest" >"$NM_WORK/x.B" &
+xb=$!
+wait "$xa" "$xb" || true
+check_eq "A, asked for B's image while B asks for A's" 200 "$(cat "$NM_WORK/x.A")"
+check_eq "B, asked for A's image while A asks for B's" 200 "$(cat "$NM_WORK/x.B")"
+check_contains "A asked B, the owner" \
+    "image nix/$OWN_B at $COMMIT: asking its owner replica $B_URL" "$(cat "$A_LOG")"
+check_contains "B asked A, the owner" \
+    "image nix/$OWN_A at $COMMIT: asking its owner replica $A_URL" "$(cat "$B_LOG")"
+# An unknown package asked of the replica that does not own it: the
+# owner's 404 is the answer, and one evaluation ran.
+owners_of nope1 nope2 nope3 nope4 nope5 nope6 >"$NM_WORK/owners"
+NOPE=$(awk '$2 == "B" { print $1; exit }' "$NM_WORK/owners")
+[ -n "$NOPE" ] || fail "no unknown image that B owns"
+a0=$(wc -l <"$A_LOG")
+b0=$(wc -l <"$B_LOG")
+st=$(http_status "$A_URL/v2/nix/$NOPE/manifests/latest" -H "$ACCEPT_OCI")
+nm_check_error "A: an unknown package B owns" 404 "$st" MANIFEST_UNKNOWN
+check_contains "the message names it" "${NOPE%%/*}" "$(nm_error_message)"
+check_eq "one evaluation, on the owner" "0 1" \
+    "$(tail -n +"$((a0 + 1))" "$A_LOG" | grep -cE "$NM_BUILD_RE" || true) $(tail -n +"$((b0 + 1))" "$B_LOG" | grep -cE "$NM_BUILD_RE" || true)"
+# With the owner down, the next replica on the hash (here A) builds.
+replica_stop B
+a0=$(wc -l <"$A_LOG")
+check_eq "A: B's image with B down" 200 \
+    "$(http_status "$A_URL/v2/nix/$OWN_B2/manifests/latest" -H "$ACCEPT_OCI")"
+check_contains "A saw B down" "replica $B_URL does not answer" \
+    "$(tail -n +"$((a0 + 1))" "$A_LOG")"
+check_eq "A built it" 1 \
+    "$(tail -n +"$((a0 + 1))" "$A_LOG" | grep -cE "$NM_BUILD_RE" || true)"
+replica_stop A
+replica A
+replica B
+
 # --- A tag A resolved within the TTL is not asked upstream by B. --------
 check_eq "A: multi by tag" 200 \
     "$(http_status "$A_URL/v2/library/multi/manifests/latest" -H "$ACCEPT_OCI")"
