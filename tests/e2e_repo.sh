@@ -93,37 +93,38 @@ dv1b=$(nm_manifest nix/hello v1 "$NM_WORK/m")
 check_eq "v1 unchanged" "$dv1" "$dv1b"
 check_eq "the new commit built once" $((b1 + 1)) "$(nm_builds)"
 
+# Asks for an image at v1, latest and C1 at once: at_once NAME; the
+# bodies and statuses land in $NM_WORK/at.TAG and at.TAG.st.
+at_once()
+{
+	_pids=""
+	for _t in v1 latest "$C1"; do
+		curl -s -o "$NM_WORK/at.$_t" -w '%{http_code}' \
+		    -H "$ACCEPT_DOCKER" "$NM_URL/v2/$1/manifests/$_t" \
+		    >"$NM_WORK/at.$_t.st" &
+		_pids="$_pids $!"
+	done
+	# shellcheck disable=SC2086
+	wait $_pids
+}
+
 # Three tags of one commit asked at once: one image, one build.
 b2=$(nm_builds)
-pids=""
+at_once nix/figlet
 for t in v1 latest "$C1"; do
-	curl -s -o "$NM_WORK/fig.$t" -w '%{http_code}' -H "$ACCEPT_DOCKER" \
-	    "$NM_URL/v2/nix/figlet/manifests/$t" >"$NM_WORK/fig.$t.st" &
-	pids="$pids $!"
-done
-# shellcheck disable=SC2086
-wait $pids
-for t in v1 latest "$C1"; do
-	check_eq "figlet at $t, asked at once" 200 "$(cat "$NM_WORK/fig.$t.st")"
+	check_eq "figlet at $t, asked at once" 200 "$(cat "$NM_WORK/at.$t.st")"
 	check_eq "figlet at $t is the same image" \
-	    "$(nm_sha256 "$NM_WORK/fig.v1")" "$(nm_sha256 "$NM_WORK/fig.$t")"
+	    "$(nm_sha256 "$NM_WORK/at.v1")" "$(nm_sha256 "$NM_WORK/at.$t")"
 done
 check_eq "three tags of one commit at once built once" $((b2 + 1)) \
     "$(nm_builds)"
 # The same for an image that cannot be built: one failure, for all three.
 b3=$(nm_builds)
-pids=""
+at_once nix/nope8
 for t in v1 latest "$C1"; do
-	curl -s -o "$NM_WORK/nope.$t" -w '%{http_code}' -H "$ACCEPT_DOCKER" \
-	    "$NM_URL/v2/nix/nope8/manifests/$t" >"$NM_WORK/nope.$t.st" &
-	pids="$pids $!"
-done
-# shellcheck disable=SC2086
-wait $pids
-for t in v1 latest "$C1"; do
-	check_eq "nope8 at $t, asked at once" 404 "$(cat "$NM_WORK/nope.$t.st")"
+	check_eq "nope8 at $t, asked at once" 404 "$(cat "$NM_WORK/at.$t.st")"
 	check_contains "nope8 at $t: the message names it" nope8 \
-	    "$(cat "$NM_WORK/nope.$t")"
+	    "$(cat "$NM_WORK/at.$t")"
 done
 check_eq "three tags of one commit at once failed once" $((b3 + 1)) \
     "$(nm_builds)"
