@@ -58,7 +58,6 @@ struct nix_build {
 	struct nix_request	 nb_req;
 	enum build_state	 nb_state;
 	int			 nb_timeout;	/* seconds per Nix step */
-	int			 nb_slot;	/* counts in build_running */
 	struct nix_build_result	 nb_result;
 	int			 nb_sid;	/* its status page entry */
 	struct event		*nb_done;	/* a result without a job */
@@ -93,6 +92,18 @@ static TAILQ_HEAD(, build_claim) build_claims =
     TAILQ_HEAD_INITIALIZER(build_claims);
 static pthread_mutex_t		 build_claim_mtx = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t		 build_claim_cond = PTHREAD_COND_INITIALIZER;
+
+/*
+ * The count of running builds a build is held to: another replica's
+ * request has slots of its own, as many, since its asking job holds one
+ * of that replica's; so replicas asking each other never wait for each
+ * other's slots.
+ */
+static int *
+build_slots(const struct nix_build *nb)
+{
+	return (nb->nb_req.nr_peer ? &build_running_peer : &build_running);
+}
 
 /* Whether the queue stops; jobs ask it from their threads. */
 static int
@@ -500,21 +511,11 @@ build_start_queued(void)
 			return;
 		if (nb->nb_state != BUILD_QUEUED)
 			continue;
-		/*
-		 * Another replica's request has slots of its own, as many:
-		 * its asking job holds one of that replica's, so replicas
-		 * asking each other never wait for each other's slots.
-		 */
-		if ((nb->nb_req.nr_peer ? build_running_peer : build_running) >=
-		    pl.pl_max_concurrent_builds)
+		if (*build_slots(nb) >= pl.pl_max_concurrent_builds)
 			continue;
 		nb->nb_state = BUILD_RUNNING;
 		nb->nb_timeout = pl.pl_build_timeout;
-		nb->nb_slot = nb->nb_req.nr_peer ? 2 : 1;
-		if (nb->nb_req.nr_peer)
-			build_running_peer++;
-		else
-			build_running++;
+		(*build_slots(nb))++;
 		if (work_submit_long(build_job, build_job_done, nb) == -1) {
 			/* An error for this build's clients, not a fatal. */
 			nb->nb_result.br_status = NIX_EFAIL;
@@ -541,11 +542,9 @@ build_done_cb(evutil_socket_t fd, short events, void *arg)
 
 	(void)fd;
 	(void)events;
-	/* A build refused at shutdown never ran. */
-	if (nb->nb_slot == 1)
-		build_running--;
-	else if (nb->nb_slot == 2)
-		build_running_peer--;
+	/* A build refused at shutdown never ran (nr_peer is fixed once run). */
+	if (nb->nb_state != BUILD_QUEUED)
+		(*build_slots(nb))--;
 	/* One that ended before it built (refused, no worker) leaves too. */
 	status_build_end(nb->nb_sid, nb->nb_result.br_status == NIX_OK,
 	    nb->nb_result.br_cause);

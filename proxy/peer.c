@@ -26,7 +26,6 @@
 #include <curl/curl.h>
 #include <event2/buffer.h>
 #include <event2/http.h>
-#include <jansson.h>
 
 #include "nixmirror.h"
 #include "nix/nix.h"
@@ -186,24 +185,6 @@ peer_build_body(char *p, size_t size, size_t n, void *arg)
 	return (size * n);
 }
 
-/* The message of an OCI error body, or NULL; caller frees. */
-static char *
-peer_build_message(struct evbuffer *buf)
-{
-	json_t		*root;
-	const char	*m;
-	char		*msg = NULL;
-
-	root = json_loadb((const char *)evbuffer_pullup(buf, -1),
-	    evbuffer_get_length(buf), 0, NULL);
-	m = json_string_value(json_object_get(json_array_get(
-	    json_object_get(root, "errors"), 0), "message"));
-	if (m != NULL)
-		msg = xstrdup(m);
-	json_decref(root);
-	return (msg);
-}
-
 /* Whether another replica owns a Nix image key. */
 static int
 peer_build_other(const char *key)
@@ -270,7 +251,7 @@ peer_build_ask(const char *what, const char *key, const char *path,
 			rc = 0;
 		else if (cc == CURLE_OK && code == 404) {
 			/* The owner's word on an unknown package stands. */
-			msg = peer_build_message(body);
+			msg = proxy_error_message(body);
 			xasprintf(cause, "%s", msg != NULL ? msg :
 			    "the image does not exist");
 			free(msg);

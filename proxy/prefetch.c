@@ -260,19 +260,14 @@ static char *
 pf_error_text(struct evhttp_request *req)
 {
 	struct evbuffer	*in = evhttp_request_get_input_buffer(req);
-	json_t		*root;
-	const char	*msg = NULL;
-	char		*out;
+	char		*msg, *out;
 	size_t		 len = evbuffer_get_length(in);
 
-	root = len > 0 && len < PF_MAX_JSON ? json_loadb((const char *)
-	    evbuffer_pullup(in, -1), len, 0, NULL) : NULL;
-	msg = json_string_value(json_object_get(json_array_get(
-	    json_object_get(root, "errors"), 0), "message"));
+	msg = len > 0 && len < PF_MAX_JSON ? proxy_error_message(in) : NULL;
 	xasprintf(&out, "%d %s", evhttp_request_get_response_code(req),
 	    msg != NULL ? msg : evhttp_request_get_response_code_line(req) !=
 	    NULL ? evhttp_request_get_response_code_line(req) : "");
-	json_decref(root);
+	free(msg);
 	return (out);
 }
 
