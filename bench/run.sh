@@ -9,13 +9,16 @@
 # Each figure is the median of RUNS runs (-n, default 3); every cold run
 # starts both proxies on fresh data dirs.  Not part of make check.
 #
-#   bench/run.sh [-n RUNS] [-o TABLE-FILE] [-s]      (or: make bench)
+#   bench/run.sh [-n RUNS] [-o TABLE-FILE] [-s | -t]   (or: make bench)
 #
 # -s measures the shared-bucket rows instead, on a one-machine Ceph RGW
 # (tests/lib_ceph.sh): distribution with its S3 driver against a
 # nixmirror replica whose local disk is cold but whose bucket holds the
 # blob, one client, then 8 clients x 4; then both redirecting blob GETs
 # to the bucket (distribution's redirect, --s3-redirect), 8 clients x 4.
+#
+# -t measures the cold rows instead with the upstream serving TLS (as
+# every public registry does), both proxies trusting its test CA.
 #
 # Needs what ./bootstrap installs (wrk and pigz among it).  NM_BUILD
 # names the build dir holding the nixmirror binary (default: the source
@@ -25,12 +28,14 @@ set -eu
 RUNS=3
 TABLE_OUT=""
 S3_ONLY=0
-while getopts n:o:sh opt; do
+TLS_ONLY=0
+while getopts n:o:sth opt; do
 	case $opt in
 	n) RUNS=$OPTARG ;;
 	o) TABLE_OUT=$OPTARG ;;
 	s) S3_ONLY=1 ;;
-	*) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+	t) TLS_ONLY=1 ;;
+	*) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 	esac
 done
 case $RUNS in
@@ -57,7 +62,6 @@ UP_BIG_SIZE=$((64 * 1024 * 1024))
 export NIX_CONFIG='sandbox = false' NIXMIRROR_OFFLINE=1
 
 SHM=$(mktemp -d /dev/shm/nm-bench.XXXXXX)
-BENCH_PIDS=""
 bench_cleanup()
 {
 	rm -rf "$SHM"
@@ -227,7 +231,8 @@ direct1()
 {
 	_tok=$(up_token library/bigimg)
 	_t0=$(now)
-	curl -sf -o "$SHM/d1" --max-time 300 -A "$UP_PROBE_UA" \
+	# shellcheck disable=SC2046
+	curl -sf -o "$SHM/d1" --max-time 300 -A "$UP_PROBE_UA" $(up_curl_tls) \
 	    -H "Authorization: Bearer $_tok" "$UP_REG_URL$BLOB/$UP_BIG_LAYER" ||
 	    fail "direct fetch failed"
 	_t1=$(now)
@@ -425,8 +430,62 @@ bench_s3()
 	exit 0
 }
 
+# --- the upstream over TLS (-t) ----------------------------------------------
+
+bench_tls()
+{
+	# Go reads its extra trust from SSL_CERT_FILE.
+	export SSL_CERT_FILE="$UP_CA2"
+	T_U="" T_D1="" T_N1="" T_D12="" T_N12="" T_NG=""
+	for r in $(seq 1 "$RUNS"); do
+		say "run $r of $RUNS: TLS upstream, cold blob, one client"
+		T_U="$T_U $(direct1)"
+		dist_start; T_D1="$T_D1 $(cold1 "$DIST_URL")"; dist_stop
+		mirror_start --upstream-ca "$UP_CA2"
+		T_N1="$T_N1 $(cold1 "$NM_URL")"; mirror_stop
+		say "run $r of $RUNS: TLS upstream, cold blob, 12 clients"
+		dist_start; set -- $(cold12 "$DIST_URL"); dist_stop
+		T_D12="$T_D12 $1"
+		mirror_start --upstream-ca "$UP_CA2"
+		set -- $(cold12 "$NM_URL"); mirror_stop
+		T_N12="$T_N12 $1" T_NG="$T_NG $2"
+	done
+	# shellcheck disable=SC2086
+	{
+		m_tu=$(median $T_U) m_td1=$(median $T_D1) m_tn1=$(median $T_N1)
+		m_td12=$(median $T_D12) m_tn12=$(median $T_N12)
+		max_tng=$(printf '%s\n' $T_NG | sort -g | tail -n 1)
+	}
+	{
+		echo "nixmirror bench, TLS upstream: median of $RUNS runs, $(nproc) cores, $(date -u +%Y-%m-%d)"
+		echo
+		echo "| figure | distribution | nixmirror | ratio |"
+		echo "|---|---|---|---|"
+		echo "| cold blob, 1 client (64 MiB), wall | ${m_td1} s | ${m_tn1} s | $(ratio "$m_tn1" "$m_td1") |"
+		echo "| cold blob, 1 client, vs upstream directly (${m_tu} s) | | ${m_tn1} s | $(ratio "$m_tn1" "$m_tu") |"
+		echo "| cold blob, 12 clients, wall (nixmirror's upstream GETs: at most ${max_tng}) | ${m_td12} s | ${m_tn12} s | $(ratio "$m_tn12" "$m_td12") |"
+	} >"$NM_WORK/table.md"
+	cat "$NM_WORK/table.md"
+	[ -z "$TABLE_OUT" ] || cp "$NM_WORK/table.md" "$TABLE_OUT"
+	exit 0
+}
+
 # --- the run ------------------------------------------------------------------
 
+ratio()
+{
+	awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'
+}
+verdict()
+{
+	awk "BEGIN { exit !($1) }" && echo PASS || echo MISS
+}
+
+if [ "$TLS_ONLY" = 1 ]; then
+	say "upstream: docker-registry with token auth over TLS, 64 MiB layer"
+	up_start tls
+	bench_tls
+fi
 say "upstream: docker-registry with token auth, 64 MiB layer"
 up_start
 [ "$S3_ONLY" = 0 ] || bench_s3
@@ -482,15 +541,6 @@ done
 	m_pz=$(median $T_PZ) m_nix=$(median $N_NIX)
 	max_np99=$(printf '%s\n' $N_P99 | sort -g | tail -n 1)
 	max_ng=$(printf '%s\n' $N_G | sort -g | tail -n 1)
-}
-
-ratio()
-{
-	awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'
-}
-verdict()
-{
-	awk "BEGIN { exit !($1) }" && echo PASS || echo MISS
 }
 
 {
