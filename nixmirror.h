@@ -104,6 +104,8 @@ void	*xmalloc(size_t);
 void	*xcalloc(size_t, size_t);
 void	*xreallocarray(void *, size_t, size_t);
 char	*xstrdup(const char *);
+/* Gives free heap memory back to the kernel (when no stream runs). */
+void	 xheap_trim(void);
 /* Frees n strings and the array that holds them (NULL is fine). */
 void	 xstrvfree(char **, size_t);
 /* The n strings joined by sep, in a new string. */

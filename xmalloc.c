@@ -1,6 +1,7 @@
 /*
  * xmalloc.c: allocation that cannot fail; running out of memory is fatal.
  */
+#include <malloc.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -131,4 +132,15 @@ xstrvis(const char *s)
 	}
 	*q = '\0';
 	return (out);
+}
+
+/*
+ * Gives the heap's free pages back to the kernel.  main has glibc keep a
+ * free heap top while streams allocate and free their buffers; once no
+ * stream runs, that memory would stay resident for nothing.
+ */
+void
+xheap_trim(void)
+{
+	malloc_trim(0);
 }

@@ -717,6 +717,9 @@ dl_free(struct dl *dl)
 	free(dl->dl_denied);
 	free(dl->dl_repo);
 	free(dl);
+	/* The last download's buffers are gone: so is the heap they took. */
+	if (TAILQ_EMPTY(&mirror_dls))
+		xheap_trim();
 }
 
 /* Frees a download once it ended and no client and no job hold it. */
