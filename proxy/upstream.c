@@ -49,7 +49,12 @@
 #define UP_MAX_TOKEN		(16 * 1024)	/* longer tokens are refused */
 #define UP_TOKEN_CACHE_MAX	1024		/* tokens kept, at most */
 #define UP_TOKEN_CACHE_BYTES	(4 * 1024 * 1024) /* their bytes, at most */
-#define UP_READ_AHEAD		(256 * 1024)	/* body bytes per read */
+/*
+ * Body bytes per read.  libevent rounds a chain's size plus its header up
+ * to a power of two, so a flat 256 KiB would allocate 512 KiB chains and
+ * push the heap of a cold download past the trim threshold.
+ */
+#define UP_READ_AHEAD		(256 * 1024 - 512)
 #define UP_TOKEN_DEFAULT_TTL	60
 #define UP_USER_AGENT		"nixmirror/" PACKAGE_VERSION
 
