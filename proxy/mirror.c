@@ -52,6 +52,12 @@
 #define MIRROR_BACKLOG		(2 * 1024 * 1024)
 #define MIRROR_PUMP		(256 * 1024)	/* new bytes worth a send */
 #define MIRROR_CHUNK		(4 * 1024 * 1024) /* most bytes per send */
+/*
+ * Seconds without a download after which the heap's free pages go back
+ * to the kernel: a pull's layers come one after another, and each would
+ * fault in again the buffers a trim at its predecessor's end gave back.
+ */
+#define MIRROR_TRIM_DELAY	2
 
 enum mf_phase {
 	MF_CHECK,		/* HEAD of a tag we have */
@@ -656,6 +662,8 @@ struct bl_client {
 };
 
 static TAILQ_HEAD(, dl)	 mirror_dls = TAILQ_HEAD_INITIALIZER(mirror_dls);
+static struct event_base *mirror_base;	/* the loop of the downloads */
+static uintptr_t	 mirror_dl_gen;	/* downloads started, ever */
 
 static void	dl_request(struct dl *);
 
@@ -700,6 +708,31 @@ dl_hold(struct dl *dl, uint64_t n)
 	return (0);
 }
 
+/* No download started since the last one ended: the heap is trimmed. */
+static void
+dl_trim_cb(evutil_socket_t fd, short events, void *arg)
+{
+	(void)fd;
+	(void)events;
+	if (TAILQ_EMPTY(&mirror_dls) && (uintptr_t)arg == mirror_dl_gen)
+		xheap_trim();
+}
+
+/*
+ * The last download ended: its buffers' heap goes back to the kernel
+ * unless another download starts within MIRROR_TRIM_DELAY.
+ */
+static void
+dl_trim_later(void)
+{
+	struct timeval	 tv = { MIRROR_TRIM_DELAY, 0 };
+
+	if (mirror_base == NULL ||
+	    event_base_once(mirror_base, -1, EV_TIMEOUT, dl_trim_cb,
+	    (void *)mirror_dl_gen, &tv) == -1)
+		xheap_trim();
+}
+
 /* Frees a download no client and no upstream request holds any more. */
 static void
 dl_free(struct dl *dl)
@@ -717,9 +750,8 @@ dl_free(struct dl *dl)
 	free(dl->dl_denied);
 	free(dl->dl_repo);
 	free(dl);
-	/* The last download's buffers are gone: so is the heap they took. */
 	if (TAILQ_EMPTY(&mirror_dls))
-		xheap_trim();
+		dl_trim_later();
 }
 
 /* Frees a download once it ended and no client and no job hold it. */
@@ -1724,6 +1756,9 @@ mirror_blob(struct evhttp_request *req, struct store *st,
 		dl->dl_tmpmax = pl.pl_max_tmp_bytes;
 		TAILQ_INIT(&dl->dl_clients);
 		TAILQ_INSERT_TAIL(&mirror_dls, dl, dl_entry);
+		mirror_base = evhttp_connection_get_base(
+		    evhttp_request_get_connection(req));
+		mirror_dl_gen++;
 		if (!dl->dl_src->up_peer && !dl->dl_bucket)
 			log_info("fetching blob %s of %s/%s", digest,
 			    up->up_ns, repo);
