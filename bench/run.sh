@@ -6,6 +6,11 @@
 #
 #   figure | distribution | nixmirror | ratio | limit | verdict
 #
+# and a second, of where the CPU went: for the cold and warm blob rows,
+# the CPU seconds of the proxy and of all cores while the row ran (the
+# clients, upstream and token issuer take the rest), how busy the cores
+# were, and one client's time to the first byte.
+#
 # Each figure is the median of RUNS runs (-n, default 3); every cold run
 # starts both proxies on fresh data dirs.  Not part of make check.
 #
@@ -212,38 +217,96 @@ reg_blob_gets_since()
 }
 
 BLOB=/v2/library/bigimg/blobs
+CLK_TCK=$(getconf CLK_TCK)
+
+# CPU ticks a process has used (user and system).
+cpu_ticks()
+{
+	awk '{ print $14 + $15 }' "/proc/$1/stat"
+}
+
+# CPU ticks all cores have been busy (not idle, not waiting for disk).
+busy_ticks()
+{
+	awk '$1 == "cpu" { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat
+}
+
+# Where the CPU of one figure went: cpu_start PID before it, then
+# cpu_end NAME PID appends "PROXY-SECONDS MACHINE-SECONDS" to the file
+# cpu.NAME (the figures run in subshells).
+cpu_start()
+{
+	_cp0=$(cpu_ticks "$1")
+	_cm0=$(busy_ticks)
+	_cw0=$(now)
+}
+cpu_end()
+{
+	_cp1=$(cpu_ticks "$2")
+	_cm1=$(busy_ticks)
+	_cw1=$(now)
+	awk -v p="$((_cp1 - _cp0))" -v m="$((_cm1 - _cm0))" -v hz="$CLK_TCK" \
+	    -v w="$(elapsed "$_cw0" "$_cw1")" -v n="$(nproc)" \
+	    'BEGIN { printf "%.2f %.2f %.0f\n", p / hz, m / hz,
+		100 * m / hz / w / n }' >>"$NM_WORK/cpu.$1"
+}
+
+# Seconds as milliseconds.
+ms()
+{
+	awk -v s="$1" 'BEGIN { printf "%.1f ms", 1000 * s }'
+}
+
+# The medians of a cpu.NAME file: "PROXY-SECONDS MACHINE-SECONDS BUSY%".
+cpu_median()
+{
+	for _f in 1 2 3; do
+		# shellcheck disable=SC2046
+		median $(cut -d' ' -f"$_f" "$NM_WORK/cpu.$1")
+	done | tr '\n' ' '
+}
 
 # --- the figures ----------------------------------------------------------
 
-# One client fetches the big blob, cold: prints the seconds.
+# One client fetches the big blob, cold: prints the seconds.  With NAME
+# and the proxy's PID, notes the CPU it took in cpu.NAME.
 cold1()
 {
+	[ -z "${3:-}" ] || cpu_start "$3"
 	_t0=$(now)
-	curl -sf -o "$SHM/c1" --max-time 300 "$1$BLOB/$UP_BIG_LAYER" ||
+	curl -sf -o "$SHM/c1" --max-time 300 -w '%{time_starttransfer}\n' \
+	    "$1$BLOB/$UP_BIG_LAYER" >"$SHM/c1.ttfb" ||
 	    fail "cold fetch from $1 failed"
 	_t1=$(now)
+	[ -z "${3:-}" ] || { cpu_end "$2" "$3"; cat "$SHM/c1.ttfb" >>"$NM_WORK/ttfb.$2"; }
 	check_blob "$SHM/c1" "$UP_BIG_LAYER" "cold blob from $1"
 	elapsed "$_t0" "$_t1"
 }
 
-# The upstream directly, with a token fetched beforehand.
+# The upstream directly, with a token fetched beforehand.  With NAME,
+# notes the CPU the upstream took in cpu.NAME.
 direct1()
 {
 	_tok=$(up_token library/bigimg)
+	[ -z "${1:-}" ] || cpu_start "$UP_REG_PID"
 	_t0=$(now)
 	# shellcheck disable=SC2046
 	curl -sf -o "$SHM/d1" --max-time 300 -A "$UP_PROBE_UA" $(up_curl_tls) \
-	    -H "Authorization: Bearer $_tok" "$UP_REG_URL$BLOB/$UP_BIG_LAYER" ||
+	    -w '%{time_starttransfer}\n' -H "Authorization: Bearer $_tok" \
+	    "$UP_REG_URL$BLOB/$UP_BIG_LAYER" >"$SHM/d1.ttfb" ||
 	    fail "direct fetch failed"
 	_t1=$(now)
+	[ -z "${1:-}" ] || { cpu_end "$1" "$UP_REG_PID"; cat "$SHM/d1.ttfb" >>"$NM_WORK/ttfb.$1"; }
 	check_blob "$SHM/d1" "$UP_BIG_LAYER" "direct blob"
 	elapsed "$_t0" "$_t1"
 }
 
-# Twelve clients at once, cold: prints "SECONDS UPSTREAM-GETS".
+# Twelve clients at once, cold: prints "SECONDS UPSTREAM-GETS".  With
+# NAME and the proxy's PID, notes the CPU it took in cpu.NAME.
 cold12()
 {
 	_mark=$(reg_lines)
+	[ -z "${3:-}" ] || cpu_start "$3"
 	_t0=$(now)
 	_pids=""
 	for _i in 1 2 3 4 5 6 7 8 9 10 11 12; do
@@ -256,6 +319,7 @@ cold12()
 		wait "$_p" || _bad=$((_bad + 1))
 	done
 	_t1=$(now)
+	[ -z "${3:-}" ] || cpu_end "$2" "$3"
 	[ "$_bad" = 0 ] || fail "$_bad of 12 cold fetches from $1 failed"
 	for _i in 1 2 3 4 5 6 7 8 9 10 11 12; do
 		check_blob "$SHM/c12.$_i" "$UP_BIG_LAYER" "cold12 from $1"
@@ -266,12 +330,14 @@ cold12()
 }
 
 # Eight clients fetch the cached blob four times each: prints MiB/s.
-# WARM_CURL may add curl options (-L to follow redirects).
+# WARM_CURL may add curl options (-L to follow redirects).  With NAME
+# and the proxy's PID, notes the CPU it took in cpu.NAME.
 warm()
 {
 	# shellcheck disable=SC2086
 	curl -sf ${WARM_CURL:-} -o /dev/null "$1$BLOB/$UP_BIG_LAYER" ||
 	    fail "warm-up of $1"
+	[ -z "${3:-}" ] || cpu_start "$3"
 	_t0=$(now)
 	_pids=""
 	for _i in 1 2 3 4 5 6 7 8; do
@@ -286,6 +352,7 @@ warm()
 		wait "$_p" || fail "a warm fetch from $1 failed"
 	done
 	_t1=$(now)
+	[ -z "${3:-}" ] || cpu_end "$2" "$3"
 	awk -v s="$(elapsed "$_t0" "$_t1")" -v b="$UP_BIG_SIZE" \
 	    'BEGIN { printf "%.0f", 32 * b / 1048576 / s }'
 }
@@ -497,18 +564,18 @@ D_C1="" N_C1="" U_C1="" D_C12="" N_C12="" D_G="" N_G=""
 D_W="" N_W="" D_P50="" D_P99="" N_P50="" N_P99="" T_PZ="" N_NIX=""
 for r in $(seq 1 "$RUNS"); do
 	say "run $r of $RUNS: cold blob, one client"
-	U_C1="$U_C1 $(direct1)"
-	dist_start; D_C1="$D_C1 $(cold1 "$DIST_URL")"; dist_stop
-	mirror_start; N_C1="$N_C1 $(cold1 "$NM_URL")"; mirror_stop
+	U_C1="$U_C1 $(direct1 uc1)"
+	dist_start; D_C1="$D_C1 $(cold1 "$DIST_URL" dc1 "$DIST_PID")"; dist_stop
+	mirror_start; N_C1="$N_C1 $(cold1 "$NM_URL" nc1 "$NM_PID")"; mirror_stop
 
 	say "run $r of $RUNS: cold blob, 12 clients"
-	dist_start; set -- $(cold12 "$DIST_URL"); dist_stop
+	dist_start; set -- $(cold12 "$DIST_URL" dc12 "$DIST_PID"); dist_stop
 	D_C12="$D_C12 $1" D_G="$D_G $2"
-	mirror_start; set -- $(cold12 "$NM_URL")
+	mirror_start; set -- $(cold12 "$NM_URL" nc12 "$NM_PID")
 	N_C12="$N_C12 $1" N_G="$N_G $2"
 
 	say "run $r of $RUNS: warm blob, 8 clients x 4"
-	N_W="$N_W $(warm "$NM_URL")"
+	N_W="$N_W $(warm "$NM_URL" nw "$NM_PID")"
 	say "run $r of $RUNS: manifest by digest, wrk -c32"
 	set -- $(manifest_lat "$NM_URL")
 	N_P50="$N_P50 $1" N_P99="$N_P99 $2"
@@ -517,7 +584,7 @@ for r in $(seq 1 "$RUNS"); do
 
 	dist_start
 	cold1 "$DIST_URL" >/dev/null
-	D_W="$D_W $(warm "$DIST_URL")"
+	D_W="$D_W $(warm "$DIST_URL" dw "$DIST_PID")"
 	set -- $(manifest_lat "$DIST_URL")
 	D_P50="$D_P50 $1" D_P99="$D_P99 $2"
 	D_RSS=$(rss_of "$DIST_PID")
@@ -557,6 +624,29 @@ done
 	echo "| manifest by digest, wrk -c32, p99 (nixmirror's worst run ${max_np99} ms) | ${m_dp99} ms | ${m_np99} ms | $(ratio "$m_np99" "$m_dp99") | ≤ 10 ms every run | $(verdict "$max_np99 <= 10") |"
 	echo "| Nix image, $((BIG_BYTES / 1048576)) MiB closure ($NIX_LAYERS layers), cold, vs tar \\| pigz -6 (${m_pz} s) | | ${m_nix} s | $(ratio "$m_nix" "$m_pz") | ≤ 1.00 | $(verdict "$m_nix <= $m_pz") |"
 	echo "| RSS after the load (peak) | ${D_RSS% *} MiB (${D_RSS#* }) | ${N_RSS% *} MiB (${N_RSS#* }) | | ≤ 20 MiB | $(verdict "${N_RSS% *} <= 20") |"
+	echo
+	echo "Where the CPU went (medians): CPU seconds of the proxy (or of the"
+	echo "upstream, fetched directly); in brackets, those of all $(nproc) cores"
+	echo "together while the figure ran (clients, proxy, upstream and token"
+	echo "issuer), and how busy that kept the cores."
+	echo
+	echo "| figure | upstream directly | distribution | nixmirror |"
+	echo "|---|---|---|---|"
+	# shellcheck disable=SC2046
+	set -- $(cpu_median uc1) $(cpu_median dc1) $(cpu_median nc1)
+	echo "| cold blob, 1 client | $1 s ($2 s, $3 %) | $4 s ($5 s, $6 %) | $7 s ($8 s, $9 %) |"
+	# shellcheck disable=SC2046
+	set -- $(for _n in uc1 dc1 nc1; do median $(cat "$NM_WORK/ttfb.$_n"); done)
+	echo "| cold blob, 1 client, time to the first byte (through a proxy it includes the upstream's 401 and the token) | $(ms "$1") | $(ms "$2") | $(ms "$3") |"
+	# shellcheck disable=SC2046
+	set -- $(cpu_median dc12) $(cpu_median nc12)
+	echo "| cold blob, 12 clients | | $1 s ($2 s, $3 %) | $4 s ($5 s, $6 %) |"
+	# shellcheck disable=SC2046
+	set -- $(cpu_median dw) $(cpu_median nw)
+	echo "| warm blob, 8 clients × 4 | | $1 s ($2 s, $3 %) | $4 s ($5 s, $6 %) |"
+	# Had the proxy taken no CPU, its share of the busy cores would have
+	# gone to the clients: about the most any proxy reaches here.
+	echo "| warm blob, the most the clients' own CPU allows (rate × all / (all − proxy)) | | $(awk -v r="$m_dw" -v p="$1" -v a="$2" 'BEGIN { printf "%.0f", r * a / (a - p) }') MiB/s | $(awk -v r="$m_nw" -v p="$4" -v a="$5" 'BEGIN { printf "%.0f", r * a / (a - p) }') MiB/s |"
 } >"$NM_WORK/table.md"
 cat "$NM_WORK/table.md"
 [ -z "$TABLE_OUT" ] || cp "$NM_WORK/table.md" "$TABLE_OUT"
