@@ -1133,19 +1133,27 @@ static void	dl_written(void *);
 static void	dl_finish(struct dl *);
 
 /*
- * Hands what arrived to a write job, unless one runs; when the body is
- * whole and written, finishes the download.
+ * Hands what arrived to a write job, unless one runs: MIRROR_FLUSH bytes
+ * or more, or the rest of the body.  (A job costs the pool's locks and
+ * wakeups; starting one after each job with what came meanwhile made,
+ * with a loop slower than the pool, jobs of one 16 KiB TLS record each.)
+ * When the body is whole and written, finishes the download.
  */
 static void
 dl_write_next(struct dl *dl)
 {
+	size_t	 n;
+
 	if (dl->dl_wbusy || dl->dl_wrc == -1)
 		return;
-	if (evbuffer_get_length(dl->dl_pending) == 0) {
+	if ((n = evbuffer_get_length(dl->dl_pending)) == 0) {
 		if (dl->dl_ended)
 			dl_finish(dl);
 		return;
 	}
+	if (n < MIRROR_FLUSH && !dl->dl_ended && (dl->dl_size < 0 ||
+	    dl->dl_got < (uint64_t)dl->dl_size))
+		return;
 	evbuffer_add_buffer(dl->dl_writing, dl->dl_pending);
 	dl->dl_wbusy = 1;
 	if (work_submit(dl_write_job, dl_written, dl) == -1) {
@@ -1219,9 +1227,6 @@ dl_data_cb(struct up_req *ur, struct evbuffer *buf, void *arg)
 	if (dl->dl_size >= 0 && dl->dl_got > (uint64_t)dl->dl_size)
 		return (-1);
 	evbuffer_add_buffer(dl->dl_pending, buf);
-	if (evbuffer_get_length(dl->dl_pending) < MIRROR_FLUSH &&
-	    (dl->dl_size < 0 || dl->dl_got < (uint64_t)dl->dl_size))
-		return (0);
 	dl_write_next(dl);
 	if (dl->dl_wbusy && !dl->dl_paused &&
 	    evbuffer_get_length(dl->dl_pending) >= MIRROR_BACKLOG) {
