@@ -232,8 +232,8 @@ busy_ticks()
 }
 
 # Where the CPU of one figure went: cpu_start PID before it, then
-# cpu_end NAME PID appends "PROXY-SECONDS MACHINE-SECONDS" to the file
-# cpu.NAME (the figures run in subshells).
+# cpu_end NAME PID appends "PROXY-SECONDS MACHINE-SECONDS BUSY%" to the
+# file cpu.NAME (the figures run in subshells).
 cpu_start()
 {
 	_cp0=$(cpu_ticks "$1")
